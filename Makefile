@@ -1,0 +1,12 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test lint openapi
+install:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[test]'
+test:
+	$(PY) -m pytest
+lint:
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+openapi:
+	$(PY) -m app.openapi

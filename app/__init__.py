@@ -1,0 +1,1 @@
+"""dealledger: event-sourced deal progression."""

@@ -1,0 +1,71 @@
+"""The per-stream hash chain: SHA-256 over the previous hash and a canonical encoding.
+
+The encoding is RFC 8785 (JSON Canonicalization Scheme) over the values exactly as they
+read back from PostgreSQL, so `verify` recomputes the same bytes years later: jsonb may
+reorder keys and rewrite numbers, but not change their value as a double.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import rfc8785
+
+_SAFE_INTEGER = 2**53 - 1
+
+
+def utc_text(moment: datetime) -> str:
+    """One fixed UTC format, microsecond precision (PostgreSQL's timestamptz resolution)."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must carry a UTC offset")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _as_json_number_domain(value: Any) -> Any:
+    # RFC 8785 treats every number as a double; integers beyond 2**53 become doubles too,
+    # which is also what they compare as after a jsonb round trip.
+    if isinstance(value, dict):
+        return {key: _as_json_number_domain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_json_number_domain(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _SAFE_INTEGER:
+        return float(value)
+    return value
+
+
+def canonical_bytes(
+    *,
+    stream_id: UUID,
+    version: int,
+    event_id: UUID,
+    type: str,
+    schema_version: int,
+    data: Any,
+    metadata: Any,
+    occurred_at: datetime,
+    recorded_at: datetime,
+) -> bytes:
+    document = {
+        "stream_id": str(stream_id),
+        "version": version,
+        "event_id": str(event_id),
+        "type": type,
+        "schema_version": schema_version,
+        "data": _as_json_number_domain(data),
+        "metadata": _as_json_number_domain(metadata),
+        "occurred_at": utc_text(occurred_at),
+        "recorded_at": utc_text(recorded_at),
+    }
+    encoded: bytes = rfc8785.dumps(document)
+    return encoded
+
+
+def chain_hash(prev_hash: bytes | None, canonical: bytes) -> bytes:
+    """The link: SHA-256(prev_hash || canonical); the first event of a stream has no prev."""
+    digest = hashlib.sha256()
+    digest.update(prev_hash or b"")
+    digest.update(canonical)
+    return digest.digest()

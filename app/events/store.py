@@ -1,0 +1,381 @@
+"""The event store: append with optimistic concurrency and idempotency, stream reads,
+gap-safe reads of the whole log, and hash-chain verification.
+
+This module alone writes the `events` table. SQL is explicit and runs on the asyncpg
+driver connection underneath SQLAlchemy's pool: append and catch-up are the hot paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import driver_connection
+from app.events.hashing import canonical_bytes, chain_hash
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; `occurred_at` defaults to the time it is recorded."""
+
+    type: str
+    data: dict[str, Any]
+    event_id: UUID = field(default_factory=uuid4)
+    schema_version: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    position: int
+    stream_id: UUID
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    transaction_id: int
+    prev_hash: bytes | None
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: UUID
+    stream_version: int
+    positions: list[int]
+    duplicate: bool = False
+
+    @property
+    def last_position(self) -> int:
+        return max(self.positions)
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Where a gap-safe reader stands: the (transaction id, position) of its last event."""
+
+    transaction_id: int = 0
+    position: int = 0
+
+
+class VersionConflict(Exception):
+    """The stream moved on since the caller read it: re-read and decide again."""
+
+    def __init__(self, stream_id: UUID, expected_version: int | None, actual_version: int) -> None:
+        super().__init__(
+            f"stream {stream_id} is at version {actual_version}, expected {expected_version}"
+        )
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    valid: bool
+    events_checked: int
+    head_hash: str | None
+    first_invalid_stream: UUID | None = None
+    first_invalid_version: int | None = None
+    reason: str | None = None
+
+
+_COLUMNS = (
+    "position, stream_id, version, event_id, type, schema_version, data::text AS data, "
+    "metadata::text AS metadata, occurred_at, recorded_at, transaction_id::text::bigint "
+    "AS transaction_id, prev_hash, hash"
+)
+
+# One round trip before the insert, and reads only: the transaction's first write must be
+# the insert itself, so its xid (and thus its place in gap-safe order) follows the head's.
+_HEAD_SQL = """
+SELECT now() AS now, head.version, head.hash,
+       (SELECT coalesce(array_agg(position ORDER BY version), '{}')
+          FROM events WHERE stream_id = $1 AND event_id = ANY($2::uuid[])) AS known_positions
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT version, hash FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1
+) AS head ON true
+"""
+
+_INSERT_SQL = """
+INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata,
+                    occurred_at, recorded_at, prev_hash, hash)
+SELECT $1, version, event_id, type, schema_version, data::jsonb, metadata::jsonb,
+       occurred_at, $2, prev_hash, hash
+FROM unnest($3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[],
+            $9::timestamptz[], $10::bytea[], $11::bytea[])
+     AS new(version, event_id, type, schema_version, data, metadata, occurred_at, prev_hash, hash)
+ORDER BY version
+RETURNING position
+"""
+
+
+def _json_text(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if "\\u0000" in text:
+        raise ValueError("event data cannot contain the NUL character (\\u0000)")
+    return text
+
+
+def _record(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        stream_id=row["stream_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        data=json.loads(row["data"]),
+        metadata=json.loads(row["metadata"]),
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        transaction_id=row["transaction_id"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:
+    """The hash this event must carry, recomputed from its content as stored."""
+    canonical = canonical_bytes(
+        stream_id=event.stream_id,
+        version=event.version,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+    )
+    return chain_hash(prev_hash, canonical)
+
+
+class EventStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def append(
+        self,
+        stream_id: UUID,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+    ) -> AppendResult:
+        """Append all events or none.
+
+        `expected_version` is the version the caller decided on (0 for a new stream; None
+        skips the check). A stale one raises VersionConflict. Events whose ids the stream
+        already holds are not written again: the original positions come back instead.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        event_ids = [event.event_id for event in events]
+        if len(set(event_ids)) != len(event_ids):
+            raise ValueError("event ids within one append must be distinct")
+        async with driver_connection(self.engine) as connection:
+            try:
+                async with connection.transaction():
+                    return await self._append_in_transaction(
+                        connection, stream_id, expected_version, events
+                    )
+            except asyncpg.UniqueViolationError:
+                # A concurrent append won the race: either it wrote these very events
+                # (an idempotent retry) or it took the version we wanted.
+                return await self._after_lost_race(connection, stream_id, expected_version, events)
+
+    async def _append_in_transaction(
+        self,
+        connection: asyncpg.Connection,
+        stream_id: UUID,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+    ) -> AppendResult:
+        head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
+        current_version: int = head["version"] or 0
+        if head["known_positions"]:
+            return AppendResult(stream_id, current_version, list(head["known_positions"]), True)
+        if expected_version is not None and expected_version != current_version:
+            raise VersionConflict(stream_id, expected_version, current_version)
+        recorded_at: datetime = head["now"]
+        prev_hash: bytes | None = head["hash"]
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for offset, event in enumerate(events, start=1):
+            version = current_version + offset
+            occurred_at = event.occurred_at or recorded_at
+            data_text = _json_text(event.data)
+            metadata_text = _json_text(event.metadata)
+            # Hash what will read back: the JSON as parsed, at microsecond precision.
+            digest = chain_hash(
+                prev_hash,
+                canonical_bytes(
+                    stream_id=stream_id,
+                    version=version,
+                    event_id=event.event_id,
+                    type=event.type,
+                    schema_version=event.schema_version,
+                    data=json.loads(data_text),
+                    metadata=json.loads(metadata_text),
+                    occurred_at=occurred_at,
+                    recorded_at=recorded_at,
+                ),
+            )
+            row = (
+                version,
+                event.event_id,
+                event.type,
+                event.schema_version,
+                data_text,
+                metadata_text,
+                occurred_at,
+                prev_hash,
+                digest,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+            prev_hash = digest
+        rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
+        return AppendResult(stream_id, current_version + len(events), [r["position"] for r in rows])
+
+    async def _after_lost_race(
+        self,
+        connection: asyncpg.Connection,
+        stream_id: UUID,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+    ) -> AppendResult:
+        head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
+        current_version: int = head["version"] or 0
+        if head["known_positions"]:
+            return AppendResult(stream_id, current_version, list(head["known_positions"]), True)
+        raise VersionConflict(stream_id, expected_version, current_version)
+
+    async def stream_version(self, stream_id: UUID) -> int:
+        async with driver_connection(self.engine) as connection:
+            version = await connection.fetchval(
+                "SELECT max(version) FROM events WHERE stream_id = $1", stream_id
+            )
+        return int(version or 0)
+
+    async def read_stream(
+        self,
+        stream_id: UUID,
+        *,
+        up_to_version: int | None = None,
+        up_to_position: int | None = None,
+        recorded_up_to: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """The stream's events in version order, optionally cut at a version, position or time."""
+        async with driver_connection(self.engine) as connection:
+            rows = await connection.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1"
+                " AND ($2::int IS NULL OR version <= $2)"
+                " AND ($3::bigint IS NULL OR position <= $3)"
+                " AND ($4::timestamptz IS NULL OR recorded_at <= $4)"
+                " ORDER BY version",
+                stream_id,
+                up_to_version,
+                up_to_position,
+                recorded_up_to,
+            )
+        return [_record(row) for row in rows]
+
+    async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
+        """The next committed events after `after`, gap-safely.
+
+        Only rows of transactions older than every transaction still running are returned
+        (that set can no longer change), ordered by (transaction id, position): checkpoint
+        that pair, never position alone.
+        """
+        async with driver_connection(self.engine) as connection:
+            rows = await read_all_on(connection, after, limit)
+        return [_record(row) for row in rows]
+
+    async def verify(
+        self, stream_id: UUID | None = None, on_progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """Walk one stream (or every stream) and report the first broken link."""
+        checked = 0
+        head_hash: bytes | None = None
+        async with aclosing(self._walk(stream_id)) as walk:
+            async for event, ok, reason in walk:
+                checked += 1
+                if on_progress is not None:
+                    on_progress(checked)
+                if not ok:
+                    return VerifyResult(
+                        False, checked, None, event.stream_id, event.version, reason
+                    )
+                head_hash = event.hash
+        return VerifyResult(True, checked, head_hash.hex() if head_hash else None)
+
+    async def count(self, stream_id: UUID | None = None) -> int:
+        async with driver_connection(self.engine) as connection:
+            total = await connection.fetchval(
+                "SELECT count(*) FROM events WHERE ($1::uuid IS NULL OR stream_id = $1)",
+                stream_id,
+            )
+        return int(total)
+
+    async def _walk(
+        self, stream_id: UUID | None
+    ) -> AsyncGenerator[tuple[RecordedEvent, bool, str | None]]:
+        async with driver_connection(self.engine) as connection, connection.transaction():
+            cursor = connection.cursor(
+                f"SELECT {_COLUMNS} FROM events"
+                " WHERE ($1::uuid IS NULL OR stream_id = $1) ORDER BY stream_id, version",
+                stream_id,
+                prefetch=2000,
+            )
+            previous: RecordedEvent | None = None
+            async for row in cursor:
+                event = _record(row)
+                if previous is not None and previous.stream_id != event.stream_id:
+                    previous = None
+                yield event, *_check_link(previous, event)
+                previous = event
+
+
+def _check_link(previous: RecordedEvent | None, event: RecordedEvent) -> tuple[bool, str | None]:
+    expected_version = previous.version + 1 if previous else 1
+    if event.version != expected_version:
+        return False, f"version {event.version} follows {expected_version - 1}"
+    expected_prev = previous.hash if previous else None
+    if event.prev_hash != expected_prev:
+        return False, "prev_hash does not match the previous event's hash"
+    if event.hash != expected_hash(event, expected_prev):
+        return False, "content does not match its hash"
+    return True, None
+
+
+async def read_all_on(
+    connection: asyncpg.Connection, after: Checkpoint, limit: int
+) -> list[asyncpg.Record]:
+    """Gap-safe page of the log on an existing connection (see EventStore.read_all)."""
+    rows: list[asyncpg.Record] = await connection.fetch(
+        f"SELECT {_COLUMNS} FROM events"
+        " WHERE (transaction_id, position) > ($1::text::xid8, $2)"
+        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+        " ORDER BY transaction_id, position LIMIT $3",
+        str(after.transaction_id),
+        after.position,
+        limit,
+    )
+    return rows
+
+
+def checkpoint_of(event: RecordedEvent) -> Checkpoint:
+    return Checkpoint(event.transaction_id, event.position)

@@ -1,0 +1,40 @@
+"""The FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import health
+from app.api.problems import install_problem_handlers
+from app.db import create_engine, resolve_database_url
+from app.events.store import EventStore
+from app.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    """The app; `database_url` overrides settings (else DATABASE_URL or the embedded server)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or resolve_database_url(settings)
+        engine = create_engine(url, settings.pool_size)
+        app.state.engine = engine
+        app.state.store = EventStore(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="dealledger",
+        version="0.1.0",
+        summary="Event-sourced deal progression: no evidence, no progress.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,27 @@
+"""Configuration, read once from the environment (pydantic-settings) and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("dealledger"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEALLEDGER_", extra="ignore")
+
+    # The standard `postgresql://user:password@host:port/dbname` form; unset means embedded.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    pool_size: int = 10
+
+
+def load_settings() -> Settings:
+    """Settings from the environment (DATABASE_URL, DEALLEDGER_*)."""
+    return Settings()

@@ -1,0 +1,116 @@
+"""The `dealledger` command line, run as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from app.db import asyncpg_dsn, with_database
+from app.events.store import EventStore, NewEvent
+
+
+def dealledger(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def environment(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(values)
+    return env
+
+
+async def test_migrate_uses_database_url_when_set(server_url: str) -> None:
+    name = f"dealledger_cli_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(asyncpg_dsn(server_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(server_url, name)
+        result = dealledger("migrate", env=environment(DATABASE_URL=url))
+        assert result.returncode == 0, result.stderr
+        target = await asyncpg.connect(asyncpg_dsn(url))
+        assert await target.fetchval("SELECT to_regclass('events') IS NOT NULL")
+        await target.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def test_migrate_starts_embedded_postgres_when_database_url_is_unset(tmp_path: Path) -> None:
+    result = dealledger("migrate", env=environment(DEALLEDGER_DATA_DIR=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    # Idempotent: a second run finds the data and the migrations already there.
+    assert dealledger("migrate", env=environment(DEALLEDGER_DATA_DIR=str(tmp_path))).returncode == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_on_a_fresh_embedded_database_becomes_ready(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=environment(DEALLEDGER_DATA_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}" in output
+
+
+async def test_verify_exits_non_zero_on_a_tampered_log(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    deal = uuid.uuid4()
+    await store.append(deal, 0, [NewEvent("BuyerActivityRecorded", {"n": i}) for i in range(3)])
+    ok = dealledger("verify", env=environment(DATABASE_URL=database_url))
+    assert ok.returncode == 0, ok.stderr
+    assert "3 events checked" in ok.stdout
+
+    await pg.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+    await pg.execute("UPDATE events SET type = 'Forged' WHERE stream_id = $1 AND version = 3", deal)
+    broken = dealledger("verify", str(deal), env=environment(DATABASE_URL=database_url))
+    assert broken.returncode == 1
+    assert f"stream {deal} version 3" in broken.stdout
+
+
+@pytest.mark.parametrize("command", [["--help"], ["serve", "--help"]])
+def test_help_describes_the_commands(command: list[str]) -> None:
+    result = dealledger(*command, env=environment())
+    assert result.returncode == 0
+    assert "dealledger" in result.stdout or "--port" in result.stdout

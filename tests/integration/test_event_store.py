@@ -1,0 +1,175 @@
+"""The event store's guarantees, against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from app.events.store import EventStore, NewEvent, VersionConflict
+
+
+def activity(n: int, **extra: object) -> NewEvent:
+    return NewEvent(type="BuyerActivityRecorded", data={"n": n, **extra})
+
+
+async def test_append_then_read_stream_in_order(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    first = await store.append(deal, 0, [activity(1), activity(2)])
+    second = await store.append(deal, 2, [activity(3)])
+
+    assert first.stream_version == 2 and second.stream_version == 3
+    assert first.positions[0] < first.positions[1] < second.positions[0]
+    events = await store.read_stream(deal)
+    assert [e.version for e in events] == [1, 2, 3]
+    assert [e.data["n"] for e in events] == [1, 2, 3]
+    assert events[0].prev_hash is None
+    assert events[1].prev_hash == events[0].hash
+
+
+async def test_stale_expected_version_is_a_conflict_not_an_overwrite(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    await store.append(deal, 0, [activity(1)])
+    with pytest.raises(VersionConflict) as conflict:
+        await store.append(deal, 0, [activity(2)])
+    assert conflict.value.actual_version == 1
+    assert [e.data["n"] for e in await store.read_stream(deal)] == [1]
+
+
+async def test_append_is_all_or_nothing(store: EventStore, pg: asyncpg.Connection) -> None:
+    # A trigger in this test's own database makes the second row of the append fail.
+    await pg.execute(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.type = 'Poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$"
+    )
+    await pg.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()"
+    )
+    deal = uuid.uuid4()
+    with pytest.raises(asyncpg.RaiseError, match="poisoned"):
+        await store.append(deal, 0, [activity(1), NewEvent("Poison", {})])
+    assert await store.read_stream(deal) == []
+
+
+async def test_text_jsonb_cannot_hold_is_refused_before_writing(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        await store.append(uuid.uuid4(), 0, [activity(1, note="a\u0000b")])
+
+
+async def test_repeated_event_id_returns_original_positions(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    event = activity(1)
+    first = await store.append(deal, 0, [event])
+    again = await store.append(deal, 0, [event])
+    assert again.duplicate and again.positions == first.positions
+    assert len(await store.read_stream(deal)) == 1
+
+
+async def test_concurrent_duplicates_store_one_row(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    event = activity(1)
+    results = await asyncio.gather(*(store.append(deal, 0, [event]) for _ in range(12)))
+    assert len({tuple(r.positions) for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert len(await store.read_stream(deal)) == 1
+
+
+async def test_16_racing_writers_get_one_winner_per_version(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    for expected in range(5):
+        outcomes = await asyncio.gather(
+            *(store.append(deal, expected, [activity(i)]) for i in range(16)),
+            return_exceptions=True,
+        )
+        winners = [o for o in outcomes if not isinstance(o, BaseException)]
+        losers = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(winners) == 1
+        assert all(isinstance(o, VersionConflict) for o in losers)
+    assert [e.version for e in await store.read_stream(deal)] == [1, 2, 3, 4, 5]
+
+
+async def test_read_stream_up_to_version_position_and_time(store: EventStore) -> None:
+    deal = uuid.uuid4()
+    a = await store.append(deal, 0, [activity(1)])
+    await asyncio.sleep(0.01)
+    b = await store.append(deal, 1, [activity(2)])
+    await store.append(deal, 2, [activity(3)])
+    events = await store.read_stream(deal)
+
+    assert len(await store.read_stream(deal, up_to_version=2)) == 2
+    assert len(await store.read_stream(deal, up_to_position=b.positions[0])) == 2
+    assert len(await store.read_stream(deal, up_to_position=a.positions[0])) == 1
+    assert len(await store.read_stream(deal, recorded_up_to=events[0].recorded_at)) == 1
+
+
+async def test_occurred_at_is_kept_and_recorded_at_is_the_database_clock(
+    store: EventStore,
+) -> None:
+    deal = uuid.uuid4()
+    met = datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await store.append(deal, 0, [NewEvent("BuyerActivityRecorded", {}, occurred_at=met)])
+    (event,) = await store.read_stream(deal)
+    assert event.occurred_at == met
+    assert event.recorded_at > before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET type = 'Forged'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ],
+)
+async def test_database_refuses_changes_to_history(
+    store: EventStore, pg: asyncpg.Connection, statement: str
+) -> None:
+    deal = uuid.uuid4()
+    await store.append(deal, 0, [activity(1)])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pg.execute(statement)
+    # Even a replica-mode session (which skips ordinary triggers) is refused.
+    await pg.execute("SET session_replication_role = replica")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pg.execute(statement)
+    await pg.execute("SET session_replication_role = origin")
+    assert len(await store.read_stream(deal)) == 1
+
+
+async def test_verify_passes_on_untouched_log(store: EventStore) -> None:
+    deals = [uuid.uuid4() for _ in range(3)]
+    for deal in deals:
+        await store.append(
+            deal,
+            0,
+            [activity(1, amount=1.0, big=2**60, tiny=0.1, nested={"z": 1, "a": [1e20]})],
+        )
+        await store.append(deal, 1, [activity(2, name="Zoë")])
+    result = await store.verify()
+    assert result.valid and result.events_checked == 6
+    one = await store.verify(deals[0])
+    assert one.valid and one.events_checked == 2
+    assert one.head_hash == (await store.read_stream(deals[0]))[-1].hash.hex()
+
+
+async def test_verify_pinpoints_a_tampered_event(store: EventStore, pg: asyncpg.Connection) -> None:
+    deal, other = uuid.uuid4(), uuid.uuid4()
+    await store.append(deal, 0, [activity(1), activity(2), activity(3)])
+    await store.append(other, 0, [activity(1)])
+    # Tamper behind the triggers' back, as only a superuser could.
+    await pg.execute("ALTER TABLE events DISABLE TRIGGER USER")
+    await pg.execute(
+        "UPDATE events SET data = '{\"n\": 99}' WHERE stream_id = $1 AND version = 2", deal
+    )
+    await pg.execute("ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_update_delete")
+
+    result = await store.verify(deal)
+    assert not result.valid
+    assert (result.first_invalid_stream, result.first_invalid_version) == (deal, 2)
+    whole = await store.verify()
+    assert not whole.valid and whole.first_invalid_version == 2
+    assert (await store.verify(other)).valid

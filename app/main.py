@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health
+from app.api import deals, health, pipelines
+from app.api.idempotency import IdempotencyMiddleware
 from app.api.problems import install_problem_handlers
 from app.db import create_engine, resolve_database_url
 from app.events.store import EventStore
@@ -36,5 +37,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)
     app.include_router(health.router)
+    app.include_router(deals.router)
+    app.include_router(pipelines.router)
     return app

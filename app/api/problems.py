@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.domain.errors import DomainError
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -57,6 +59,14 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, None, str(exc.detail), headers=exc.headers)
 
 
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return problem_response(
+        exc.status, exc.title, exc.detail, type_=f"/problems/{exc.slug}", **exc.extensions
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(DomainError, _domain)

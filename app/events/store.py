@@ -57,6 +57,7 @@ class AppendResult:
     stream_version: int
     positions: list[int]
     duplicate: bool = False
+    recorded_at: datetime | None = None
 
     @property
     def last_position(self) -> int:
@@ -248,7 +249,10 @@ class EventStore:
                 column.append(value)
             prev_hash = digest
         rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
-        return AppendResult(stream_id, current_version + len(events), [r["position"] for r in rows])
+        positions = [r["position"] for r in rows]
+        return AppendResult(
+            stream_id, current_version + len(events), positions, recorded_at=recorded_at
+        )
 
     async def _after_lost_race(
         self,
@@ -292,6 +296,17 @@ class EventStore:
                 recorded_up_to,
             )
         return [_record(row) for row in rows]
+
+    async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
+        """(position, stream id) of streams' first events after a position, in log order."""
+        async with driver_connection(self.engine) as connection:
+            rows = await connection.fetch(
+                "SELECT position, stream_id FROM events WHERE version = 1 AND position > $1"
+                " ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+            )
+        return [(row["position"], row["stream_id"]) for row in rows]
 
     async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
         """The next committed events after `after`, gap-safely.

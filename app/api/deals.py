@@ -1,0 +1,437 @@
+"""Deal routes: parse, call the service, shape the response. No business rule lives here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from app.api import schemas as s
+from app.api.deps import (
+    ActorDep,
+    ExpectedVersionDep,
+    IdempotencyKeyDep,
+    RequestIdDep,
+    ServiceDep,
+)
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from app.domain import commands as c
+from app.domain.errors import DealNotFound
+from app.domain.pipeline import STATUSES
+from app.service import CommandResult
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, **PROBLEM}
+    for code, text in {
+        400: "Malformed header",
+        404: "Deal not found",
+        409: "Not allowed in the deal's current state, or lost a race",
+        412: "If-Match does not match the deal's version",
+        422: "Invalid request or exit criteria not met",
+    }.items()
+}
+
+router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=ERRORS)
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+def _deal(result: CommandResult, response: Response) -> s.DealOut:
+    response.headers["ETag"] = f'"{result.state.version}"'
+    return s.DealOut.of(result.state, result.position)
+
+
+def _created(deal_id: UUID, result: CommandResult, response: Response, **ids: UUID) -> s.Created:
+    response.headers["ETag"] = f'"{result.state.version}"'
+    return s.Created(deal_id=deal_id, version=result.state.version, position=result.position, **ids)
+
+
+@router.post("", status_code=201, summary="Open a deal in the first stage")
+async def create_deal(
+    body: s.CreateDeal,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.DealOut:
+    command = c.OpenDeal(
+        **body.model_dump(exclude={"external_ref"}), external_ref=body.external_ref
+    )
+    result = await service.open(
+        command, actor, idempotency_key=idempotency_key, request_id=request_id
+    )
+    response.headers["Location"] = f"/v1/deals/{result.state.deal_id}"
+    return _deal(result, response)
+
+
+@router.get("", summary="List deals, filtered, with cursor pagination")
+async def list_deals(
+    service: ServiceDep,
+    stage: str | None = None,
+    owner: str | None = None,
+    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> s.DealPage:
+    after = decode_cursor(cursor, "p")
+    position = after["p"] if after else 0
+    items: list[s.DealOut] = []
+    async for deal_position, state in service.deals_after(position):
+        position = deal_position
+        if (
+            (stage is None or state.stage == stage)
+            and (owner is None or state.owner == owner)
+            and (status is None or state.status == status)
+        ):
+            items.append(s.DealOut.of(state))
+            if len(items) == limit:
+                return s.DealPage(items=items, next_cursor=encode_cursor({"p": position}))
+    return s.DealPage(items=items, next_cursor=None)
+
+
+@router.get("/{deal_id}", summary="The deal as it stands now")
+async def get_deal(deal_id: UUID, response: Response, service: ServiceDep) -> s.DealOut:
+    state = await service.load(deal_id)
+    if not state.exists:
+        raise DealNotFound(f"deal {deal_id} does not exist")
+    return _deal(CommandResult(state, None, 0), response)
+
+
+@router.patch("/{deal_id}", summary="Change amount, currency, close date or owner")
+async def patch_deal(
+    deal_id: UUID,
+    body: s.PatchDeal,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+) -> s.DealOut:
+    command = c.ChangeDeal(**body.model_dump(exclude_unset=True))
+    result = await service.execute(
+        deal_id, command, actor, expected_version=expected_version, request_id=request_id
+    )
+    return _deal(result, response)
+
+
+@router.get("/{deal_id}/history", summary="The deal's events in order, as stored")
+async def deal_history(
+    deal_id: UUID,
+    service: ServiceDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> s.HistoryPage:
+    after = decode_cursor(cursor, "v")
+    events = await service.store.read_stream(deal_id)
+    if not events:
+        raise DealNotFound(f"deal {deal_id} does not exist")
+    start = after["v"] if after else 0
+    page = [e for e in events if e.version > start][:limit]
+    more = bool(page) and page[-1].version < events[-1].version
+    return s.HistoryPage(
+        items=[
+            s.HistoryItem(
+                position=e.position,
+                version=e.version,
+                event_id=e.event_id,
+                type=e.type,
+                schema_version=e.schema_version,
+                data=e.data,
+                metadata=e.metadata,
+                occurred_at=e.occurred_at,
+                recorded_at=e.recorded_at,
+                hash=e.hash.hex(),
+            )
+            for e in page
+        ],
+        next_cursor=encode_cursor({"v": page[-1].version}) if more else None,
+    )
+
+
+async def _run(
+    deal_id: UUID,
+    command: c.Command,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: str,
+    expected_version: int | None,
+    idempotency_key: str | None,
+) -> CommandResult:
+    return await service.execute(
+        deal_id,
+        command,
+        actor,
+        expected_version=expected_version,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+
+
+@router.post("/{deal_id}/evidence", status_code=201, summary="Record evidence about the buyer")
+async def record_evidence(
+    deal_id: UUID,
+    body: s.RecordEvidenceBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.Created:
+    evidence_id = (
+        uuid.uuid5(deal_id, f"evidence:{idempotency_key}") if idempotency_key else uuid.uuid4()
+    )
+    command = c.RecordEvidence(
+        evidence_id=evidence_id,
+        kind=body.kind,
+        criteria=tuple(body.criteria),
+        summary=body.summary,
+        occurred_at=body.occurred_at,
+        source=body.source,
+    )
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _created(deal_id, result, response, evidence_id=evidence_id)
+
+
+@router.post("/{deal_id}/evidence/{evidence_id}/retract", summary="Retract evidence, with why")
+async def retract_evidence(
+    deal_id: UUID,
+    evidence_id: UUID,
+    body: s.RetractBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.DealOut:
+    command = c.RetractEvidence(evidence_id=evidence_id, reason=body.reason)
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _deal(result, response)
+
+
+@router.post("/{deal_id}/activities", status_code=201, summary="Record buyer activity")
+async def record_activity(
+    deal_id: UUID,
+    body: s.ActivityBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.Created:
+    command = c.RecordBuyerActivity(
+        activity_type=body.type, occurred_at=body.occurred_at, details=body.details
+    )
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _created(deal_id, result, response)
+
+
+def _stage_route(path: str, summary: str, body_type: type[Any], to_command: Any) -> None:
+    """Register a stage-changing command route that answers with the deal."""
+
+    async def route(
+        deal_id: UUID,
+        body: body_type,  # type: ignore[valid-type]
+        response: Response,
+        service: ServiceDep,
+        actor: ActorDep,
+        request_id: RequestIdDep,
+        expected_version: ExpectedVersionDep,
+        idempotency_key: IdempotencyKeyDep,
+    ) -> s.DealOut:
+        result = await _run(
+            deal_id, to_command(body), service, actor, request_id, expected_version, idempotency_key
+        )
+        return _deal(result, response)
+
+    # The body model is chosen per route; annotations are strings here, so set it directly.
+    route.__annotations__["body"] = body_type
+    route.__name__ = path.strip("/").replace("-", "_").replace("/", "_")
+    router.add_api_route("/{deal_id}/" + path.strip("/"), route, methods=["POST"], summary=summary)
+
+
+_stage_route(
+    "advance",
+    "Advance to a later stage: every exit criterion evidenced, or a manager override",
+    s.AdvanceBody,
+    lambda b: c.AdvanceStage(
+        to_stage=b.to_stage, note=b.note, override_reason=b.override.reason if b.override else None
+    ),
+)
+_stage_route(
+    "regress",
+    "Move back to an earlier stage, with the trigger",
+    s.RegressBody,
+    lambda b: c.RegressStage(to_stage=b.to_stage, trigger=b.trigger, note=b.note),
+)
+_stage_route(
+    "disqualify",
+    "Disqualify the deal, with the reason",
+    s.DisqualifyBody,
+    lambda b: c.DisqualifyDeal(reason=b.reason, note=b.note),
+)
+_stage_route(
+    "win",
+    "Mark the deal won: the closing criteria evidenced, or a manager override",
+    s.WinBody,
+    lambda b: c.WinDeal(note=b.note, override_reason=b.override.reason if b.override else None),
+)
+_stage_route(
+    "nurture",
+    "Park an open deal out of the active pipeline until a resume date",
+    s.NurtureBody,
+    lambda b: c.NurtureDeal(reason=b.reason, resume_on=b.resume_on),
+)
+_stage_route(
+    "reactivate",
+    "Bring a nurtured deal back, to the stage it left or an earlier one",
+    s.ReactivateBody,
+    lambda b: c.ReactivateDeal(to_stage=b.to_stage),
+)
+
+
+@router.post("/{deal_id}/blockers", status_code=201, summary="Raise a blocker")
+async def raise_blocker(
+    deal_id: UUID,
+    body: s.BlockerBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.Created:
+    blocker_id = (
+        uuid.uuid5(deal_id, f"blocker:{idempotency_key}") if idempotency_key else uuid.uuid4()
+    )
+    command = c.RaiseBlocker(
+        blocker_id=blocker_id, category=body.category, description=body.description
+    )
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _created(deal_id, result, response, blocker_id=blocker_id)
+
+
+@router.post("/{deal_id}/blockers/{blocker_id}/resolve", summary="Resolve a blocker")
+async def resolve_blocker(
+    deal_id: UUID,
+    blocker_id: UUID,
+    body: s.ResolveBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.DealOut:
+    command = c.ResolveBlocker(blocker_id=blocker_id, resolution=body.resolution)
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _deal(result, response)
+
+
+@router.put("/{deal_id}/next-step", summary="Set the next step and its due date")
+async def set_next_step(
+    deal_id: UUID,
+    body: s.NextStepBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+) -> s.DealOut:
+    command = c.SetNextStep(description=body.description, due_date=body.due_date)
+    result = await _run(deal_id, command, service, actor, request_id, expected_version, None)
+    return _deal(result, response)
+
+
+@router.post("/{deal_id}/next-step/complete", summary="Complete the open next step")
+async def complete_next_step(
+    deal_id: UUID,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.DealOut:
+    result = await _run(
+        deal_id,
+        c.CompleteNextStep(),
+        service,
+        actor,
+        request_id,
+        expected_version,
+        idempotency_key,
+    )
+    return _deal(result, response)
+
+
+@router.post("/{deal_id}/stakeholders", status_code=201, summary="Add a buyer stakeholder")
+async def add_stakeholder(
+    deal_id: UUID,
+    body: s.StakeholderBody,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.Created:
+    stakeholder_id = (
+        uuid.uuid5(deal_id, f"stakeholder:{idempotency_key}") if idempotency_key else uuid.uuid4()
+    )
+    command = c.AddStakeholder(
+        stakeholder_id=stakeholder_id, name=body.name, role=body.role, title=body.title
+    )
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _created(deal_id, result, response, stakeholder_id=stakeholder_id)
+
+
+@router.patch("/{deal_id}/stakeholders/{stakeholder_id}", summary="Change a stakeholder's role")
+async def change_stakeholder(
+    deal_id: UUID,
+    stakeholder_id: UUID,
+    body: s.StakeholderPatch,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+) -> s.DealOut:
+    command = c.ChangeStakeholder(stakeholder_id=stakeholder_id, role=body.role, title=body.title)
+    result = await _run(deal_id, command, service, actor, request_id, expected_version, None)
+    return _deal(result, response)
+
+
+@router.post("/{deal_id}/stakeholders/{stakeholder_id}/left", summary="A stakeholder left")
+async def stakeholder_left(
+    deal_id: UUID,
+    stakeholder_id: UUID,
+    response: Response,
+    service: ServiceDep,
+    actor: ActorDep,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> s.DealOut:
+    command = c.StakeholderLeaves(stakeholder_id=stakeholder_id)
+    result = await _run(
+        deal_id, command, service, actor, request_id, expected_version, idempotency_key
+    )
+    return _deal(result, response)

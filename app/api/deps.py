@@ -1,0 +1,69 @@
+"""Request-scoped dependencies: the service, the actor, the request id, preconditions."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from app.domain.decide import Actor
+from app.events.store import EventStore
+from app.service import DealService
+
+
+def get_store(request: Request) -> EventStore:
+    store: EventStore = request.app.state.store
+    return store
+
+
+def get_service(store: Annotated[EventStore, Depends(get_store)]) -> DealService:
+    return DealService(store)
+
+
+def get_actor(
+    x_actor: Annotated[str | None, Header(description="Who acts (until API keys land).")] = None,
+    x_actor_role: Annotated[
+        str | None, Header(description="The actor's role: rep (default) or manager.")
+    ] = None,
+) -> Actor:
+    return Actor(id=x_actor or "system", role=x_actor_role or "rep")
+
+
+def get_request_id(
+    x_request_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> str:
+    return x_request_id or str(uuid.uuid4())
+
+
+_ETAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
+
+
+def get_expected_version(
+    if_match: Annotated[
+        str | None, Header(description='The deal version the client saw, as its ETag: "3"')
+    ] = None,
+) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise HTTPException(400, 'If-Match must be an ETag of this API, e.g. "3"')
+    return int(match.group(1))
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="Retry-safe key: a retry returns the first response."),
+    ] = None,
+) -> str | None:
+    return idempotency_key
+
+
+ServiceDep = Annotated[DealService, Depends(get_service)]
+ActorDep = Annotated[Actor, Depends(get_actor)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]

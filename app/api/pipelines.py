@@ -1,0 +1,17 @@
+"""Pipeline configuration, read-only."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.domain.errors import NotFound
+from app.domain.pipeline import PIPELINES, Pipeline
+
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+@router.get("/{key}", summary="A pipeline: stages, probabilities, exit criteria, templates")
+async def get_pipeline(key: str) -> Pipeline:
+    if key not in PIPELINES:
+        raise NotFound(f"no pipeline {key!r}; known: {', '.join(PIPELINES)}")
+    return PIPELINES[key]

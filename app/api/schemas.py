@@ -1,0 +1,265 @@
+"""Request and response bodies of the deal API. Requests forbid unknown fields."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.domain.state import DealState
+from app.events.schemas import EvidenceSource, ExternalRef
+
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateDeal(Request):
+    name: ShortText
+    owner: ShortText
+    account: ShortText | None = None
+    amount: Money | None = None
+    currency: Currency | None = None
+    close_date: date | None = None
+    pipeline: ShortText = "default"
+    external_ref: ExternalRef | None = None
+
+
+class PatchDeal(Request):
+    amount: Money | None = None
+    currency: Currency | None = None
+    close_date: date | None = None
+    owner: ShortText | None = None
+
+
+class RecordEvidenceBody(Request):
+    kind: ShortText
+    criteria: Annotated[list[ShortText], Field(min_length=1, max_length=20)]
+    summary: Text
+    occurred_at: AwareDatetime
+    source: EvidenceSource | None = None
+
+
+class RetractBody(Request):
+    reason: Text
+
+
+class ActivityBody(Request):
+    type: ShortText
+    occurred_at: AwareDatetime
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class OverrideBody(Request):
+    reason: Text
+
+
+class AdvanceBody(Request):
+    to_stage: ShortText
+    note: Text | None = None
+    override: OverrideBody | None = None
+
+
+class WinBody(Request):
+    note: Text | None = None
+    override: OverrideBody | None = None
+
+
+class RegressBody(Request):
+    to_stage: ShortText
+    trigger: ShortText
+    note: Text | None = None
+
+
+class DisqualifyBody(Request):
+    reason: ShortText
+    note: Text | None = None
+
+
+class NurtureBody(Request):
+    reason: Text
+    resume_on: date
+
+
+class ReactivateBody(Request):
+    to_stage: ShortText | None = None
+
+
+class BlockerBody(Request):
+    category: ShortText
+    description: Text
+
+
+class ResolveBody(Request):
+    resolution: Text
+
+
+class NextStepBody(Request):
+    description: Text
+    due_date: date
+
+
+class StakeholderBody(Request):
+    name: ShortText
+    role: ShortText
+    title: ShortText | None = None
+
+
+class StakeholderPatch(Request):
+    role: ShortText | None = None
+    title: ShortText | None = None
+
+
+class CriterionStatus(BaseModel):
+    key: str
+    label: str
+    met: bool
+    evidence_ids: list[UUID]
+
+
+class BlockerOut(BaseModel):
+    blocker_id: UUID
+    category: str
+    description: str
+    raised_at: datetime
+
+
+class NextStepOut(BaseModel):
+    description: str
+    due_date: date
+    origin: str
+    set_at: datetime
+
+
+class StakeholderOut(BaseModel):
+    stakeholder_id: UUID
+    name: str
+    role: str
+    title: str | None
+
+
+class DealOut(BaseModel):
+    id: UUID
+    name: str
+    owner: str
+    account: str | None
+    amount: Decimal | None
+    currency: str | None
+    close_date: date | None
+    pipeline: str
+    pipeline_version: int
+    stage: str
+    status: str
+    stage_entered_at: datetime | None
+    version: int
+    exit_criteria: list[CriterionStatus]
+    missing_required_fields: list[str]
+    open_blockers: list[BlockerOut]
+    next_step: NextStepOut | None
+    stakeholders: list[StakeholderOut]
+    last_buyer_activity_at: datetime | None
+    external_ref: ExternalRef | None
+    nurture_resume_on: date | None
+    position: int | None = Field(
+        default=None, description="Global log position this write reached (write responses)."
+    )
+
+    @classmethod
+    def of(cls, state: DealState, position: int | None = None) -> DealOut:
+        pipeline = state.pipeline
+        criteria = []
+        if state.stage in pipeline.stage_keys:
+            for criterion in pipeline.stage(state.stage).exit_criteria:
+                ids = state.evidence_for(criterion.key)
+                criteria.append(
+                    CriterionStatus(
+                        key=criterion.key, label=criterion.label, met=bool(ids), evidence_ids=ids
+                    )
+                )
+        step = state.next_step
+        return cls(
+            id=state.deal_id,
+            name=state.name,
+            owner=state.owner,
+            account=state.account,
+            amount=state.amount,
+            currency=state.currency,
+            close_date=state.close_date,
+            pipeline=state.pipeline_key,
+            pipeline_version=state.pipeline_version,
+            stage=state.stage,
+            status=state.status,
+            stage_entered_at=state.stage_entered_at,
+            version=state.version,
+            exit_criteria=criteria,
+            missing_required_fields=state.missing_required_fields(state.stage),
+            open_blockers=[
+                BlockerOut(
+                    blocker_id=b.blocker_id,
+                    category=b.category,
+                    description=b.description,
+                    raised_at=b.raised_at,
+                )
+                for b in state.blockers.values()
+            ],
+            next_step=NextStepOut(
+                description=step.description,
+                due_date=step.due_date,
+                origin=step.origin,
+                set_at=step.set_at,
+            )
+            if step
+            else None,
+            stakeholders=[
+                StakeholderOut(
+                    stakeholder_id=s.stakeholder_id, name=s.name, role=s.role, title=s.title
+                )
+                for s in state.stakeholders.values()
+            ],
+            last_buyer_activity_at=state.last_buyer_activity_at,
+            external_ref=state.external_ref,
+            nurture_resume_on=state.nurture_resume_on,
+            position=position,
+        )
+
+
+class DealPage(BaseModel):
+    items: list[DealOut]
+    next_cursor: str | None
+
+
+class Created(BaseModel):
+    """What a command that adds something to a deal returns."""
+
+    deal_id: UUID
+    version: int
+    position: int | None
+    evidence_id: UUID | None = None
+    blocker_id: UUID | None = None
+    stakeholder_id: UUID | None = None
+
+
+class HistoryItem(BaseModel):
+    position: int
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    hash: str
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryItem]
+    next_cursor: str | None

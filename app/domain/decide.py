@@ -1,0 +1,385 @@
+"""The decider: given a deal's state and a command, the events it produces, or a refusal.
+
+Pure: time and the actor arrive in `Context`; ids arrive in the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import assert_never
+from uuid import UUID
+
+from app.domain import commands as c
+from app.domain.errors import (
+    CriteriaNotMet,
+    DealAlreadyExists,
+    DealClosed,
+    DealNotFound,
+    DomainError,
+    InvalidCommand,
+    InvalidTransition,
+    NotFound,
+    UnknownValue,
+)
+from app.domain.pipeline import (
+    ACTIVE,
+    ACTIVITY_TYPES,
+    BLOCKER_CATEGORIES,
+    DISQUALIFICATION_REASONS,
+    EVIDENCE_KINDS,
+    NURTURE,
+    PIPELINES,
+    REGRESSION_TRIGGERS,
+    STAKEHOLDER_ROLES,
+    Pipeline,
+    Stage,
+)
+from app.domain.state import DealState
+from app.events import schemas as e
+
+OVERRIDE_ROLES = ("manager", "admin")
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Context:
+    now: datetime
+    actor: Actor
+
+
+class OverrideNotAllowed(DomainError):
+    status = 403
+    title = "Override not allowed"
+    slug = "override-not-allowed"
+
+
+def _one_of(field: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UnknownValue(field, value, allowed)
+
+
+def _require_open(state: DealState) -> None:
+    if state.is_terminal:
+        raise DealClosed(
+            f"deal is {state.status}: no further stage change is accepted", status_now=state.status
+        )
+    if state.status == NURTURE:
+        raise InvalidTransition("deal is in nurture: reactivate it first", status_now=NURTURE)
+
+
+def _entered(stage: Stage, ctx: Context) -> e.NextStepSet | None:
+    """Entering a stage proposes its first next-step template."""
+    if not stage.next_step_templates:
+        return None
+    template = stage.next_step_templates[0]
+    return e.NextStepSet(
+        description=template.description,
+        due_date=(ctx.now + timedelta(days=template.due_in_days)).date(),
+        origin="stage_template",
+    )
+
+
+def _with_next_step(event: e.Event, stage: Stage, ctx: Context) -> list[e.DomainEvent]:
+    proposed = _entered(stage, ctx)
+    return [event, proposed] if proposed else [event]  # type: ignore[list-item]
+
+
+def _evidence_map(
+    state: DealState, stages: Sequence[Stage]
+) -> tuple[dict[str, tuple[UUID, ...]], list[str]]:
+    """Evidence per exit criterion of `stages`, and the criteria nothing supports."""
+    met: dict[str, tuple[UUID, ...]] = {}
+    unmet: list[str] = []
+    for stage in stages:
+        for criterion in stage.exit_criteria:
+            ids = state.evidence_for(criterion.key)
+            met[criterion.key] = ids
+            if not ids:
+                unmet.append(criterion.key)
+    return met, unmet
+
+
+def _override(reason: str | None, ctx: Context) -> e.Override | None:
+    if reason is None:
+        return None
+    if ctx.actor.role not in OVERRIDE_ROLES:
+        raise OverrideNotAllowed(
+            f"only a manager may override exit criteria (you are {ctx.actor.role})"
+        )
+    if not reason.strip():
+        raise InvalidCommand("an override needs a reason")
+    return e.Override(reason=reason, by=ctx.actor.id)
+
+
+def _judge_forward(
+    state: DealState, stages_left: Sequence[Stage], target: str, override: e.Override | None
+) -> dict[str, tuple[UUID, ...]]:
+    met, unmet = _evidence_map(state, stages_left)
+    missing = state.missing_required_fields(target) if target in state.pipeline.stage_keys else []
+    if override is not None:
+        unmet = []
+    if unmet or missing:
+        raise CriteriaNotMet(target, unmet, missing)
+    return met
+
+
+def _advance(state: DealState, cmd: c.AdvanceStage, ctx: Context) -> list[e.DomainEvent]:
+    pipeline = state.pipeline
+    _one_of("to_stage", cmd.to_stage, pipeline.stage_keys)
+    _require_open(state)
+    if pipeline.index(cmd.to_stage) <= pipeline.index(state.stage):
+        raise InvalidTransition(
+            f"deal is already in {state.stage}; advancing to {cmd.to_stage} is not forward"
+            " (use regress to move back)",
+            stage=state.stage,
+        )
+    override = _override(cmd.override_reason, ctx)
+    stages_left = pipeline.stages_between(state.stage, cmd.to_stage)
+    criteria = _judge_forward(state, stages_left, cmd.to_stage, override)
+    advanced = e.StageAdvanced(
+        from_stage=state.stage,
+        to_stage=cmd.to_stage,
+        criteria=criteria,
+        pipeline_version=pipeline.version,
+        override=override,
+        note=cmd.note,
+    )
+    return _with_next_step(advanced, pipeline.stage(cmd.to_stage), ctx)
+
+
+def _win(state: DealState, cmd: c.WinDeal, ctx: Context) -> list[e.DomainEvent]:
+    _require_open(state)
+    override = _override(cmd.override_reason, ctx)
+    pipeline = state.pipeline
+    criteria = _judge_forward(state, pipeline.stages_between(state.stage, None), "won", override)
+    return [
+        e.DealWon(
+            from_stage=state.stage,
+            criteria=criteria,
+            pipeline_version=pipeline.version,
+            override=override,
+            note=cmd.note,
+        )
+    ]
+
+
+def _regress(state: DealState, cmd: c.RegressStage, ctx: Context) -> list[e.DomainEvent]:
+    pipeline = state.pipeline
+    _one_of("to_stage", cmd.to_stage, pipeline.stage_keys)
+    _one_of("trigger", cmd.trigger, REGRESSION_TRIGGERS)
+    _require_open(state)
+    if pipeline.index(cmd.to_stage) >= pipeline.index(state.stage):
+        raise InvalidTransition(
+            f"regression must go to a stage before {state.stage}", stage=state.stage
+        )
+    regressed = e.StageRegressed(
+        from_stage=state.stage,
+        to_stage=cmd.to_stage,
+        trigger=cmd.trigger,
+        note=cmd.note,
+        pipeline_version=pipeline.version,
+    )
+    return _with_next_step(regressed, pipeline.stage(cmd.to_stage), ctx)
+
+
+def _nurture(state: DealState, cmd: c.NurtureDeal, ctx: Context) -> list[e.DomainEvent]:
+    _require_open(state)
+    if not cmd.reason.strip():
+        raise InvalidCommand("nurture needs a reason")
+    if cmd.resume_on <= ctx.now.date():
+        raise InvalidCommand("resume_on must be in the future", resume_on=str(cmd.resume_on))
+    return [e.DealNurtured(from_stage=state.stage, reason=cmd.reason, resume_on=cmd.resume_on)]
+
+
+def _reactivate(state: DealState, cmd: c.ReactivateDeal, ctx: Context) -> list[e.DomainEvent]:
+    if state.is_terminal:
+        raise DealClosed(f"deal is {state.status}: it cannot be reactivated")
+    if state.status != NURTURE or state.nurtured_from is None:
+        raise InvalidTransition("only a deal in nurture can be reactivated")
+    pipeline = state.pipeline
+    to_stage = cmd.to_stage or state.nurtured_from
+    _one_of("to_stage", to_stage, pipeline.stage_keys)
+    if pipeline.index(to_stage) > pipeline.index(state.nurtured_from):
+        raise InvalidTransition(
+            f"a reactivated deal returns to {state.nurtured_from} or an earlier stage",
+            nurtured_from=state.nurtured_from,
+        )
+    reactivated = e.DealReactivated(to_stage=to_stage, pipeline_version=pipeline.version)
+    return _with_next_step(reactivated, pipeline.stage(to_stage), ctx)
+
+
+def _disqualify(state: DealState, cmd: c.DisqualifyDeal) -> list[e.DomainEvent]:
+    _one_of("reason", cmd.reason, DISQUALIFICATION_REASONS)
+    if state.is_terminal:
+        raise DealClosed(f"deal is already {state.status}")
+    return [e.DealDisqualified(from_stage=state.stage, reason=cmd.reason, note=cmd.note)]
+
+
+def _open(state: DealState, cmd: c.OpenDeal, ctx: Context) -> list[e.DomainEvent]:
+    if state.exists:
+        raise DealAlreadyExists("a deal with this id or external reference already exists")
+    if cmd.pipeline not in PIPELINES:
+        raise UnknownValue("pipeline", cmd.pipeline, list(PIPELINES))
+    pipeline: Pipeline = PIPELINES[cmd.pipeline]
+    first = pipeline.stages[0]
+    opened = e.DealOpened(
+        name=cmd.name,
+        owner=cmd.owner,
+        account=cmd.account,
+        amount=cmd.amount,
+        currency=cmd.currency,
+        close_date=cmd.close_date,
+        pipeline=pipeline.key,
+        pipeline_version=pipeline.version,
+        stage=first.key,
+        external_ref=cmd.external_ref,
+    )
+    return _with_next_step(opened, first, ctx)
+
+
+def _record_evidence(state: DealState, cmd: c.RecordEvidence, ctx: Context) -> list[e.DomainEvent]:
+    _one_of("kind", cmd.kind, EVIDENCE_KINDS)
+    if not cmd.criteria:
+        raise InvalidCommand("evidence must support at least one exit criterion")
+    known = state.pipeline.criterion_keys
+    for criterion in cmd.criteria:
+        _one_of("criteria", criterion, known)
+    if cmd.evidence_id in state.evidence:
+        raise InvalidCommand("evidence id already recorded", evidence_id=str(cmd.evidence_id))
+    return [
+        e.EvidenceRecorded(
+            evidence_id=cmd.evidence_id,
+            kind=cmd.kind,
+            criteria=tuple(dict.fromkeys(cmd.criteria)),
+            summary=cmd.summary,
+            occurred_at=cmd.occurred_at,
+            source=cmd.source,
+            recorded_by=ctx.actor.id,
+        )
+    ]
+
+
+def _retract(state: DealState, cmd: c.RetractEvidence, ctx: Context) -> list[e.DomainEvent]:
+    item = state.evidence.get(cmd.evidence_id)
+    if item is None:
+        raise NotFound(f"evidence {cmd.evidence_id} is not recorded on this deal")
+    if item.retracted:
+        raise InvalidTransition(f"evidence {cmd.evidence_id} is already retracted")
+    return [
+        e.EvidenceRetracted(
+            evidence_id=cmd.evidence_id, reason=cmd.reason, retracted_by=ctx.actor.id
+        )
+    ]
+
+
+def _change(state: DealState, cmd: c.ChangeDeal) -> list[e.DomainEvent]:
+    events: list[e.DomainEvent] = []
+    amount = state.amount if cmd.amount is c.UNSET else cmd.amount
+    currency = state.currency if cmd.currency is c.UNSET else cmd.currency
+    if (amount, currency) != (state.amount, state.currency):
+        events.append(e.AmountChanged(amount=amount, currency=currency))
+    if cmd.close_date is not c.UNSET and cmd.close_date != state.close_date:
+        events.append(e.CloseDateChanged(close_date=cmd.close_date))
+    if cmd.owner is not c.UNSET and cmd.owner != state.owner:
+        events.append(e.OwnerAssigned(owner=cmd.owner))
+    return events
+
+
+def decide(state: DealState, command: c.Command, ctx: Context) -> list[e.DomainEvent]:
+    """The events `command` produces on `state`; raises a DomainError to refuse it.
+
+    An empty list means the command changes nothing (e.g. a PATCH with the same values).
+    """
+    if isinstance(command, c.OpenDeal):
+        return _open(state, command, ctx)
+    if not state.exists:
+        raise DealNotFound(f"deal {state.deal_id} does not exist")
+    match command:
+        case c.OpenDeal():
+            raise AssertionError("handled above")
+        case c.RecordBuyerActivity():
+            _one_of("type", command.activity_type, ACTIVITY_TYPES)
+            return [
+                e.BuyerActivityRecorded(
+                    activity_type=command.activity_type,
+                    occurred_at=command.occurred_at,
+                    details=command.details,
+                )
+            ]
+        case c.RecordEvidence():
+            return _record_evidence(state, command, ctx)
+        case c.RetractEvidence():
+            return _retract(state, command, ctx)
+        case c.AdvanceStage():
+            return _advance(state, command, ctx)
+        case c.RegressStage():
+            return _regress(state, command, ctx)
+        case c.NurtureDeal():
+            return _nurture(state, command, ctx)
+        case c.ReactivateDeal():
+            return _reactivate(state, command, ctx)
+        case c.DisqualifyDeal():
+            return _disqualify(state, command)
+        case c.WinDeal():
+            return _win(state, command, ctx)
+        case c.RaiseBlocker():
+            _one_of("category", command.category, BLOCKER_CATEGORIES)
+            if state.is_terminal:
+                raise DealClosed(f"deal is {state.status}")
+            return [
+                e.BlockerRaised(
+                    blocker_id=command.blocker_id,
+                    category=command.category,
+                    description=command.description,
+                )
+            ]
+        case c.ResolveBlocker():
+            if command.blocker_id not in state.blockers:
+                raise NotFound(f"no open blocker {command.blocker_id} on this deal")
+            return [e.BlockerResolved(blocker_id=command.blocker_id, resolution=command.resolution)]
+        case c.SetNextStep():
+            if state.is_terminal:
+                raise DealClosed(f"deal is {state.status}")
+            return [e.NextStepSet(description=command.description, due_date=command.due_date)]
+        case c.CompleteNextStep():
+            if state.next_step is None:
+                raise InvalidTransition("the deal has no open next step")
+            return [e.NextStepCompleted(description=state.next_step.description)]
+        case c.AddStakeholder():
+            _one_of("role", command.role, STAKEHOLDER_ROLES)
+            return [
+                e.StakeholderAdded(
+                    stakeholder_id=command.stakeholder_id,
+                    name=command.name,
+                    role=command.role,
+                    title=command.title,
+                )
+            ]
+        case c.ChangeStakeholder():
+            if command.stakeholder_id not in state.stakeholders:
+                raise NotFound(f"no stakeholder {command.stakeholder_id} on this deal")
+            if command.role is not None:
+                _one_of("role", command.role, STAKEHOLDER_ROLES)
+            return [
+                e.StakeholderChanged(
+                    stakeholder_id=command.stakeholder_id, role=command.role, title=command.title
+                )
+            ]
+        case c.StakeholderLeaves():
+            if command.stakeholder_id not in state.stakeholders:
+                raise NotFound(f"no stakeholder {command.stakeholder_id} on this deal")
+            return [e.StakeholderLeft(stakeholder_id=command.stakeholder_id)]
+        case c.ChangeDeal():
+            return _change(state, command)
+        case _:
+            assert_never(command)
+
+
+__all__ = ["ACTIVE", "Actor", "Context", "OverrideNotAllowed", "decide"]

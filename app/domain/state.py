@@ -1,0 +1,255 @@
+"""Deal state: always the fold of the deal's stream (`evolve` over its events)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import assert_never
+from uuid import UUID
+
+from app.domain.pipeline import ACTIVE, DISQUALIFIED, NURTURE, PIPELINES, WON, Pipeline
+from app.events.schemas import (
+    AmountChanged,
+    BlockerRaised,
+    BlockerResolved,
+    BuyerActivityRecorded,
+    CloseDateChanged,
+    DealDisqualified,
+    DealNurtured,
+    DealOpened,
+    DealReactivated,
+    DealWon,
+    DomainEvent,
+    EvidenceRecorded,
+    EvidenceRetracted,
+    ExternalRef,
+    NextStepCompleted,
+    NextStepSet,
+    OwnerAssigned,
+    StageAdvanced,
+    StageRegressed,
+    StakeholderAdded,
+    StakeholderChanged,
+    StakeholderLeft,
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    evidence_id: UUID
+    kind: str
+    criteria: tuple[str, ...]
+    summary: str
+    occurred_at: datetime
+    recorded_at: datetime
+    retracted: bool = False
+
+
+@dataclass(frozen=True)
+class Blocker:
+    blocker_id: UUID
+    category: str
+    description: str
+    raised_at: datetime
+
+
+@dataclass(frozen=True)
+class NextStep:
+    description: str
+    due_date: date
+    origin: str
+    set_at: datetime
+
+
+@dataclass(frozen=True)
+class Stakeholder:
+    stakeholder_id: UUID
+    name: str
+    role: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as the fold sees it: with its place in the stream and its times."""
+
+    event: DomainEvent
+    version: int
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class DealState:
+    deal_id: UUID
+    version: int = 0
+    name: str = ""
+    owner: str = ""
+    account: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    close_date: date | None = None
+    pipeline_key: str = "default"
+    pipeline_version: int = 1
+    stage: str = ""
+    status: str = ""
+    stage_entered_at: datetime | None = None
+    external_ref: ExternalRef | None = None
+    evidence: dict[UUID, Evidence] = field(default_factory=dict)
+    blockers: dict[UUID, Blocker] = field(default_factory=dict)
+    next_step: NextStep | None = None
+    stakeholders: dict[UUID, Stakeholder] = field(default_factory=dict)
+    last_buyer_activity_at: datetime | None = None
+    nurtured_from: str | None = None
+    nurture_reason: str | None = None
+    nurture_resume_on: date | None = None
+    opened_at: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (WON, DISQUALIFIED)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return PIPELINES[self.pipeline_key]
+
+    def evidence_for(self, criterion: str) -> tuple[UUID, ...]:
+        """Unretracted evidence supporting `criterion`, oldest first."""
+        return tuple(
+            e.evidence_id
+            for e in self.evidence.values()
+            if criterion in e.criteria and not e.retracted
+        )
+
+    def has_field(self, key: str) -> bool:
+        if key == "amount":
+            return self.amount is not None
+        if key == "close_date":
+            return self.close_date is not None
+        if key == "economic_buyer":
+            return any(s.role == "economic_buyer" for s in self.stakeholders.values())
+        raise KeyError(key)
+
+    def missing_required_fields(self, stage_key: str) -> list[str]:
+        """Fields `stage_key` requires that the deal lacks (none for non-pipeline stages)."""
+        if stage_key not in self.pipeline.stage_keys:
+            return []
+        stage = self.pipeline.stage(stage_key)
+        return [key for key in stage.required_fields if not self.has_field(key)]
+
+
+def _enter(state: DealState, stage: str, at: datetime, **changes: object) -> DealState:
+    return replace(state, stage=stage, stage_entered_at=at, **changes)  # type: ignore[arg-type]
+
+
+def evolve(state: DealState, recorded: Recorded) -> DealState:
+    """The state after one more event. Pure; never refuses an event (history is history)."""
+    state = replace(state, version=recorded.version)
+    at = recorded.recorded_at
+    event = recorded.event
+    match event:
+        case DealOpened():
+            return _enter(
+                state,
+                event.stage,
+                at,
+                name=event.name,
+                owner=event.owner,
+                account=event.account,
+                amount=event.amount,
+                currency=event.currency,
+                close_date=event.close_date,
+                pipeline_key=event.pipeline,
+                pipeline_version=event.pipeline_version,
+                status=ACTIVE,
+                external_ref=event.external_ref,
+                opened_at=at,
+            )
+        case BuyerActivityRecorded():
+            latest = state.last_buyer_activity_at
+            if latest is None or event.occurred_at > latest:
+                return replace(state, last_buyer_activity_at=event.occurred_at)
+            return state
+        case EvidenceRecorded():
+            item = Evidence(
+                event.evidence_id, event.kind, event.criteria, event.summary, event.occurred_at, at
+            )
+            return replace(state, evidence={**state.evidence, event.evidence_id: item})
+        case EvidenceRetracted():
+            retracted = replace(state.evidence[event.evidence_id], retracted=True)
+            return replace(state, evidence={**state.evidence, event.evidence_id: retracted})
+        case StageAdvanced() | StageRegressed():
+            return _enter(state, event.to_stage, at, pipeline_version=event.pipeline_version)
+        case DealNurtured():
+            return _enter(
+                state,
+                NURTURE,
+                at,
+                status=NURTURE,
+                nurtured_from=event.from_stage,
+                nurture_reason=event.reason,
+                nurture_resume_on=event.resume_on,
+            )
+        case DealReactivated():
+            return _enter(
+                state,
+                event.to_stage,
+                at,
+                status=ACTIVE,
+                nurtured_from=None,
+                nurture_reason=None,
+                nurture_resume_on=None,
+                pipeline_version=event.pipeline_version,
+            )
+        case DealDisqualified():
+            return _enter(state, DISQUALIFIED, at, status=DISQUALIFIED)
+        case DealWon():
+            return _enter(state, WON, at, status=WON)
+        case BlockerRaised():
+            blocker = Blocker(event.blocker_id, event.category, event.description, at)
+            return replace(state, blockers={**state.blockers, event.blocker_id: blocker})
+        case BlockerResolved():
+            blockers = {k: v for k, v in state.blockers.items() if k != event.blocker_id}
+            return replace(state, blockers=blockers)
+        case NextStepSet():
+            step = NextStep(event.description, event.due_date, event.origin, at)
+            return replace(state, next_step=step)
+        case NextStepCompleted():
+            return replace(state, next_step=None)
+        case StakeholderAdded():
+            person = Stakeholder(event.stakeholder_id, event.name, event.role, event.title)
+            return replace(
+                state, stakeholders={**state.stakeholders, person.stakeholder_id: person}
+            )
+        case StakeholderChanged():
+            person = state.stakeholders[event.stakeholder_id]
+            person = replace(
+                person, role=event.role or person.role, title=event.title or person.title
+            )
+            return replace(
+                state, stakeholders={**state.stakeholders, person.stakeholder_id: person}
+            )
+        case StakeholderLeft():
+            people = {k: v for k, v in state.stakeholders.items() if k != event.stakeholder_id}
+            return replace(state, stakeholders=people)
+        case AmountChanged():
+            return replace(state, amount=event.amount, currency=event.currency)
+        case CloseDateChanged():
+            return replace(state, close_date=event.close_date)
+        case OwnerAssigned():
+            return replace(state, owner=event.owner)
+        case _:
+            assert_never(event)
+
+
+def fold(deal_id: UUID, history: list[Recorded], state: DealState | None = None) -> DealState:
+    """The deal's state after `history` (from scratch, or on top of `state`)."""
+    current = state or DealState(deal_id=deal_id)
+    for recorded in history:
+        current = evolve(current, recorded)
+    return current

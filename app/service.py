@@ -1,0 +1,180 @@
+"""Command handling: load the deal's stream, decide, append; the one place that does it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from app.domain.commands import Command, OpenDeal
+from app.domain.decide import Actor, Context, decide
+from app.domain.errors import DomainError
+from app.domain.state import DealState, Recorded, fold
+from app.events.schemas import event_data, parse_event
+from app.events.store import EventStore, NewEvent, RecordedEvent, VersionConflict
+
+# Event ids derived from an Idempotency-Key make a retried command a no-op in the store
+# itself, even if the process died before it could remember the response.
+_IDEMPOTENT_IDS = uuid.UUID("6f1c1d4e-2a4b-4f57-9a51-0d2f3c4b5a69")
+_EXTERNAL_REF_IDS = uuid.UUID("0b6f6a52-5d8e-4b7e-8f3e-5b1c2a9d7e41")
+MAX_ATTEMPTS = 5
+
+
+class PreconditionFailed(DomainError):
+    status = 412
+    title = "Precondition failed"
+    slug = "precondition-failed"
+
+
+class ConcurrentModification(DomainError):
+    status = 409
+    title = "Concurrent modification"
+    slug = "concurrent-modification"
+
+
+def deal_id_for_external_ref(source: str, external_id: str) -> UUID:
+    """Deals opened with an external reference get an id derived from it: one deal per ref."""
+    return uuid.uuid5(_EXTERNAL_REF_IDS, f"{source}\x00{external_id}")
+
+
+def to_recorded(event: RecordedEvent) -> Recorded:
+    return Recorded(
+        event=parse_event(event.type, event.schema_version, event.data),
+        version=event.version,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+    )
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    state: DealState
+    position: int | None
+    """The global position of the last event written (None when nothing changed)."""
+    event_count: int
+
+
+class DealService:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def load(
+        self,
+        deal_id: UUID,
+        *,
+        up_to_position: int | None = None,
+        recorded_up_to: datetime | None = None,
+    ) -> DealState:
+        events = await self.store.read_stream(
+            deal_id, up_to_position=up_to_position, recorded_up_to=recorded_up_to
+        )
+        return fold(deal_id, [to_recorded(event) for event in events])
+
+    async def deals_after(self, position: int) -> AsyncIterator[tuple[int, DealState]]:
+        """Every deal opened after a log position, in opening order, as it stands now."""
+        while True:
+            starts = await self.store.stream_starts(position, 100)
+            for position, deal_id in starts:
+                yield position, await self.load(deal_id)
+            if len(starts) < 100:
+                return
+
+    async def execute(
+        self,
+        deal_id: UUID,
+        command: Command,
+        actor: Actor,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> CommandResult:
+        """Decide and append; a lost race is re-decided on the new state a few times.
+
+        With `expected_version` (If-Match) there is no re-deciding: a mismatch is 412.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            state = await self.load(deal_id)
+            if expected_version is not None and state.version != expected_version:
+                raise PreconditionFailed(
+                    f"deal is at version {state.version}, If-Match said {expected_version}",
+                    current_version=state.version,
+                )
+            now = datetime.now(UTC)
+            events = decide(state, command, Context(now=now, actor=actor))
+            if not events:
+                return CommandResult(state, None, 0)
+            new_events = [
+                NewEvent(
+                    type=event.type,
+                    data=event_data(event),
+                    event_id=self._event_id(idempotency_key, deal_id, index),
+                    schema_version=event.schema_version,
+                    metadata=self._metadata(actor, request_id, idempotency_key),
+                    occurred_at=getattr(event, "occurred_at", None),
+                )
+                for index, event in enumerate(events)
+            ]
+            try:
+                result = await self.store.append(deal_id, state.version, new_events)
+            except VersionConflict:
+                if expected_version is not None:
+                    raise PreconditionFailed(
+                        "deal changed while the command was decided", current_version=None
+                    ) from None
+                continue
+            if result.duplicate:
+                return CommandResult(await self.load(deal_id), max(result.positions), 0)
+            recorded_at = result.recorded_at or now
+            history = [
+                Recorded(event, state.version + offset, new.occurred_at or recorded_at, recorded_at)
+                for offset, (event, new) in enumerate(zip(events, new_events, strict=True), 1)
+            ]
+            return CommandResult(fold(deal_id, history, state), result.last_position, len(events))
+        raise ConcurrentModification(
+            f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
+        )
+
+    async def open(
+        self,
+        command: OpenDeal,
+        actor: Actor,
+        *,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> CommandResult:
+        if command.external_ref is not None:
+            deal_id = deal_id_for_external_ref(command.external_ref.source, command.external_ref.id)
+        elif idempotency_key is not None:
+            deal_id = uuid.uuid5(_IDEMPOTENT_IDS, f"deal:{actor.id}:{idempotency_key}")
+        else:
+            deal_id = uuid.uuid4()
+        return await self.execute(
+            deal_id,
+            command,
+            actor,
+            expected_version=None,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+        )
+
+    @staticmethod
+    def _event_id(idempotency_key: str | None, deal_id: UUID, index: int) -> UUID:
+        if idempotency_key is None:
+            return uuid.uuid4()
+        return uuid.uuid5(_IDEMPOTENT_IDS, f"{deal_id}:{idempotency_key}:{index}")
+
+    @staticmethod
+    def _metadata(
+        actor: Actor, request_id: str | None, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"actor": {"id": actor.id, "role": actor.role}}
+        if request_id:
+            metadata["request_id"] = request_id
+            metadata["correlation_id"] = request_id
+        if idempotency_key:
+            metadata["idempotency_key"] = idempotency_key
+        return metadata

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain.errors import DomainError
+from app.events.store import InvalidEventData
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -66,7 +67,12 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _invalid_data(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(422, "Request is not valid", str(exc), type_="/problems/validation")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InvalidEventData, _invalid_data)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DomainError, _domain)

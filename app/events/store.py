@@ -72,6 +72,10 @@ class Checkpoint:
     position: int = 0
 
 
+class InvalidEventData(ValueError):
+    """Event content PostgreSQL cannot store as given (e.g. NUL in text)."""
+
+
 class VersionConflict(Exception):
     """The stream moved on since the caller read it: re-read and decide again."""
 
@@ -128,7 +132,7 @@ RETURNING position
 def _json_text(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     if "\\u0000" in text:
-        raise ValueError("event data cannot contain the NUL character (\\u0000)")
+        raise InvalidEventData("event data cannot contain the NUL character (\\u0000)")
     return text
 
 

@@ -244,3 +244,19 @@ async def test_if_match_mismatch_is_412(deals: Deals, client: httpx.AsyncClient)
     )
     assert fresh.status_code == 200 and fresh.json()["owner"] == "olga"
     assert fresh.headers["etag"] == f'"{deal["version"] + 1}"'
+
+
+async def test_text_postgres_cannot_store_is_422_not_500(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    response = await client.post(
+        f"/v1/deals/{deal['id']}/activities",
+        json={
+            "type": "email_replied",
+            "occurred_at": "2026-11-01T00:00:00Z",
+            "details": {"x": "a\u0000b"},
+        },
+    )
+    assert response.status_code == 422
+    assert "NUL" in response.json()["detail"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from app.db import create_engine, migrate, resolve_database_url
+from app.db import asyncpg_dsn, create_engine, migrate, resolve_database_url
 from app.events.store import EventStore, VerifyResult
 from app.settings import load_settings
 
@@ -33,13 +35,16 @@ def migrate_command() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    projector: bool = typer.Option(
+        True, help="Run the projections in this process (else run `dealledger project`)."
+    ),
 ) -> None:
-    """Migrate, then serve the HTTP API with uvicorn."""
+    """Migrate, then serve the HTTP API with uvicorn (and the projections, by default)."""
     import uvicorn
 
     from app.main import create_app
 
-    settings = load_settings()
+    settings = load_settings().model_copy(update={"run_projector": projector})
     url = resolve_database_url(settings)
     migrate(url)
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
@@ -79,6 +84,82 @@ def verify(deal: UUID | None = typer.Argument(None, help="One deal id; all when 
         f"{result.first_invalid_version}: {result.reason}"
     )
     raise typer.Exit(1)
+
+
+@cli.command()
+def project() -> None:
+    """Run the projections only: catch up, then follow the log (one active runner each)."""
+    from app.projections.registry import PROJECTIONS
+    from app.projections.runner import ProjectionRunner
+
+    settings = load_settings()
+    url = resolve_database_url(settings)
+    migrate(url)
+    runner = ProjectionRunner(
+        asyncpg_dsn(url), list(PROJECTIONS.values()), batch_size=settings.projection_batch_size
+    )
+    console.print(f"projecting {', '.join(PROJECTIONS)}; Ctrl-C to stop")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.run())
+
+
+async def _rebuild(url: str, names: list[str]) -> dict[str, tuple[int, float]]:
+    from app.projections.registry import PROJECTIONS
+    from app.projections.runner import rebuild
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        total = await EventStore(engine).count()
+    finally:
+        await engine.dispose()
+    results: dict[str, tuple[int, float]] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} events"),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        for name in names:
+            task = progress.add_task(f"rebuild {name}", total=total, rate=0.0)
+            started = time.monotonic()
+
+            def advance(done: int, task: TaskID = task, started: float = started) -> None:
+                elapsed = max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=done, rate=done / elapsed)
+
+            def waiting(name: str = name) -> None:
+                console.print(f"{name}: another runner holds the projection; waiting for it")
+
+            done = await rebuild(
+                asyncpg_dsn(url), PROJECTIONS[name], on_progress=advance, on_wait=waiting
+            )
+            results[name] = (done, time.monotonic() - started)
+    return results
+
+
+@cli.command("rebuild")
+def rebuild_command(
+    name: str | None = typer.Argument(None, help="One projection; all when omitted."),
+    follow: bool = typer.Option(
+        False, help="After rebuilding, go on following the log live (as `project` does)."
+    ),
+) -> None:
+    """Drop and replay projections from the start of the log, with progress."""
+    from app.projections.registry import PROJECTIONS
+
+    if name is not None and name not in PROJECTIONS:
+        console.print(f"[red]no projection {name!r}[/red]; known: {', '.join(PROJECTIONS)}")
+        raise typer.Exit(2)
+    url = _database_url()
+    migrate(url)
+    names = [name] if name else list(PROJECTIONS)
+    for projection, (events, seconds) in asyncio.run(_rebuild(url, names)).items():
+        rate = events / seconds if seconds else 0.0
+        typer.echo(f"{projection}: {events} events in {seconds:.2f}s ({rate:,.0f} events/s)")
+    if follow:
+        project()
 
 
 def main() -> None:

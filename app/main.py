@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import deals, health, pipelines
+from app.api import audit, deals, health, pipelines
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.problems import install_problem_handlers
-from app.db import create_engine, resolve_database_url
+from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
+from app.projections.registry import PROJECTIONS
+from app.projections.runner import ProjectionRunner
 from app.settings import Settings, load_settings
 
 
@@ -25,9 +29,22 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         engine = create_engine(url, settings.pool_size)
         app.state.engine = engine
         app.state.store = EventStore(engine)
+        app.state.settings = settings
+        projector = None
+        if settings.run_projector:
+            runner = ProjectionRunner(
+                asyncpg_dsn(url),
+                list(PROJECTIONS.values()),
+                batch_size=settings.projection_batch_size,
+            )
+            projector = asyncio.create_task(runner.run(), name="projector")
         try:
             yield
         finally:
+            if projector is not None:
+                projector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await projector
             await engine.dispose()
 
     app = FastAPI(
@@ -41,4 +58,5 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(pipelines.router)
+    app.include_router(audit.router)
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +12,9 @@ from app.domain.commands import Command, OpenDeal
 from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DomainError
 from app.domain.state import DealState, Recorded, fold
-from app.events.schemas import event_data, parse_event
-from app.events.store import EventStore, NewEvent, RecordedEvent, VersionConflict
+from app.events.recorded import to_recorded
+from app.events.schemas import event_data
+from app.events.store import EventStore, NewEvent, VersionConflict
 
 # Event ids derived from an Idempotency-Key make a retried command a no-op in the store
 # itself, even if the process died before it could remember the response.
@@ -40,15 +40,6 @@ def deal_id_for_external_ref(source: str, external_id: str) -> UUID:
     return uuid.uuid5(_EXTERNAL_REF_IDS, f"{source}\x00{external_id}")
 
 
-def to_recorded(event: RecordedEvent) -> Recorded:
-    return Recorded(
-        event=parse_event(event.type, event.schema_version, event.data),
-        version=event.version,
-        occurred_at=event.occurred_at,
-        recorded_at=event.recorded_at,
-    )
-
-
 @dataclass(frozen=True)
 class CommandResult:
     state: DealState
@@ -72,15 +63,6 @@ class DealService:
             deal_id, up_to_position=up_to_position, recorded_up_to=recorded_up_to
         )
         return fold(deal_id, [to_recorded(event) for event in events])
-
-    async def deals_after(self, position: int) -> AsyncIterator[tuple[int, DealState]]:
-        """Every deal opened after a log position, in opening order, as it stands now."""
-        while True:
-            starts = await self.store.stream_starts(position, 100)
-            for position, deal_id in starts:
-                yield position, await self.load(deal_id)
-            if len(starts) < 100:
-                return
 
     async def execute(
         self,

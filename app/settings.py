@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default_factory=_default_data_dir)
     pool_size: int = 10
+    # serve runs the projections in-process unless told otherwise (--no-projector).
+    run_projector: bool = True
+    # How long a read with min_position waits for projections before answering 503.
+    read_wait_seconds: float = 2.0
+    projection_batch_size: int = 1000
 
 
 def load_settings() -> Settings:

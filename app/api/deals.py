@@ -6,20 +6,26 @@ import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AwareDatetime
 
 from app.api import schemas as s
 from app.api.deps import (
     ActorDep,
     ExpectedVersionDep,
     IdempotencyKeyDep,
+    MinPosition,
     RequestIdDep,
     ServiceDep,
+    projected,
 )
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from app.db import driver_connection
 from app.domain import commands as c
 from app.domain.errors import DealNotFound
 from app.domain.pipeline import STATUSES
+from app.projections.deals import list_deals as list_deals_from
+from app.projections.deals import load_deal
 from app.service import CommandResult
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -67,36 +73,68 @@ async def create_deal(
     return _deal(result, response)
 
 
-@router.get("", summary="List deals, filtered, with cursor pagination")
+@router.get(
+    "",
+    summary="List deals, filtered, with cursor pagination (from the deals read model)",
+    dependencies=[Depends(projected("deals"))],
+    responses={503: {"description": "min_position not reached in time", **PROBLEM}},
+)
 async def list_deals(
-    service: ServiceDep,
+    request: Request,
     stage: str | None = None,
     owner: str | None = None,
     status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
+    min_position: MinPosition = None,
 ) -> s.DealPage:
     after = decode_cursor(cursor, "p")
-    position = after["p"] if after else 0
-    items: list[s.DealOut] = []
-    async for deal_position, state in service.deals_after(position):
-        position = deal_position
-        if (
-            (stage is None or state.stage == stage)
-            and (owner is None or state.owner == owner)
-            and (status is None or state.status == status)
-        ):
-            items.append(s.DealOut.of(state))
-            if len(items) == limit:
-                return s.DealPage(items=items, next_cursor=encode_cursor({"p": position}))
-    return s.DealPage(items=items, next_cursor=None)
+    async with driver_connection(request.app.state.engine) as connection:
+        rows = await list_deals_from(
+            connection,
+            stage=stage,
+            owner=owner,
+            status=status,
+            after_position=after["p"] if after else 0,
+            limit=limit + 1,
+        )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return s.DealPage(
+        items=[s.DealOut.of(state) for _, state in page],
+        next_cursor=encode_cursor({"p": page[-1][0]}) if more else None,
+    )
 
 
-@router.get("/{deal_id}", summary="The deal as it stands now")
-async def get_deal(deal_id: UUID, response: Response, service: ServiceDep) -> s.DealOut:
-    state = await service.load(deal_id)
+@router.get(
+    "/{deal_id}",
+    summary="The deal now (read model), or as it stood at a past time or log position (replayed)",
+    dependencies=[Depends(projected("deals"))],
+    responses={503: {"description": "min_position not reached in time", **PROBLEM}},
+)
+async def get_deal(
+    deal_id: UUID,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    as_of: Annotated[
+        AwareDatetime | None, Query(description="Replay the deal's events recorded up to then.")
+    ] = None,
+    as_of_position: Annotated[
+        int | None, Query(ge=0, description="Replay the deal's events up to this log position.")
+    ] = None,
+    min_position: MinPosition = None,
+) -> s.DealOut:
+    replay = as_of is not None or as_of_position is not None
+    state = None
+    if not replay:
+        async with driver_connection(request.app.state.engine) as connection:
+            state = await load_deal(connection, deal_id)
+    if state is None:
+        # A replay, or a deal the read model has not reached yet: the log is the truth.
+        state = await service.load(deal_id, up_to_position=as_of_position, recorded_up_to=as_of)
     if not state.exists:
-        raise DealNotFound(f"deal {deal_id} does not exist")
+        raise DealNotFound(f"deal {deal_id} {'did not exist then' if replay else 'does not exist'}")
     return _deal(CommandResult(state, None, 0), response)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 
+from app.db import driver_connection
 from app.domain.decide import Actor
 from app.events.store import EventStore
+from app.projections.runner import wait_for_position
 from app.service import DealService
 
 
@@ -67,3 +70,31 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
+
+
+MinPosition = Annotated[
+    int | None,
+    Query(
+        ge=1, description="Wait until projections have applied this log position (from a write)."
+    ),
+]
+
+
+def projected(*names: str) -> Callable[..., Awaitable[None]]:
+    """A dependency: with `min_position`, wait (bounded) until `names` have applied it."""
+
+    async def wait(request: Request, min_position: MinPosition = None) -> None:
+        if min_position is None:
+            return
+        engine = request.app.state.engine
+        within = request.app.state.settings.read_wait_seconds
+        async with driver_connection(engine) as connection:
+            ready = await wait_for_position(connection, min_position, names, within)
+        if not ready:
+            raise HTTPException(
+                503,
+                f"read models have not reached position {min_position} yet; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    return wait

@@ -136,7 +136,7 @@ def _json_text(value: Any) -> str:
     return text
 
 
-def _record(row: asyncpg.Record) -> RecordedEvent:
+def record_of(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
         stream_id=row["stream_id"],
@@ -299,7 +299,7 @@ class EventStore:
                 up_to_position,
                 recorded_up_to,
             )
-        return [_record(row) for row in rows]
+        return [record_of(row) for row in rows]
 
     async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
         """(position, stream id) of streams' first events after a position, in log order."""
@@ -321,7 +321,7 @@ class EventStore:
         """
         async with driver_connection(self.engine) as connection:
             rows = await read_all_on(connection, after, limit)
-        return [_record(row) for row in rows]
+        return [record_of(row) for row in rows]
 
     async def verify(
         self, stream_id: UUID | None = None, on_progress: Callable[[int], None] | None = None
@@ -361,7 +361,7 @@ class EventStore:
             )
             previous: RecordedEvent | None = None
             async for row in cursor:
-                event = _record(row)
+                event = record_of(row)
                 if previous is not None and previous.stream_id != event.stream_id:
                     previous = None
                 yield event, *_check_link(previous, event)

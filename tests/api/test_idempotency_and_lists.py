@@ -23,7 +23,9 @@ async def test_retried_post_with_same_key_creates_nothing_new(
     assert (await deals.get(deal["id"]))["version"] == deal["version"] + 1
 
 
-async def test_concurrent_retries_of_deal_creation_make_one_deal(client: httpx.AsyncClient) -> None:
+async def test_concurrent_retries_of_deal_creation_make_one_deal(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
     headers = {**REP, "Idempotency-Key": "crm-sync-7"}
     body = {"name": "Globex", "owner": "rick.rep"}
     responses = await asyncio.gather(
@@ -31,7 +33,9 @@ async def test_concurrent_retries_of_deal_creation_make_one_deal(client: httpx.A
     )
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
-    listed = (await client.get("/v1/deals")).json()["items"]
+    for response in responses:
+        deals.saw(response)
+    listed = (await deals.list())["items"]
     assert [d["name"] for d in listed] == ["Globex"]
 
 
@@ -71,18 +75,18 @@ async def test_list_filters_and_paginates_with_cursor(
     cursor = None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get("/v1/deals", params=params)).json()
+        page = await deals.list(**params)
         seen += [d["name"] for d in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert seen == [f"deal {i}" for i in range(7)]
 
-    anns = (await client.get("/v1/deals", params={"owner": "ann"})).json()["items"]
+    anns = (await deals.list(owner="ann"))["items"]
     assert [d["name"] for d in anns] == ["deal 1", "deal 3", "deal 5"]
-    gone = (await client.get("/v1/deals", params={"status": "disqualified"})).json()["items"]
+    gone = (await deals.list(status="disqualified"))["items"]
     assert [d["name"] for d in gone] == ["deal 0"]
-    discovery = (await client.get("/v1/deals", params={"stage": "discovery"})).json()["items"]
+    discovery = (await deals.list(stage="discovery"))["items"]
     assert len(discovery) == 6
 
 

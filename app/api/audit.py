@@ -1,0 +1,248 @@
+"""Auditor routes: stage history, provenance, chain verification, the pipeline as of a time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime, BaseModel
+
+from app.api.deps import MinPosition, ServiceDep, projected
+from app.api.schemas import DealOut
+from app.db import driver_connection
+from app.domain.errors import DealNotFound, UnknownValue
+from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
+from app.domain.provenance import EvidenceAtTheTime, provenance
+from app.events.recorded import to_recorded
+from app.events.schemas import EvidenceSource, Override
+from app.projections.deals import list_deals
+from app.projections.stage_intervals import intervals_of
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+SECONDS_PER_DAY = 86_400
+
+
+class IntervalOut(BaseModel):
+    seq: int
+    stage: str
+    entered_at: datetime
+    left_at: datetime | None
+    left_how: str | None
+    duration_seconds: float
+    duration_days: float
+    current: bool
+
+
+class StageHistory(BaseModel):
+    deal_id: UUID
+    intervals: list[IntervalOut]
+
+
+@router.get(
+    "/deals/{deal_id}/stage-history",
+    summary="Every stay in a stage, in order, with durations (open stays count until now)",
+    dependencies=[Depends(projected("stage_intervals"))],
+)
+async def stage_history(
+    deal_id: UUID, request: Request, min_position: MinPosition = None
+) -> StageHistory:
+    async with driver_connection(request.app.state.engine) as connection:
+        intervals = await intervals_of(connection, deal_id)
+    if not intervals:
+        raise DealNotFound(f"no stage history for deal {deal_id}")
+    now = datetime.now(UTC)
+    out = []
+    for interval in intervals:
+        seconds = ((interval.left_at or now) - interval.entered_at).total_seconds()
+        out.append(
+            IntervalOut(
+                seq=interval.seq,
+                stage=interval.stage,
+                entered_at=interval.entered_at,
+                left_at=interval.left_at,
+                left_how=interval.left_how,
+                duration_seconds=seconds,
+                duration_days=round(seconds / SECONDS_PER_DAY, 4),
+                current=interval.left_at is None,
+            )
+        )
+    return StageHistory(deal_id=deal_id, intervals=out)
+
+
+class RetractionOut(BaseModel):
+    reason: str
+    by: str
+    recorded_at: datetime
+
+
+class EvidenceOut(BaseModel):
+    evidence_id: UUID
+    kind: str
+    summary: str
+    source: EvidenceSource | None
+    occurred_at: datetime
+    recorded_at: datetime
+    recorded_by: str
+    retracted_later: RetractionOut | None
+
+    @classmethod
+    def of(cls, item: EvidenceAtTheTime) -> EvidenceOut:
+        later = item.retracted_later
+        return cls(
+            evidence_id=item.evidence.evidence_id,
+            kind=item.evidence.kind,
+            summary=item.evidence.summary,
+            source=item.source,
+            occurred_at=item.evidence.occurred_at,
+            recorded_at=item.evidence.recorded_at,
+            recorded_by=item.recorded_by,
+            retracted_later=RetractionOut(**vars(later)) if later else None,
+        )
+
+
+class EntryOut(BaseModel):
+    event_type: str
+    version: int
+    from_stage: str | None
+    recorded_at: datetime
+    actor: str | None
+    pipeline_version: int
+    override: Override | None
+    trigger: str | None
+    criteria: dict[str, list[EvidenceOut]]
+
+
+class Provenance(BaseModel):
+    deal_id: UUID
+    stage: str
+    entries: list[EntryOut]
+
+
+@router.get(
+    "/deals/{deal_id}/provenance",
+    summary="How the deal entered a stage each time: the event, who, and the evidence it stood on",
+)
+async def deal_provenance(
+    deal_id: UUID,
+    service: ServiceDep,
+    stage: Annotated[str, Query(description="A stage key, or won / disqualified / nurture")],
+) -> Provenance:
+    stored = await service.store.read_stream(deal_id)
+    if not stored:
+        raise DealNotFound(f"deal {deal_id} does not exist")
+    history = [to_recorded(event) for event in stored]
+    pipeline = PIPELINES[getattr(history[0].event, "pipeline", "default")]
+    allowed = [*pipeline.stage_keys, NURTURE, WON, DISQUALIFIED]
+    if stage not in allowed:
+        raise UnknownValue("stage", stage, allowed)
+    actors = {e.version: str(e.metadata.get("actor", {}).get("id")) for e in stored}
+    entries = provenance(deal_id, history, actors, stage)
+    return Provenance(
+        deal_id=deal_id,
+        stage=stage,
+        entries=[
+            EntryOut(
+                event_type=entry.event_type,
+                version=entry.version,
+                from_stage=entry.from_stage,
+                recorded_at=entry.recorded_at,
+                actor=entry.actor,
+                pipeline_version=entry.pipeline_version,
+                override=entry.override,
+                trigger=entry.trigger,
+                criteria={
+                    key: [EvidenceOut.of(item) for item in items]
+                    for key, items in entry.criteria.items()
+                },
+            )
+            for entry in entries
+        ],
+    )
+
+
+class Verification(BaseModel):
+    valid: bool
+    events_checked: int
+    head_hash: str | None
+    first_invalid_version: int | None
+    reason: str | None
+
+
+@router.get("/deals/{deal_id}/verify", summary="Recompute the deal's hash chain")
+async def verify_deal(deal_id: UUID, service: ServiceDep) -> Verification:
+    result = await service.store.verify(deal_id)
+    if result.events_checked == 0:
+        raise DealNotFound(f"deal {deal_id} does not exist")
+    return Verification(
+        valid=result.valid,
+        events_checked=result.events_checked,
+        head_hash=result.head_hash,
+        first_invalid_version=result.first_invalid_version,
+        reason=result.reason,
+    )
+
+
+class StageTotal(BaseModel):
+    stage: str
+    count: int
+    amounts: dict[str, Decimal]
+    """Sum of deal amounts per currency (deals without a currency under "")."""
+
+
+class PipelineSnapshot(BaseModel):
+    as_of: datetime | None
+    stages: list[StageTotal]
+    deals: list[DealOut]
+
+
+@router.get(
+    "/pipeline",
+    summary="The whole pipeline: count and amount per stage, and the deals; as of a past time",
+    dependencies=[Depends(projected("deals"))],
+)
+async def pipeline_snapshot(
+    request: Request,
+    service: ServiceDep,
+    as_of: Annotated[
+        AwareDatetime | None,
+        Query(description="Replay every deal's events recorded up to then (slow on large logs)."),
+    ] = None,
+    min_position: MinPosition = None,
+) -> PipelineSnapshot:
+    states = []
+    if as_of is None:
+        async with driver_connection(request.app.state.engine) as connection:
+            after = 0
+            while page := await list_deals(
+                connection, stage=None, owner=None, status=None, after_position=after, limit=1000
+            ):
+                states += [state for _, state in page]
+                after = page[-1][0]
+    else:
+        after = 0
+        while starts := await service.store.stream_starts(after, 1000):
+            for _, deal_id in starts:
+                state = await service.load(deal_id, recorded_up_to=as_of)
+                if state.exists:
+                    states.append(state)
+            after = starts[-1][0]
+    stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
+    counts: dict[str, int] = defaultdict(int)
+    amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for state in states:
+        counts[state.stage] += 1
+        if state.amount is not None:
+            amounts[state.stage][state.currency or ""] += state.amount
+    order = stage_order + sorted(set(counts) - set(stage_order))
+    return PipelineSnapshot(
+        as_of=as_of,
+        stages=[
+            StageTotal(stage=stage, count=counts[stage], amounts=dict(amounts[stage]))
+            for stage in order
+        ],
+        deals=[DealOut.of(state) for state in states],
+    )

@@ -1,0 +1,109 @@
+"""The `deals` read model: each deal's current state, for GET and the filtered list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from app.domain.state import DealState, evolve
+from app.projections.runner import Envelope
+
+STATE = TypeAdapter(DealState)
+
+_UPSERT = """
+INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
+                   status, amount, currency, close_date, stage_entered_at, state)
+SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
+       currency, close_date, stage_entered_at, state::jsonb
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
+            $12::timestamptz[], $13::text[])
+     AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
+            amount, currency, close_date, stage_entered_at, state)
+ON CONFLICT (deal_id) DO UPDATE SET
+    last_position = excluded.last_position, version = excluded.version,
+    name = excluded.name, owner = excluded.owner, stage = excluded.stage,
+    status = excluded.status, amount = excluded.amount, currency = excluded.currency,
+    close_date = excluded.close_date, stage_entered_at = excluded.stage_entered_at,
+    state = excluded.state
+"""
+
+
+class DealsProjection:
+    name: str = "deals"
+    tables: tuple[str, ...] = ("deals",)
+
+    async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
+        ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
+        rows = await connection.fetch(
+            "SELECT deal_id, opened_position, state::text AS state FROM deals"
+            " WHERE deal_id = ANY($1::uuid[])",
+            ids,
+        )
+        states: dict[UUID, DealState] = {
+            r["deal_id"]: STATE.validate_json(r["state"]) for r in rows
+        }
+        opened: dict[UUID, int] = {r["deal_id"]: r["opened_position"] for r in rows}
+        last: dict[UUID, int] = {}
+        for envelope in batch:
+            deal_id = envelope.stream_id
+            state = states.get(deal_id) or DealState(deal_id=deal_id)
+            states[deal_id] = evolve(state, envelope.recorded)
+            opened.setdefault(deal_id, envelope.position)
+            last[deal_id] = envelope.position
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for deal_id in ids:
+            s = states[deal_id]
+            values = (
+                deal_id,
+                opened[deal_id],
+                last[deal_id],
+                s.version,
+                s.name,
+                s.owner,
+                s.stage,
+                s.status,
+                s.amount,
+                s.currency,
+                s.close_date,
+                s.stage_entered_at,
+                STATE.dump_json(s).decode(),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        await connection.execute(_UPSERT, *columns)
+
+
+async def load_deal(connection: asyncpg.Connection, deal_id: UUID) -> DealState | None:
+    text = await connection.fetchval("SELECT state::text FROM deals WHERE deal_id = $1", deal_id)
+    return STATE.validate_json(text) if text is not None else None
+
+
+async def list_deals(
+    connection: asyncpg.Connection,
+    *,
+    stage: str | None,
+    owner: str | None,
+    status: str | None,
+    after_position: int,
+    limit: int,
+) -> list[tuple[int, DealState]]:
+    """Deals in opening order after a cursor position, filtered."""
+    rows = await connection.fetch(
+        "SELECT opened_position, state::text AS state FROM deals"
+        " WHERE opened_position > $1"
+        " AND ($2::text IS NULL OR stage = $2)"
+        " AND ($3::text IS NULL OR owner = $3)"
+        " AND ($4::text IS NULL OR status = $4)"
+        " ORDER BY opened_position LIMIT $5",
+        after_position,
+        stage,
+        owner,
+        status,
+        limit,
+    )
+    return [(r["opened_position"], STATE.validate_json(r["state"])) for r in rows]

@@ -103,7 +103,7 @@ def project() -> None:
         asyncio.run(runner.run())
 
 
-async def _rebuild(url: str, names: list[str]) -> dict[str, tuple[int, float]]:
+async def _rebuild(url: str, names: list[str], batch_size: int) -> dict[str, tuple[int, float]]:
     from app.projections.registry import PROJECTIONS
     from app.projections.runner import rebuild
 
@@ -129,11 +129,18 @@ async def _rebuild(url: str, names: list[str]) -> dict[str, tuple[int, float]]:
                 elapsed = max(time.monotonic() - started, 1e-9)
                 progress.update(task, completed=done, rate=done / elapsed)
 
-            def waiting(name: str = name) -> None:
-                console.print(f"{name}: another runner holds the projection; waiting for it")
+            def delegated(name: str = name) -> None:
+                console.print(
+                    f"{name}: a running projector follows it; reset it in place and"
+                    " watching that projector replay it"
+                )
 
             done = await rebuild(
-                asyncpg_dsn(url), PROJECTIONS[name], on_progress=advance, on_wait=waiting
+                asyncpg_dsn(url),
+                PROJECTIONS[name],
+                batch_size=batch_size,
+                on_progress=advance,
+                on_delegate=delegated,
             )
             results[name] = (done, time.monotonic() - started)
     return results
@@ -152,10 +159,13 @@ def rebuild_command(
     if name is not None and name not in PROJECTIONS:
         console.print(f"[red]no projection {name!r}[/red]; known: {', '.join(PROJECTIONS)}")
         raise typer.Exit(2)
-    url = _database_url()
+    settings = load_settings()
+    url = resolve_database_url(settings)
     migrate(url)
     names = [name] if name else list(PROJECTIONS)
-    for projection, (events, seconds) in asyncio.run(_rebuild(url, names)).items():
+    for projection, (events, seconds) in asyncio.run(
+        _rebuild(url, names, settings.rebuild_batch_size)
+    ).items():
         rate = events / seconds if seconds else 0.0
         typer.echo(f"{projection}: {events} events in {seconds:.2f}s ({rate:,.0f} events/s)")
     if follow:

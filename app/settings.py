@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     run_projector: bool = True
     # How long a read with min_position waits for projections before answering 503.
     read_wait_seconds: float = 2.0
-    projection_batch_size: int = 1000
+    # Events per projection transaction while following, and while rebuilding.
+    projection_batch_size: int = Field(default=1000, ge=1)
+    rebuild_batch_size: int = Field(default=5000, ge=1)
 
 
 def load_settings() -> Settings:

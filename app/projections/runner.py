@@ -57,20 +57,27 @@ def lock_key(name: str) -> int:
     )
 
 
-async def load_checkpoint(connection: asyncpg.Connection, name: str) -> Checkpoint:
+async def load_checkpoint(
+    connection: asyncpg.Connection, name: str, *, for_update: bool = False
+) -> Checkpoint:
     row = await connection.fetchrow(
         "SELECT transaction_id::text::bigint AS xid, position FROM projection_checkpoints"
-        " WHERE name = $1",
+        " WHERE name = $1" + (" FOR UPDATE" if for_update else ""),
         name,
     )
     return Checkpoint(row["xid"], row["position"]) if row else Checkpoint()
 
 
+async def _ensure_checkpoint(connection: asyncpg.Connection, name: str) -> None:
+    await connection.execute(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+    )
+
+
 async def _save_checkpoint(connection: asyncpg.Connection, name: str, at: Checkpoint) -> None:
     await connection.execute(
-        "INSERT INTO projection_checkpoints (name, transaction_id, position)"
-        " VALUES ($1, $2::text::xid8, $3) ON CONFLICT (name) DO UPDATE"
-        " SET transaction_id = excluded.transaction_id, position = excluded.position",
+        "UPDATE projection_checkpoints SET transaction_id = $2::text::xid8, position = $3"
+        " WHERE name = $1",
         name,
         str(at.transaction_id),
         at.position,
@@ -80,17 +87,21 @@ async def _save_checkpoint(connection: asyncpg.Connection, name: str, at: Checkp
 async def apply_next_batch(
     connection: asyncpg.Connection, projection: Projection, limit: int
 ) -> int:
-    """Apply the next gap-safe batch after the stored checkpoint; returns events applied."""
-    after = await load_checkpoint(connection, projection.name)
-    rows = await read_all_on(connection, after, limit)
-    if not rows:
-        return 0
-    batch = []
-    for row in rows:
-        stored = record_of(row)
-        batch.append(Envelope(stored, to_recorded(stored)))
-    last = batch[-1].stored
+    """Apply the next gap-safe batch after the stored checkpoint; returns events applied.
+
+    The checkpoint row is locked for the whole batch, so a concurrent `reset` (a rebuild
+    asked for while this runner follows) waits for the batch and never interleaves with it.
+    """
     async with connection.transaction():
+        after = await load_checkpoint(connection, projection.name, for_update=True)
+        rows = await read_all_on(connection, after, limit)
+        if not rows:
+            return 0
+        batch = []
+        for row in rows:
+            stored = record_of(row)
+            batch.append(Envelope(stored, to_recorded(stored)))
+        last = batch[-1].stored
         await projection.apply(connection, batch)
         await _save_checkpoint(
             connection, projection.name, Checkpoint(last.transaction_id, last.position)
@@ -100,7 +111,9 @@ async def apply_next_batch(
 
 async def reset(connection: asyncpg.Connection, projection: Projection) -> None:
     """Empty the projection's tables and rewind its checkpoint to the start of the log."""
+    await _ensure_checkpoint(connection, projection.name)
     async with connection.transaction():
+        await load_checkpoint(connection, projection.name, for_update=True)
         await connection.execute(f"TRUNCATE {', '.join(projection.tables)}")
         await _save_checkpoint(connection, projection.name, Checkpoint())
 
@@ -110,16 +123,39 @@ async def exclusive(
     dsn: str, projection: Projection, on_wait: Callable[[], None] | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection holding the projection's advisory lock (waits while another holds it)."""
+    async with _try_exclusive(dsn, projection) as connection:
+        if connection is not None:
+            yield connection
+            return
+    if on_wait is not None:
+        on_wait()
     connection = await asyncpg.connect(dsn)
     try:
-        key = lock_key(projection.name)
-        if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            if on_wait is not None:
-                on_wait()
-            await connection.execute("SELECT pg_advisory_lock($1)", key)
+        await connection.execute("SELECT pg_advisory_lock($1)", lock_key(projection.name))
+        await _ensure_checkpoint(connection, projection.name)
         yield connection
     finally:
         await connection.close()  # closing the session releases the lock
+
+
+@contextlib.asynccontextmanager
+async def _try_exclusive(
+    dsn: str, projection: Projection
+) -> AsyncIterator[asyncpg.Connection | None]:
+    """The projection's lock if it is free now, else None (nobody waits)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        if not await connection.fetchval(
+            "SELECT pg_try_advisory_lock($1)", lock_key(projection.name)
+        ):
+            await connection.close()
+            yield None
+            return
+        await _ensure_checkpoint(connection, projection.name)
+        yield connection
+    finally:
+        if not connection.is_closed():
+            await connection.close()
 
 
 async def rebuild(
@@ -128,17 +164,42 @@ async def rebuild(
     *,
     batch_size: int = 5000,
     on_progress: Callable[[int], None] | None = None,
-    on_wait: Callable[[], None] | None = None,
+    on_delegate: Callable[[], None] | None = None,
+    poll_interval: float = 0.25,
 ) -> int:
-    """Drop and replay `projection` from the start of the log; returns events applied."""
-    async with exclusive(dsn, projection, on_wait) as connection:
+    """Drop and replay `projection` from the start of the log; returns events applied.
+
+    When no runner follows the projection, this process replays it. When one does (e.g. in
+    `dealledger serve`), waiting for its lock would wait forever; instead the projection is
+    reset in place and the active runner replays it, while this watches its checkpoint.
+    """
+    async with _try_exclusive(dsn, projection) as connection:
+        if connection is not None:
+            await reset(connection, projection)
+            done = 0
+            while applied := await apply_next_batch(connection, projection, batch_size):
+                done += applied
+                if on_progress is not None:
+                    on_progress(done)
+            return done
+    if on_delegate is not None:
+        on_delegate()
+    connection = await asyncpg.connect(dsn)
+    try:
+        head = await connection.fetchval("SELECT coalesce(max(position), 0) FROM events")
         await reset(connection, projection)
-        done = 0
-        while applied := await apply_next_batch(connection, projection, batch_size):
-            done += applied
+        while True:
+            at = await load_checkpoint(connection, projection.name)
+            done = await connection.fetchval(
+                "SELECT count(*) FROM events WHERE position <= $1", at.position
+            )
             if on_progress is not None:
                 on_progress(done)
-        return done
+            if at.position >= head:
+                return int(done)
+            await asyncio.sleep(poll_interval)
+    finally:
+        await connection.close()
 
 
 class ProjectionRunner:
@@ -173,6 +234,22 @@ class ProjectionRunner:
                 await listener.close()
 
     async def _follow(self, projection: Projection) -> None:
+        """Follow forever; a failure (lost connection, a bad event) is logged and retried."""
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._follow_once(projection)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception:
+                if time.monotonic() - started > 60:
+                    delay = 1.0  # it had been running fine: start backing off afresh
+                log.exception("projection %s failed; retrying in %.0fs", projection.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _follow_once(self, projection: Projection) -> None:
         wake = self._wakes[projection.name]
 
         def waiting() -> None:

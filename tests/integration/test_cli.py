@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,24 +15,10 @@ import pytest
 
 from app.db import asyncpg_dsn, with_database
 from app.events.store import EventStore, NewEvent
-
-
-def dealledger(
-    *args: str, env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def environment(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(values)
-    return env
+from app.projections.registry import PROJECTIONS
+from app.service import DealService
+from app.simulation import run_workload
+from tests.support import dealledger, environment
 
 
 async def test_migrate_uses_database_url_when_set(server_url: str) -> None:
@@ -114,3 +99,20 @@ def test_help_describes_the_commands(command: list[str]) -> None:
     result = dealledger(*command, env=environment())
     assert result.returncode == 0
     assert "dealledger" in result.stdout or "--port" in result.stdout
+
+
+async def test_rebuild_replays_every_projection_and_reports_its_rate(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    workload = await run_workload(DealService(store), deals=12, commands=150, seed=1)
+    result = dealledger("rebuild", env=environment(DATABASE_URL=database_url))
+    assert result.returncode == 0, result.stderr
+    for name in PROJECTIONS:
+        assert f"{name}: {workload.events} events in" in result.stdout
+    assert await pg.fetchval("SELECT count(*) FROM deals") == 12
+    versions = await pg.fetchval("SELECT sum(version) FROM deals")
+    assert versions == workload.events
+
+    unknown = dealledger("rebuild", "nope", env=environment(DATABASE_URL=database_url))
+    assert unknown.returncode == 2
+    assert "no projection 'nope'" in unknown.stderr

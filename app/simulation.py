@@ -1,0 +1,260 @@
+"""A seeded, plausible stream of commands against deals: for tests, the demo and benchmarks.
+
+`next_command` is pure (state and a random source in, a command out); `run_workload` drives
+it through the real service layer, so every event it produces was decided like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from app.domain import commands as c
+from app.domain.decide import Actor
+from app.domain.errors import DomainError
+from app.domain.pipeline import (
+    ACTIVITY_TYPES,
+    BLOCKER_CATEGORIES,
+    DISQUALIFICATION_REASONS,
+    EVIDENCE_KINDS,
+    NURTURE,
+    REGRESSION_TRIGGERS,
+    STAKEHOLDER_ROLES,
+)
+from app.domain.state import DealState
+from app.events.schemas import EvidenceSource
+from app.service import DealService
+
+OWNERS = ("ann.rep", "bob.rep", "cho.rep", "dev.rep", "eve.rep")
+MANAGER = Actor("maria.manager", "manager")
+SYSTEMS = ("gmail", "calendar", "gong", "hubspot")
+
+
+def _uuid(rng: random.Random) -> UUID:
+    return UUID(int=rng.getrandbits(128), version=4)
+
+
+def open_command(rng: random.Random, index: int, today: date) -> c.OpenDeal:
+    return c.OpenDeal(
+        name=f"Deal {index:05d}",
+        owner=rng.choice(OWNERS),
+        account=f"Account {rng.randrange(1, 400):03d}",
+        amount=Decimal(rng.randrange(5, 500) * 1000),
+        currency="USD",
+        close_date=today + timedelta(days=rng.randrange(14, 180)),
+    )
+
+
+def next_command(
+    rng: random.Random, state: DealState, now: datetime
+) -> tuple[c.Command, Actor] | None:
+    """A command someone might plausibly send this deal now; None once it is closed.
+
+    Mostly buyer activity and evidence for what the stage still lacks, then advances; now and
+    then a regression, nurture, retraction, blocker or disqualification. Some commands are
+    refused by the decider (as in life); callers count those.
+    """
+    if state.is_terminal:
+        return None
+    rep = Actor(state.owner, "rep")
+    if state.status == NURTURE:
+        if rng.random() < 0.85:
+            return c.ReactivateDeal(), rep
+        return c.DisqualifyDeal(reason=rng.choice(DISQUALIFICATION_REASONS)), rep
+    stages = state.pipeline.stage_keys
+    here = stages.index(state.stage)
+    stage = state.pipeline.stage(state.stage)
+    unmet = [k.key for k in stage.exit_criteria if not state.evidence_for(k.key)]
+    live_evidence = [i for i, item in state.evidence.items() if not item.retracted]
+    open_blockers = list(state.blockers)
+    choices: list[tuple[float, Callable[[], tuple[c.Command, Actor]]]] = [
+        (
+            30,
+            lambda: (
+                c.RecordBuyerActivity(
+                    activity_type=rng.choice(ACTIVITY_TYPES),
+                    occurred_at=now - timedelta(minutes=rng.randrange(0, 600)),
+                    details={"system": rng.choice(SYSTEMS)},
+                ),
+                rep,
+            ),
+        ),
+        (
+            25 if unmet else 3,
+            lambda: (
+                c.RecordEvidence(
+                    evidence_id=_uuid(rng),
+                    kind=rng.choice(EVIDENCE_KINDS),
+                    criteria=(rng.choice(unmet or [k.key for k in stage.exit_criteria]),),
+                    summary="buyer said so, in writing",
+                    occurred_at=now - timedelta(hours=rng.randrange(0, 48)),
+                    source=EvidenceSource(
+                        system=rng.choice(SYSTEMS), ref=f"m-{rng.getrandbits(32)}"
+                    ),
+                ),
+                rep,
+            ),
+        ),
+        (
+            20 if not unmet else 2,
+            lambda: (
+                (c.WinDeal(), rep)
+                if here == len(stages) - 1
+                else (c.AdvanceStage(to_stage=stages[here + 1]), rep)
+            ),
+        ),
+        (
+            1,
+            lambda: (
+                (c.WinDeal(override_reason="signed on paper"), MANAGER)
+                if here == len(stages) - 1
+                else (
+                    c.AdvanceStage(to_stage=stages[here + 1], override_reason="exec sponsor call"),
+                    MANAGER,
+                )
+            ),
+        ),
+        (
+            3 if here > 0 else 0,
+            lambda: (
+                c.RegressStage(
+                    to_stage=stages[rng.randrange(0, here)],
+                    trigger=rng.choice(REGRESSION_TRIGGERS),
+                ),
+                rep,
+            ),
+        ),
+        (
+            0.8,
+            lambda: (
+                c.NurtureDeal(reason="budget next year", resume_on=now.date() + timedelta(90)),
+                rep,
+            ),
+        ),
+        (0.8, lambda: (c.DisqualifyDeal(reason=rng.choice(DISQUALIFICATION_REASONS)), rep)),
+        (
+            3 if live_evidence else 0,
+            lambda: (
+                c.RetractEvidence(evidence_id=rng.choice(live_evidence), reason="misread"),
+                rep,
+            ),
+        ),
+        (
+            3,
+            lambda: (
+                c.RaiseBlocker(
+                    blocker_id=_uuid(rng),
+                    category=rng.choice(BLOCKER_CATEGORIES),
+                    description="waiting on the buyer",
+                ),
+                rep,
+            ),
+        ),
+        (
+            4 if open_blockers else 0,
+            lambda: (
+                c.ResolveBlocker(blocker_id=rng.choice(open_blockers), resolution="cleared"),
+                rep,
+            ),
+        ),
+        (
+            4 if not state.has_field("economic_buyer") else 1,
+            lambda: (
+                c.AddStakeholder(
+                    stakeholder_id=_uuid(rng),
+                    name=f"Buyer {rng.randrange(1000)}",
+                    role=rng.choice(("economic_buyer", *STAKEHOLDER_ROLES)),
+                ),
+                rep,
+            ),
+        ),
+        (
+            2,
+            lambda: (
+                c.SetNextStep(
+                    description="follow up", due_date=now.date() + timedelta(rng.randrange(1, 14))
+                ),
+                rep,
+            ),
+        ),
+        (2 if state.next_step else 0, lambda: (c.CompleteNextStep(), rep)),
+        (1, lambda: (c.ChangeDeal(amount=Decimal(rng.randrange(5, 500) * 1000)), rep)),
+    ]
+    weights = [weight for weight, _ in choices]
+    _, make = rng.choices(choices, weights=weights)[0]
+    return make()
+
+
+@dataclass
+class WorkloadResult:
+    deals: list[UUID] = field(default_factory=list)
+    executed: int = 0
+    refused: int = 0
+    events: int = 0
+    last_position: int = 0
+
+
+async def run_workload(
+    service: DealService,
+    *,
+    deals: int,
+    commands: int,
+    seed: int = 0,
+    writers: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> WorkloadResult:
+    """Open `deals`, then send `commands` commands to random open ones from `writers` tasks.
+
+    Writers share deals, so they race; the service's retries settle that. Refusals by the
+    decider are counted, not raised.
+    """
+    rng = random.Random(seed)
+    result = WorkloadResult()
+    states: dict[UUID, DealState] = {}
+    today = datetime.now(UTC).date()
+    for index in range(deals):
+        deal_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        opened = await service.execute(
+            deal_id, open_command(rng, index, today), Actor("crm", "rep")
+        )
+        states[deal_id] = opened.state
+        result.deals.append(deal_id)
+        result.events += opened.event_count
+        result.last_position = max(result.last_position, opened.position or 0)
+    remaining = commands
+
+    async def writer(wrng: random.Random) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            open_ids = [i for i, s in states.items() if not s.is_terminal]
+            if not open_ids:
+                return
+            # Attention is skewed, as in life: a few hot deals get most of it and close.
+            deal_id = open_ids[int(len(open_ids) * wrng.random() ** 3)]
+            picked = next_command(wrng, states[deal_id], datetime.now(UTC))
+            if picked is None:
+                continue
+            command, actor = picked
+            try:
+                done = await service.execute(deal_id, command, actor)
+            except DomainError:
+                result.refused += 1
+                states[deal_id] = await service.load(deal_id)
+                continue
+            result.executed += 1
+            result.events += done.event_count
+            result.last_position = max(result.last_position, done.position or 0)
+            if done.state.version >= states[deal_id].version:
+                states[deal_id] = done.state
+            if on_progress is not None:
+                on_progress(commands - remaining)
+
+    await asyncio.gather(*(writer(random.Random(rng.getrandbits(64))) for _ in range(writers)))
+    return result

@@ -1,0 +1,85 @@
+"""Shared test helpers: running the CLI as a process, following and comparing projections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from app.db import asyncpg_dsn
+from app.projections.registry import PROJECTIONS
+from app.projections.runner import ProjectionRunner, wait_for_position
+
+
+def dealledger(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def environment(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(values)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def following(database_url: str, batch_size: int = 100) -> AsyncIterator[ProjectionRunner]:
+    """Every projection following the log in this process while the block runs."""
+    runner = ProjectionRunner(
+        asyncpg_dsn(database_url),
+        list(PROJECTIONS.values()),
+        batch_size=batch_size,
+        poll_interval=0.05,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def head(pg: asyncpg.Connection) -> int:
+    return int(await pg.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+
+
+async def caught_up(pg: asyncpg.Connection, within: float = 60) -> None:
+    """Wait until every projection has applied the newest event."""
+    position = await head(pg)
+    if position:
+        assert await wait_for_position(pg, position, list(PROJECTIONS), within), (
+            "projections did not catch up"
+        )
+
+
+async def read_models(pg: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read-model row, in a stable order (jsonb as its normalized text)."""
+    queries = {
+        "deals": "SELECT deal_id, opened_position, last_position, version, name, owner, stage,"
+        " status, amount, currency, close_date, stage_entered_at, state::text"
+        " FROM deals ORDER BY deal_id",
+        "stage_intervals": "SELECT deal_id, seq, stage, entered_at, left_at, left_how,"
+        " duration_seconds FROM stage_intervals ORDER BY deal_id, seq",
+        "deal_activity": "SELECT deal_id, last_buyer_activity_at, last_activity_at,"
+        " buyer_activity_count, counts_by_type::text FROM deal_activity ORDER BY deal_id",
+    }
+    return {name: [tuple(r) for r in await pg.fetch(sql)] for name, sql in queries.items()}
+
+
+async def event_counts(pg: asyncpg.Connection) -> dict[str, int]:
+    rows = await pg.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
+    return {r["type"]: r["n"] for r in rows}

@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from uuid import UUID
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from app.db import asyncpg_dsn, create_engine, migrate, resolve_database_url
 from app.events.store import EventStore, VerifyResult
+from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.settings import load_settings
 
+T = TypeVar("T")
 cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -38,15 +43,26 @@ def serve(
     projector: bool = typer.Option(
         True, help="Run the projections in this process (else run `dealledger project`)."
     ),
+    dev: bool = typer.Option(
+        False, "--dev", help="Let requests without a key act as admin. Local use only."
+    ),
 ) -> None:
     """Migrate, then serve the HTTP API with uvicorn (and the projections, by default)."""
     import uvicorn
 
     from app.main import create_app
 
-    settings = load_settings().model_copy(update={"run_projector": projector})
+    settings = load_settings()
+    settings = settings.model_copy(
+        update={"run_projector": projector, "dev_mode": dev or settings.dev_mode}
+    )
     url = resolve_database_url(settings)
     migrate(url)
+    if settings.dev_mode:
+        console.print(
+            "[bold red]WARNING: dev mode: requests without an API key act as ADMIN."
+            " Never expose this server.[/bold red]"
+        )
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
     uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_level="info")
 
@@ -170,6 +186,68 @@ def rebuild_command(
         typer.echo(f"{projection}: {events} events in {seconds:.2f}s ({rate:,.0f} events/s)")
     if follow:
         project()
+
+
+keys_cli = typer.Typer(help="API keys: bearer tokens with one role each.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+async def _with_connection(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return await work(connection)
+    finally:
+        await connection.close()
+
+
+@keys_cli.command("create")
+def keys_create(
+    role: str = typer.Option(..., help=f"One of: {', '.join(ROLES)}."),
+    name: str = typer.Option(..., help="Who or what uses it, e.g. gmail-sync or rick.rep."),
+) -> None:
+    """Create a key and print its token once (only a hash is stored)."""
+    if role not in ROLES:
+        console.print(f"[red]role must be one of: {', '.join(ROLES)}[/red]")
+        raise typer.Exit(2)
+    url = _database_url()
+    migrate(url)
+    key, token = asyncio.run(
+        _with_connection(url, lambda c: create_key(c, role=role, name=name, created_by="cli"))
+    )
+    console.print(f"created {key.role} key {key.key_id} ({key.name}); the token is shown once:")
+    typer.echo(token)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (never their tokens)."""
+    url = _database_url()
+    migrate(url)
+
+    async def every(connection: asyncpg.Connection) -> list[ApiKey]:
+        found: list[ApiKey] = []
+        while page := await list_keys(connection, after_seq=found[-1].seq if found else 0):
+            found += page
+        return found
+
+    for key in asyncio.run(_with_connection(url, every)):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        typer.echo(
+            f"{key.key_id}  {key.role:<8} {key.hint}…  {key.created_at:%Y-%m-%d}  {state:<18}"
+            f" {key.name}"
+        )
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: UUID = typer.Argument(..., help="The key's id (from keys list).")) -> None:
+    """Revoke a key: it stops working at once."""
+    url = _database_url()
+    migrate(url)
+    key = asyncio.run(_with_connection(url, lambda c: revoke_key(c, key_id)))
+    if key is None:
+        console.print(f"[red]no key {key_id}[/red]")
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key.key_id} ({key.name})")
 
 
 def main() -> None:

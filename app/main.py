@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import audit, deals, health, pipelines
+from app.api import audit, deals, health, keys, pipelines
+from app.api.auth import AuthMiddleware
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.problems import install_problem_handlers
 from app.db import asyncpg_dsn, create_engine, resolve_database_url
@@ -54,9 +55,12 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # Outermost last: authenticate first, then replay idempotent retries per caller.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(pipelines.router)
     app.include_router(audit.router)
+    app.include_router(keys.router)
     return app

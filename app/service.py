@@ -153,7 +153,9 @@ class DealService:
     def _metadata(
         actor: Actor, request_id: str | None, idempotency_key: str | None
     ) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"actor": {"id": actor.id, "role": actor.role}}
+        metadata: dict[str, Any] = {
+            "actor": {"id": actor.id, "name": actor.name, "role": actor.role}
+        }
         if request_id:
             metadata["request_id"] = request_id
             metadata["correlation_id"] = request_id

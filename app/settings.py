@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default_factory=_default_data_dir)
     pool_size: int = 10
+    # Anonymous requests act as admin: for local experiments only (serve --dev warns loudly).
+    dev_mode: bool = False
     # serve runs the projections in-process unless told otherwise (--no-projector).
     run_projector: bool = True
     # How long a read with min_position waits for projections before answering 503.

@@ -23,6 +23,7 @@ from app.db import asyncpg_dsn, create_engine, migrate_async, start_embedded, wi
 from app.events.store import EventStore
 from app.main import create_app
 from app.settings import Settings
+from tests.keys import KEYS, seed_keys
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,13 @@ async def _admin(server_url: str, sql: str) -> None:
 async def template_name(server_url: str) -> AsyncIterator[str]:
     name = f"dealledger_template_{uuid.uuid4().hex[:12]}"
     await _admin(server_url, f'CREATE DATABASE "{name}"')
-    await migrate_async(with_database(server_url, name))
+    url = with_database(server_url, name)
+    await migrate_async(url)
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await seed_keys(connection)
+    finally:
+        await connection.close()
     yield name
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -93,6 +100,17 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client acting with the rep key unless a request sends its own Authorization."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=KEYS["rep"].headers
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sends no Authorization header unless told to."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
-from app.api.deps import MinPosition, ServiceDep, projected
+from app.api.deps import READ, MinPosition, ServiceDep, projected
 from app.api.schemas import DealOut
 from app.db import driver_connection
 from app.domain.errors import DealNotFound, UnknownValue
@@ -22,7 +22,7 @@ from app.events.schemas import EvidenceSource, Override
 from app.projections.deals import list_deals
 from app.projections.stage_intervals import intervals_of
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[READ])
 SECONDS_PER_DAY = 86_400
 
 
@@ -73,9 +73,24 @@ async def stage_history(
     return StageHistory(deal_id=deal_id, intervals=out)
 
 
+class ActorOut(BaseModel):
+    """An API key as the events' metadata recorded it when it acted."""
+
+    id: str
+    name: str | None = None
+    role: str | None = None
+
+
+People = dict[str, ActorOut]
+
+
+def _who(people: People, actor_id: str) -> ActorOut:
+    return people.get(actor_id) or ActorOut(id=actor_id)
+
+
 class RetractionOut(BaseModel):
     reason: str
-    by: str
+    by: ActorOut
     recorded_at: datetime
 
 
@@ -86,11 +101,11 @@ class EvidenceOut(BaseModel):
     source: EvidenceSource | None
     occurred_at: datetime
     recorded_at: datetime
-    recorded_by: str
+    recorded_by: ActorOut
     retracted_later: RetractionOut | None
 
     @classmethod
-    def of(cls, item: EvidenceAtTheTime) -> EvidenceOut:
+    def of(cls, item: EvidenceAtTheTime, people: People) -> EvidenceOut:
         later = item.retracted_later
         return cls(
             evidence_id=item.evidence.evidence_id,
@@ -99,8 +114,12 @@ class EvidenceOut(BaseModel):
             source=item.source,
             occurred_at=item.evidence.occurred_at,
             recorded_at=item.evidence.recorded_at,
-            recorded_by=item.recorded_by,
-            retracted_later=RetractionOut(**vars(later)) if later else None,
+            recorded_by=_who(people, item.recorded_by),
+            retracted_later=RetractionOut(
+                reason=later.reason, by=_who(people, later.by), recorded_at=later.recorded_at
+            )
+            if later
+            else None,
         )
 
 
@@ -109,7 +128,7 @@ class EntryOut(BaseModel):
     version: int
     from_stage: str | None
     recorded_at: datetime
-    actor: str | None
+    actor: ActorOut | None
     pipeline_version: int
     override: Override | None
     trigger: str | None
@@ -140,6 +159,11 @@ async def deal_provenance(
     if stage not in allowed:
         raise UnknownValue("stage", stage, allowed)
     actors = {e.version: str(e.metadata.get("actor", {}).get("id")) for e in stored}
+    people: People = {
+        str(a["id"]): ActorOut.model_validate(a)
+        for e in stored
+        if isinstance(a := e.metadata.get("actor"), dict) and "id" in a
+    }
     entries = provenance(deal_id, history, actors, stage)
     return Provenance(
         deal_id=deal_id,
@@ -150,12 +174,12 @@ async def deal_provenance(
                 version=entry.version,
                 from_stage=entry.from_stage,
                 recorded_at=entry.recorded_at,
-                actor=entry.actor,
+                actor=_who(people, entry.actor) if entry.actor else None,
                 pipeline_version=entry.pipeline_version,
                 override=entry.override,
                 trigger=entry.trigger,
                 criteria={
-                    key: [EvidenceOut.of(item) for item in items]
+                    key: [EvidenceOut.of(item, people) for item in items]
                     for key, items in entry.criteria.items()
                 },
             )

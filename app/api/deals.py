@@ -11,7 +11,9 @@ from pydantic import AwareDatetime
 
 from app.api import schemas as s
 from app.api.deps import (
-    ActorDep,
+    READ,
+    BuyerWriter,
+    DealWriter,
     ExpectedVersionDep,
     IdempotencyKeyDep,
     MinPosition,
@@ -22,11 +24,12 @@ from app.api.deps import (
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.db import driver_connection
 from app.domain import commands as c
+from app.domain.decide import Actor
 from app.domain.errors import DealNotFound
 from app.domain.pipeline import STATUSES
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
-from app.service import CommandResult
+from app.service import CommandResult, DealService
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -59,7 +62,7 @@ async def create_deal(
     body: s.CreateDeal,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> s.DealOut:
@@ -76,7 +79,7 @@ async def create_deal(
 @router.get(
     "",
     summary="List deals, filtered, with cursor pagination (from the deals read model)",
-    dependencies=[Depends(projected("deals"))],
+    dependencies=[READ, Depends(projected("deals"))],
     responses={503: {"description": "min_position not reached in time", **PROBLEM}},
 )
 async def list_deals(
@@ -109,7 +112,7 @@ async def list_deals(
 @router.get(
     "/{deal_id}",
     summary="The deal now (read model), or as it stood at a past time or log position (replayed)",
-    dependencies=[Depends(projected("deals"))],
+    dependencies=[READ, Depends(projected("deals"))],
     responses={503: {"description": "min_position not reached in time", **PROBLEM}},
 )
 async def get_deal(
@@ -144,7 +147,7 @@ async def patch_deal(
     body: s.PatchDeal,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
 ) -> s.DealOut:
@@ -155,7 +158,9 @@ async def patch_deal(
     return _deal(result, response)
 
 
-@router.get("/{deal_id}/history", summary="The deal's events in order, as stored")
+@router.get(
+    "/{deal_id}/history", summary="The deal's events in order, as stored", dependencies=[READ]
+)
 async def deal_history(
     deal_id: UUID,
     service: ServiceDep,
@@ -192,8 +197,8 @@ async def deal_history(
 async def _run(
     deal_id: UUID,
     command: c.Command,
-    service: ServiceDep,
-    actor: ActorDep,
+    service: DealService,
+    actor: Actor,
     request_id: str,
     expected_version: int | None,
     idempotency_key: str | None,
@@ -214,7 +219,7 @@ async def record_evidence(
     body: s.RecordEvidenceBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: BuyerWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -243,7 +248,7 @@ async def retract_evidence(
     body: s.RetractBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -261,7 +266,7 @@ async def record_activity(
     body: s.ActivityBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: BuyerWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -283,7 +288,7 @@ def _stage_route(path: str, summary: str, body_type: type[Any], to_command: Any)
         body: body_type,  # type: ignore[valid-type]
         response: Response,
         service: ServiceDep,
-        actor: ActorDep,
+        actor: DealWriter,
         request_id: RequestIdDep,
         expected_version: ExpectedVersionDep,
         idempotency_key: IdempotencyKeyDep,
@@ -345,7 +350,7 @@ async def raise_blocker(
     body: s.BlockerBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -369,7 +374,7 @@ async def resolve_blocker(
     body: s.ResolveBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -387,7 +392,7 @@ async def set_next_step(
     body: s.NextStepBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
 ) -> s.DealOut:
@@ -401,7 +406,7 @@ async def complete_next_step(
     deal_id: UUID,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -424,7 +429,7 @@ async def add_stakeholder(
     body: s.StakeholderBody,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,
@@ -448,7 +453,7 @@ async def change_stakeholder(
     body: s.StakeholderPatch,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
 ) -> s.DealOut:
@@ -463,7 +468,7 @@ async def stakeholder_left(
     stakeholder_id: UUID,
     response: Response,
     service: ServiceDep,
-    actor: ActorDep,
+    actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
     idempotency_key: IdempotencyKeyDep,

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 
+from app.api.auth import require
 from app.db import driver_connection
 from app.domain.decide import Actor
 from app.events.store import EventStore
@@ -23,15 +24,6 @@ def get_store(request: Request) -> EventStore:
 
 def get_service(store: Annotated[EventStore, Depends(get_store)]) -> DealService:
     return DealService(store)
-
-
-def get_actor(
-    x_actor: Annotated[str | None, Header(description="Who acts (until API keys land).")] = None,
-    x_actor_role: Annotated[
-        str | None, Header(description="The actor's role: rep (default) or manager.")
-    ] = None,
-) -> Actor:
-    return Actor(id=x_actor or "system", role=x_actor_role or "rep")
 
 
 def get_request_id(
@@ -66,7 +58,10 @@ def get_idempotency_key(
 
 
 ServiceDep = Annotated[DealService, Depends(get_service)]
-ActorDep = Annotated[Actor, Depends(get_actor)]
+# Who may call a route: writers get the acting key as the actor; readers just pass the check.
+DealWriter = Annotated[Actor, Depends(require("deal:write"))]
+BuyerWriter = Annotated[Actor, Depends(require("buyer:write"))]
+READ = Depends(require("read"))
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]

@@ -34,7 +34,8 @@ class IdempotencyMiddleware:
         if key is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        actor = _header(scope, b"x-actor") or "system"
+        # Keys are scoped per caller: AuthMiddleware (outside this one) has identified it.
+        actor = scope["state"]["actor"].id if "actor" in scope.get("state", {}) else "anonymous"
         chunks: list[bytes] = []
         while True:
             message = await receive()

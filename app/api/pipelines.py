@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.api.deps import READ
 from app.domain.errors import NotFound
 from app.domain.pipeline import PIPELINES, Pipeline
 
-router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[READ])
 
 
 @router.get("/{key}", summary="A pipeline: stages, probabilities, exit criteria, templates")

@@ -44,8 +44,11 @@ OVERRIDE_ROLES = ("manager", "admin")
 
 @dataclass(frozen=True)
 class Actor:
+    """Who acts: an API key's id, role and name (events record the id)."""
+
     id: str
     role: str
+    name: str = ""
 
 
 @dataclass(frozen=True)

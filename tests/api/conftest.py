@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from app.domain.pipeline import DEFAULT_PIPELINE
+from tests.keys import KEYS
 
-MANAGER = {"X-Actor": "maria.manager", "X-Actor-Role": "manager"}
-REP = {"X-Actor": "rick.rep", "X-Actor-Role": "rep"}
+MANAGER = KEYS["manager"].headers
+REP = KEYS["rep"].headers
 WHEN = "2026-11-20T10:00:00+00:00"
 
 

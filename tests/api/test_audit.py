@@ -14,7 +14,9 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MANAGER, REP, Deals, criteria_of
+from tests.keys import KEYS
 
+REP_ACTOR = {"id": str(KEYS["rep"].key_id), "name": "rick.rep", "role": "rep"}
 READY = {"amount": "40000", "currency": "USD", "close_date": "2027-03-01"}
 
 
@@ -109,15 +111,16 @@ async def test_provenance_lists_the_evidence_that_met_each_criterion_then(
     found = await deals.read(f"/v1/deals/{deal_id}/provenance", stage="qualification")
     (entry,) = found["entries"]
     assert entry["event_type"] == "StageAdvanced"
-    assert entry["from_stage"] == "discovery" and entry["actor"] == "rick.rep"
+    assert entry["from_stage"] == "discovery" and entry["actor"] == REP_ACTOR
     assert entry["override"] is None and entry["pipeline_version"] == 1
     ids = {key: [item["evidence_id"] for item in items] for key, items in entry["criteria"].items()}
     assert ids == {budget: [budget_ok], dm: [both], pain: [both], timeline: [timeline_ok]}
     budget_item = entry["criteria"][budget][0]
     assert budget_item["kind"] == "email"
-    assert budget_item["recorded_by"] == "rick.rep"
+    assert budget_item["recorded_by"] == REP_ACTOR
     assert budget_item["source"]["system"] == "gmail" and budget_item["source"]["ref"] == "msg-1"
     assert budget_item["retracted_later"]["reason"] == "misheard"
+    assert budget_item["retracted_later"]["by"] == REP_ACTOR
     assert entry["criteria"][timeline][0]["retracted_later"] is None
     assert ts(budget_item["recorded_at"]) < ts(entry["recorded_at"])
 
@@ -128,8 +131,9 @@ async def test_provenance_lists_the_evidence_that_met_each_criterion_then(
     jumped = await deals.command(deal_id, "advance", override, headers=MANAGER)
     assert jumped.status_code == 200, jumped.text
     (forced,) = (await deals.read(f"/v1/deals/{deal_id}/provenance", stage="proposal"))["entries"]
-    assert forced["override"] == {"reason": "board-level deal", "by": "maria.manager"}
-    assert forced["actor"] == "maria.manager"
+    manager = KEYS["manager"]
+    assert forced["override"] == {"reason": "board-level deal", "by": str(manager.key_id)}
+    assert forced["actor"] == {"id": str(manager.key_id), "name": manager.name, "role": "manager"}
     assert all(items == [] for items in forced["criteria"].values())
 
     opened = (await deals.read(f"/v1/deals/{deal_id}/provenance", stage="discovery"))["entries"]
@@ -237,7 +241,9 @@ async def client_without_projector(database_url: str) -> AsyncIterator[httpx.Asy
     application = create_app(settings, database_url=database_url)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=REP
+        ) as http:
             yield http
 
 

@@ -8,6 +8,7 @@ import itertools
 import httpx
 
 from tests.api.conftest import MANAGER, REP, Deals, criteria_of
+from tests.keys import KEYS
 
 
 async def test_open_deal_starts_in_discovery_with_a_proposed_next_step(deals: Deals) -> None:
@@ -120,11 +121,16 @@ async def test_manager_override_is_recorded_and_a_rep_cannot_override(
     assert allowed.status_code == 200
     history = (await client.get(f"/v1/deals/{deal['id']}/history")).json()["items"]
     advanced = next(e for e in history if e["type"] == "StageAdvanced")
+    manager = KEYS["manager"]
     assert advanced["data"]["override"] == {
         "reason": "CEO referral, known budget",
-        "by": "maria.manager",
+        "by": str(manager.key_id),
     }
-    assert advanced["metadata"]["actor"] == {"id": "maria.manager", "role": "manager"}
+    assert advanced["metadata"]["actor"] == {
+        "id": str(manager.key_id),
+        "name": "maria.manager",
+        "role": "manager",
+    }
 
 
 async def test_regression_needs_a_known_trigger_and_an_earlier_stage(deals: Deals) -> None:

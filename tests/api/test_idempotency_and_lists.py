@@ -20,6 +20,7 @@ async def test_retried_post_with_same_key_creates_nothing_new(
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
     assert again.headers["idempotent-replayed"] == "true"
+    deals.saw(again)
     assert (await deals.get(deal["id"]))["version"] == deal["version"] + 1
 
 
@@ -111,7 +112,7 @@ async def test_history_pages_through_the_deal_events(
     assert [e["version"] for e in rest["items"]] == [4, 5]
     assert rest["next_cursor"] is None
     assert first["items"][0]["type"] == "DealOpened"
-    assert first["items"][0]["metadata"]["actor"]["id"] == "rick.rep"
+    assert first["items"][0]["metadata"]["actor"]["name"] == "rick.rep"
     assert len(first["items"][0]["hash"]) == 64
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -116,3 +117,27 @@ async def test_rebuild_replays_every_projection_and_reports_its_rate(
     unknown = dealledger("rebuild", "nope", env=environment(DATABASE_URL=database_url))
     assert unknown.returncode == 2
     assert "no projection 'nope'" in unknown.stderr
+
+
+async def test_keys_create_prints_the_token_once_and_stores_only_its_hash(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    env = environment(DATABASE_URL=database_url)
+    created = dealledger("keys", "create", "--role", "ingest", "--name", "zoom-sync", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("dl_") and len(token) > 40
+    row = await pg.fetchrow(
+        "SELECT key_id, role, token_hash FROM api_keys WHERE name = 'zoom-sync'"
+    )
+    assert row["role"] == "ingest"
+    assert row["token_hash"] == hashlib.sha256(token.encode()).digest()
+
+    listed = dealledger("keys", "list", env=env)
+    assert listed.returncode == 0 and "zoom-sync" in listed.stdout
+    assert token not in listed.stdout
+    revoked = dealledger("keys", "revoke", str(row["key_id"]), env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert await pg.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = 'zoom-sync'")
+    bad_role = dealledger("keys", "create", "--role", "god", "--name", "x", env=env)
+    assert bad_role.returncode == 2 and "role must be one of" in bad_role.stderr

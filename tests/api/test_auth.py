@@ -80,7 +80,7 @@ def url_of(path: str) -> str:
 async def call(
     client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]
 ) -> httpx.Response:
-    body = {} if method != "GET" else None
+    body: dict[str, object] | None = {} if method != "GET" else None
     return await client.request(method, url_of(path), json=body, headers=headers)
 
 

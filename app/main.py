@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import audit, deals, health, keys, pipelines
+from app.api import audit, deals, events, health, keys, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.problems import install_problem_handlers
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.include_router(health.router)
     app.include_router(deals.router)
+    app.include_router(events.router)
     app.include_router(pipelines.router)
     app.include_router(audit.router)
     app.include_router(keys.router)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from app.domain.commands import Command, OpenDeal
 from app.domain.decide import Actor, Context, decide
-from app.domain.errors import DomainError
+from app.domain.errors import DealNotFound, DomainError
 from app.domain.state import DealState, Recorded, fold
 from app.events.recorded import to_recorded
 from app.events.schemas import event_data
 from app.events.store import EventStore, NewEvent, VersionConflict
+
+if TYPE_CHECKING:
+    from app.ingest import Ingestible
 
 # Event ids derived from an Idempotency-Key make a retried command a no-op in the store
 # itself, even if the process died before it could remember the response.
@@ -46,6 +49,17 @@ class CommandResult:
     position: int | None
     """The global position of the last event written (None when nothing changed)."""
     event_count: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one ingested item."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    deal_id: UUID | None = None
+    position: int | None = None
+    """Where its event is in the log (for a duplicate: the original's)."""
+    error: DomainError | None = None
 
 
 class DealService:
@@ -142,6 +156,115 @@ class DealService:
             idempotency_key=idempotency_key,
             request_id=request_id,
         )
+
+    async def ingest(
+        self, items: list[Ingestible], actor: Actor, *, request_id: str | None = None
+    ) -> list[Outcome]:
+        """Record a batch of items from other systems: one outcome per item, in order.
+
+        An item whose event id is already stored (in any stream) is a duplicate and answers
+        with the original position; one the decider refuses is rejected alone. Items for
+        the same deal are decided in order and appended together.
+        """
+        outcomes: list[Outcome | None] = [None] * len(items)
+        known = await self.store.find_events([item.event_id for item in items])
+        first_of: dict[UUID, int] = {}
+        copies: list[tuple[int, int]] = []
+        groups: dict[UUID, list[int]] = {}
+        for index, item in enumerate(items):
+            if item.event_id in known:
+                stream_id, position = known[item.event_id]
+                outcomes[index] = Outcome("duplicate", stream_id, position)
+            elif item.event_id in first_of:
+                copies.append((index, first_of[item.event_id]))
+            else:
+                first_of[item.event_id] = index
+                groups.setdefault(item.deal_id, []).append(index)
+        for deal_id, indexes in groups.items():
+            await self._ingest_deal(deal_id, indexes, items, outcomes, actor, request_id)
+        for index, first in copies:
+            original = outcomes[first]
+            assert original is not None
+            outcomes[index] = (
+                original
+                if original.status == "rejected"
+                else Outcome("duplicate", original.deal_id, original.position)
+            )
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _ingest_deal(
+        self,
+        deal_id: UUID,
+        indexes: list[int],
+        items: list[Ingestible],
+        outcomes: list[Outcome | None],
+        actor: Actor,
+        request_id: str | None,
+    ) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            for index in indexes:
+                outcomes[index] = None
+            stored = await self.store.read_stream(deal_id)
+            state = fold(deal_id, [to_recorded(event) for event in stored])
+            if not state.exists:
+                missing = DealNotFound(f"deal {deal_id} does not exist")
+                for index in indexes:
+                    outcomes[index] = Outcome("rejected", deal_id, error=missing)
+                return
+            in_stream = {event.event_id: event.position for event in stored}
+            now = datetime.now(UTC)
+            working = state
+            new_events: list[NewEvent] = []
+            firsts: list[tuple[int, int]] = []  # (item index, offset of its first event)
+            for index in indexes:
+                item = items[index]
+                if item.event_id in in_stream:
+                    outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
+                    continue
+                try:
+                    events = decide(working, item.command, Context(now=now, actor=actor))
+                except DomainError as error:
+                    outcomes[index] = Outcome("rejected", deal_id, error=error)
+                    continue
+                metadata = {
+                    **self._metadata(actor, request_id, None),
+                    "cloudevent": item.envelope.metadata(),
+                }
+                firsts.append((index, len(new_events)))
+                history = []
+                for offset, event in enumerate(events):
+                    occurred_at = getattr(event, "occurred_at", None)
+                    new_events.append(
+                        NewEvent(
+                            type=event.type,
+                            data=event_data(event),
+                            event_id=item.event_id
+                            if offset == 0
+                            else uuid.uuid5(item.event_id, str(offset)),
+                            schema_version=event.schema_version,
+                            metadata=metadata,
+                            occurred_at=occurred_at,
+                        )
+                    )
+                    history.append(
+                        Recorded(event, working.version + offset + 1, occurred_at or now, now)
+                    )
+                working = fold(deal_id, history, working)
+            if not new_events:
+                return
+            try:
+                result = await self.store.append(deal_id, state.version, new_events)
+            except VersionConflict:
+                continue
+            if result.duplicate:
+                continue  # a concurrent retry stored some of these: re-read and sort them out
+            for index, offset in firsts:
+                outcomes[index] = Outcome("accepted", deal_id, result.positions[offset])
+            return
+        busy = ConcurrentModification(f"deal {deal_id} kept changing; retry these items")
+        for index in indexes:
+            if outcomes[index] is None:
+                outcomes[index] = Outcome("rejected", deal_id, error=busy)
 
     @staticmethod
     def _event_id(idempotency_key: str | None, deal_id: UUID, index: int) -> UUID:

@@ -301,6 +301,16 @@ class EventStore:
             )
         return [record_of(row) for row in rows]
 
+    async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """Where events with these ids were stored, in any stream: id -> (stream, position)."""
+        async with driver_connection(self.engine) as connection:
+            rows = await connection.fetch(
+                "SELECT DISTINCT ON (event_id) event_id, stream_id, position FROM events"
+                " WHERE event_id = ANY($1::uuid[]) ORDER BY event_id, position",
+                list(event_ids),
+            )
+        return {r["event_id"]: (r["stream_id"], r["position"]) for r in rows}
+
     async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
         """(position, stream id) of streams' first events after a position, in log order."""
         async with driver_connection(self.engine) as connection:

@@ -49,6 +49,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/deals/{deal_id}/verify"): READERS,
     ("GET", "/v1/pipeline"): READERS,
     ("GET", "/v1/pipelines/{key}"): READERS,
+    ("POST", "/v1/events"): {"ingest", "admin"},
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys/{key_id}/revoke"): ADMIN,

@@ -1,0 +1,196 @@
+"""POST /v1/events: CloudEvents 1.0 from other systems, one (structured) or many (batch)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.api.auth import require
+from app.api.deps import RequestIdDep, ServiceDep
+from app.api.problems import PROBLEM_JSON
+from app.domain.decide import Actor
+from app.ingest import (
+    BATCH,
+    MAX_BATCH,
+    STRUCTURED,
+    SUPPORTED_TYPES,
+    Ingestible,
+    Rejected,
+    identity_of,
+    parse,
+)
+from app.service import Outcome
+
+router = APIRouter(prefix="/v1", tags=["ingestion"])
+Ingester = Annotated[Actor, Depends(require("events:ingest"))]
+
+_CLOUDEVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": {"type": "string", "minLength": 1, "maxLength": 500},
+        "source": {"type": "string", "minLength": 1, "maxLength": 500},
+        "type": {"type": "string", "enum": list(SUPPORTED_TYPES)},
+        "subject": {"type": "string", "description": "The deal id (or use data.deal_ref)."},
+        "time": {"type": "string", "format": "date-time"},
+        "datacontenttype": {"type": "string"},
+        "data": {
+            "type": "object",
+            "description": "Activity: any details, plus optional deal_ref {source, id}."
+            " Evidence: kind, criteria, summary, optional occurred_at, source, deal_ref.",
+        },
+    },
+}
+
+
+class ItemResult(BaseModel):
+    index: int
+    source: str | None
+    id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    deal_id: UUID | None = None
+    position: int | None = None
+    """The log position of the stored event (a duplicate's: the original's)."""
+    problem: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    position: int | None
+    """The highest position accepted: pass it as min_position to read your writes."""
+    results: list[ItemResult]
+
+
+def _problem(error: Rejected | Exception) -> dict[str, Any]:
+    if isinstance(error, Rejected):
+        return error.problem()
+    slug = getattr(error, "slug", "rejected")
+    return {
+        "type": f"/problems/{slug}",
+        "title": getattr(error, "title", "Rejected"),
+        "status": getattr(error, "status", 422),
+        "detail": getattr(error, "detail", str(error)),
+        **getattr(error, "extensions", {}),
+    }
+
+
+def _result(index: int, raw: Any, outcome: Outcome | Rejected) -> ItemResult:
+    source, ce_id = identity_of(raw)
+    if isinstance(outcome, Rejected):
+        return ItemResult(
+            index=index, source=source, id=ce_id, status="rejected", problem=outcome.problem()
+        )
+    return ItemResult(
+        index=index,
+        source=source,
+        id=ce_id,
+        status=outcome.status,
+        deal_id=outcome.deal_id,
+        position=outcome.position,
+        problem=_problem(outcome.error) if outcome.error else None,
+    )
+
+
+@router.post(
+    "/events",
+    summary="Ingest CloudEvents: buyer activity and evidence from other systems",
+    description=(
+        f"`{STRUCTURED}`: one CloudEvent; 201 accepted, 200 a duplicate (its original"
+        f" position), else a problem. `{BATCH}`: a JSON array of up to {MAX_BATCH}; 200 when"
+        " every item was accepted or a duplicate, 207 when some were rejected (each with its"
+        " problem). (`source`, `id`) is the permanent deduplication key."
+    ),
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                STRUCTURED: {"schema": _CLOUDEVENT},
+                BATCH: {
+                    "schema": {
+                        "type": "array",
+                        "items": _CLOUDEVENT,
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                    }
+                },
+            },
+        }
+    },
+    responses={
+        200: {"model": BatchResult, "description": "All accepted or duplicates"},
+        201: {"model": ItemResult, "description": "The one CloudEvent was accepted"},
+        207: {"model": BatchResult, "description": "Some items rejected, each with a problem"},
+        404: {"description": "The one CloudEvent names an unknown deal"},
+        413: {"description": "Body too large"},
+        415: {"description": "Not a CloudEvents JSON content type"},
+        422: {"description": "Not a valid CloudEvent (batch: not a valid array)"},
+    },
+)
+async def post_events(
+    request: Request, service: ServiceDep, actor: Ingester, request_id: RequestIdDep
+) -> JSONResponse:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in (STRUCTURED, BATCH):
+        raise HTTPException(
+            415, f"Content-Type must be {STRUCTURED} (one event) or {BATCH} (a JSON array)"
+        )
+    try:
+        decoded = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(422, "the body is not valid JSON") from None
+    batch = media_type == BATCH
+    if batch:
+        if not isinstance(decoded, list) or not decoded:
+            raise HTTPException(422, "a batch must be a non-empty JSON array of CloudEvents")
+        if len(decoded) > MAX_BATCH:
+            raise HTTPException(
+                422, f"a batch holds at most {MAX_BATCH} CloudEvents, not {len(decoded)}"
+            )
+        raws = decoded
+    else:
+        raws = [decoded]
+
+    received_at = datetime.now(UTC)
+    parsed: list[Ingestible | Rejected] = []
+    for raw in raws:
+        try:
+            parsed.append(parse(raw, received_at))
+        except Rejected as refusal:
+            parsed.append(refusal)
+    good = [item for item in parsed if not isinstance(item, Rejected)]
+    outcomes = iter(await service.ingest(good, actor, request_id=request_id) if good else [])
+    results = [
+        _result(index, raw, item if isinstance(item, Rejected) else next(outcomes))
+        for index, (raw, item) in enumerate(zip(raws, parsed, strict=True))
+    ]
+
+    if not batch:
+        (only,) = results
+        if only.status == "rejected":
+            assert only.problem is not None
+            body = {**only.problem, "source": only.source, "id": only.id}
+            return JSONResponse(body, status_code=only.problem["status"], media_type=PROBLEM_JSON)
+        status = 201 if only.status == "accepted" else 200
+        return JSONResponse(only.model_dump(mode="json"), status_code=status)
+
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
+    rejected = len(results) - counts["accepted"] - counts["duplicate"]
+    positions = [r.position for r in results if r.status == "accepted" and r.position]
+    summary = BatchResult(
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        rejected=rejected,
+        position=max(positions) if positions else None,
+        results=results,
+    )
+    return JSONResponse(summary.model_dump(mode="json"), status_code=207 if rejected else 200)

@@ -1,0 +1,208 @@
+"""CloudEvents from other systems, turned into deal commands. Pure: no I/O here.
+
+(`source`, `id`) is a CloudEvent's permanent identity, so the event id we store is derived
+from it: the same CloudEvent posted again, now or a month later, maps to the same event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from app.domain import commands as c
+from app.domain.pipeline import ACTIVITY_TYPES
+from app.events.schemas import EvidenceSource, ExternalRef
+from app.service import deal_id_for_external_ref
+
+ACTIVITY_PREFIX = "com.dealledger.activity."
+EVIDENCE_TYPE = "com.dealledger.evidence.recorded"
+SUPPORTED_TYPES = (*(ACTIVITY_PREFIX + kind for kind in ACTIVITY_TYPES), EVIDENCE_TYPE)
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+MAX_BATCH = 1000
+_CLOUDEVENT_IDS = uuid.UUID("3d7e1f0c-8a51-4c3e-9b8e-2f6a4d1c7b90")
+_FORMAT = JSONFormat()
+Short = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Rejected(Exception):
+    """One CloudEvent that cannot be taken, and why (an RFC 9457 problem)."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+
+    def problem(self) -> dict[str, Any]:
+        return {
+            "type": f"/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+def _invalid(detail: str) -> Rejected:
+    return Rejected(422, "invalid-cloudevent", "Invalid CloudEvent", detail)
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deal_ref: ExternalRef | None = None
+
+
+class ActivityData(_Data):
+    """`data` of an activity CloudEvent: the deal reference, plus any details kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class EvidenceData(_Data):
+    kind: Short
+    criteria: Annotated[list[Short], Field(min_length=1, max_length=20)]
+    summary: Annotated[str, Field(min_length=1, max_length=2000)]
+    occurred_at: AwareDatetime | None = None
+    source: EvidenceSource | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What we keep of the CloudEvent itself, in the stored event's metadata."""
+
+    source: str
+    id: str
+    type: str
+    time: datetime | None
+    subject: str | None
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "id": self.id,
+            "type": self.type,
+            "time": self.time.isoformat() if self.time else None,
+            "subject": self.subject,
+        }
+
+
+@dataclass(frozen=True)
+class Ingestible:
+    """A CloudEvent ready for the service: which deal, which command, which event id."""
+
+    envelope: Envelope
+    deal_id: UUID
+    command: c.Command
+    event_id: UUID
+
+
+def event_id_for(source: str, ce_id: str) -> UUID:
+    return uuid.uuid5(_CLOUDEVENT_IDS, f"{source}\x00{ce_id}")
+
+
+def identity_of(raw: Any) -> tuple[str | None, str | None]:
+    """(source, id) of a raw item as far as it has them, for results about bad items."""
+    if not isinstance(raw, dict):
+        return None, None
+    source, ce_id = raw.get("source"), raw.get("id")
+    return (
+        source if isinstance(source, str) else None,
+        ce_id if isinstance(ce_id, str) else None,
+    )
+
+
+def parse(raw: Any, received_at: datetime) -> Ingestible:
+    """One structured-mode CloudEvent (already JSON-decoded) -> what to do, or Rejected."""
+    if not isinstance(raw, dict):
+        raise _invalid("a CloudEvent must be a JSON object")
+    missing = [name for name in ("specversion", "id", "source", "type") if name not in raw]
+    if missing:
+        # Checked first: the SDK would invent an id, which would defeat deduplication.
+        raise _invalid(f"missing required attributes: {', '.join(missing)}")
+    if raw["specversion"] != "1.0":
+        raise _invalid(f"specversion must be 1.0, not {raw['specversion']!r}")
+    if "data_base64" in raw:
+        raise _invalid("data must be JSON (data_base64 is not accepted)")
+    text = json.dumps(raw)
+    if "\\u0000" in text:
+        raise _invalid("text must not contain NUL characters (PostgreSQL cannot store them)")
+    try:
+        event = _FORMAT.read(CloudEvent, text)
+    except (BaseCloudEventException, ValueError, TypeError, OverflowError) as exc:
+        raise _invalid(f"not a valid CloudEvent: {exc}") from None
+    source, ce_id, ce_type = event.get_source(), event.get_id(), event.get_type()
+    if not ce_id or not source:
+        raise _invalid("id and source must not be empty")
+    if len(ce_id) > 500 or len(source) > 500:
+        raise _invalid("id and source must be at most 500 characters")
+    time = event.get_time() if "time" in raw else None
+    if time is not None and time.tzinfo is None:
+        raise _invalid("time must carry a UTC offset (RFC 3339)")
+    subject = event.get_subject()
+    envelope = Envelope(source, ce_id, ce_type, time, subject)
+    data = event.get_data()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _invalid("data must be a JSON object")
+    command, deal_ref = _command(ce_type, data, time or received_at, source, ce_id)
+    return Ingestible(envelope, _deal_of(subject, deal_ref), command, event_id_for(source, ce_id))
+
+
+def _command(
+    ce_type: str, data: dict[str, Any], at: datetime, source: str, ce_id: str
+) -> tuple[c.Command, ExternalRef | None]:
+    try:
+        if ce_type == EVIDENCE_TYPE:
+            evidence = EvidenceData.model_validate(data)
+            return (
+                c.RecordEvidence(
+                    evidence_id=uuid.uuid5(_CLOUDEVENT_IDS, f"evidence\x00{source}\x00{ce_id}"),
+                    kind=evidence.kind,
+                    criteria=tuple(evidence.criteria),
+                    summary=evidence.summary,
+                    occurred_at=evidence.occurred_at or at,
+                    source=evidence.source or EvidenceSource(system=source, ref=ce_id),
+                ),
+                evidence.deal_ref,
+            )
+        if ce_type in SUPPORTED_TYPES:
+            activity = ActivityData.model_validate(data)
+            details = {k: v for k, v in data.items() if k != "deal_ref"}
+            return (
+                c.RecordBuyerActivity(
+                    activity_type=ce_type.removeprefix(ACTIVITY_PREFIX),
+                    occurred_at=at,
+                    details=details,
+                ),
+                activity.deal_ref,
+            )
+    except ValidationError as exc:
+        where = "; ".join(
+            f"data.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise _invalid(where) from None
+    raise Rejected(
+        422,
+        "unknown-event-type",
+        "Unknown event type",
+        f"type {ce_type!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}",
+    )
+
+
+def _deal_of(subject: str | None, deal_ref: ExternalRef | None) -> UUID:
+    if subject:
+        try:
+            return UUID(subject)
+        except ValueError:
+            raise _invalid(f"subject must be a deal id (a UUID), not {subject!r}") from None
+    if deal_ref is not None:
+        return deal_id_for_external_ref(deal_ref.source, deal_ref.id)
+    raise _invalid("name the deal: subject (a deal id) or data.deal_ref {source, id}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from app.db import asyncpg_dsn, create_engine, migrate, resolve_database_url
+from app.db import asyncpg_dsn, create_engine, prepare
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.settings import load_settings
@@ -24,15 +26,21 @@ cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is
 console = Console(stderr=True)
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM exits like Ctrl-C would, so exit handlers run (they stop the embedded
+    PostgreSQL this process started). uvicorn re-raises the signal after its own shutdown."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def _database_url() -> str:
-    return resolve_database_url(load_settings())
+    """The service's URL, after migrating and granting (see app.db.prepare)."""
+    return prepare(load_settings())
 
 
 @cli.command("migrate")
 def migrate_command() -> None:
     """Apply the database migrations (Alembic) up to the newest revision."""
-    url = _database_url()
-    migrate(url)
+    _database_url()
     console.print("[green]database migrated[/green]")
 
 
@@ -52,12 +60,12 @@ def serve(
 
     from app.main import create_app
 
+    _exit_cleanly_on_sigterm()
     settings = load_settings()
     settings = settings.model_copy(
         update={"run_projector": projector, "dev_mode": dev or settings.dev_mode}
     )
-    url = resolve_database_url(settings)
-    migrate(url)
+    url = prepare(settings)
     if settings.dev_mode:
         console.print(
             "[bold red]WARNING: dev mode: requests without an API key act as ADMIN."
@@ -108,9 +116,9 @@ def project() -> None:
     from app.projections.registry import PROJECTIONS
     from app.projections.runner import ProjectionRunner
 
+    _exit_cleanly_on_sigterm()
     settings = load_settings()
-    url = resolve_database_url(settings)
-    migrate(url)
+    url = prepare(settings)
     runner = ProjectionRunner(
         asyncpg_dsn(url), list(PROJECTIONS.values()), batch_size=settings.projection_batch_size
     )
@@ -176,8 +184,7 @@ def rebuild_command(
         console.print(f"[red]no projection {name!r}[/red]; known: {', '.join(PROJECTIONS)}")
         raise typer.Exit(2)
     settings = load_settings()
-    url = resolve_database_url(settings)
-    migrate(url)
+    url = prepare(settings)
     names = [name] if name else list(PROJECTIONS)
     for projection, (events, seconds) in asyncio.run(
         _rebuild(url, names, settings.rebuild_batch_size)
@@ -210,7 +217,6 @@ def keys_create(
         console.print(f"[red]role must be one of: {', '.join(ROLES)}[/red]")
         raise typer.Exit(2)
     url = _database_url()
-    migrate(url)
     key, token = asyncio.run(
         _with_connection(url, lambda c: create_key(c, role=role, name=name, created_by="cli"))
     )
@@ -222,7 +228,6 @@ def keys_create(
 def keys_list() -> None:
     """List keys (never their tokens)."""
     url = _database_url()
-    migrate(url)
 
     async def every(connection: asyncpg.Connection) -> list[ApiKey]:
         found: list[ApiKey] = []
@@ -242,7 +247,6 @@ def keys_list() -> None:
 def keys_revoke(key_id: UUID = typer.Argument(..., help="The key's id (from keys list).")) -> None:
     """Revoke a key: it stops working at once."""
     url = _database_url()
-    migrate(url)
     key = asyncio.run(_with_connection(url, lambda c: revoke_key(c, key_id)))
     if key is None:
         console.print(f"[red]no key {key_id}[/red]")

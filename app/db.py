@@ -48,11 +48,85 @@ def start_embedded(data_dir: Path, cleanup_mode: str | None = "stop") -> str:
     return str(server.get_uri())
 
 
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL this process started under data_dir (if it is the last
+    process using it); with cleanup_mode "delete", its data goes too."""
+    from pgserver import postgres_server
+
+    postgres_server.get_server(data_dir / "pgdata").cleanup()
+
+
+# The role the service connects as: it may read and append events, never change them.
+APP_ROLE = "dealledger_app"
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """The same server and database, another role (no password: for trusted local sockets)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    login = f"{user}:{password}" if password else user
+    return urlunsplit((parts.scheme, f"{login}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def user_of(url: str) -> str | None:
+    return urlsplit(url).username
+
+
+def owner_url(settings: Settings) -> str:
+    """Where migrations run: the owner of the schema (the embedded server's superuser, or
+    DEALLEDGER_OWNER_DATABASE_URL, else DATABASE_URL)."""
+    if settings.database_url:
+        return settings.owner_database_url or settings.database_url
+    return start_embedded(settings.data_dir)
+
+
 def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL when set, else the embedded server's URL (started on demand)."""
+    """Where the service connects: DATABASE_URL, or the embedded server as the app role."""
     if settings.database_url:
         return settings.database_url
-    return start_embedded(settings.data_dir)
+    return with_user(start_embedded(settings.data_dir), APP_ROLE)
+
+
+# Everything but changing history: events get SELECT and INSERT only. Re-run after each
+# migration so new tables are covered.
+GRANTS_SQL = """
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO {role};
+REVOKE UPDATE, DELETE, TRUNCATE ON events FROM {role};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
+"""
+
+
+async def grant_app_role(owner: str, role: str, *, create: bool) -> None:
+    """Give `role` what the service needs on this database (creating it if asked)."""
+    connection = await asyncpg.connect(asyncpg_dsn(owner))
+    try:
+        quoted = '"' + role.replace('"', '""') + '"'
+        exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+        if not exists and create:
+            await connection.execute(f"CREATE ROLE {quoted} LOGIN")
+        database = await connection.fetchval("SELECT current_database()")
+        await connection.execute(
+            f'GRANT CONNECT ON DATABASE "{database}" TO {quoted};' + GRANTS_SQL.format(role=quoted)
+        )
+    finally:
+        await connection.close()
+
+
+def prepare(settings: Settings) -> str:
+    """Migrate as the owner and grant the service role its rights; returns the service URL.
+
+    Embedded: the role is created and used. With DATABASE_URL: when a separate
+    DEALLEDGER_OWNER_DATABASE_URL is set, DATABASE_URL's role gets the grants; otherwise the
+    service runs as whatever DATABASE_URL says (see the README for the SQL to separate them).
+    """
+    owner = owner_url(settings)
+    migrate(owner)
+    service = resolve_database_url(settings)
+    role = user_of(service)
+    if role and owner != service and role != user_of(owner):
+        asyncio.run(grant_app_role(owner, role, create=not settings.database_url))
+    return service
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

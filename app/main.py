@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.api import audit, deals, events, health, keys, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.idempotency import IdempotencyMiddleware
+from app.api.limits import BodyLimitMiddleware
 from app.api.problems import install_problem_handlers
 from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
@@ -55,8 +56,14 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    # Outermost last: authenticate first, then replay idempotent retries per caller.
+    # Outermost last: authenticate (reads no body), cap the body, then replay idempotent
+    # retries per caller.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        per_path={"/v1/events": settings.max_batch_body_bytes},
+    )
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.include_router(health.router)
     app.include_router(deals.router)

@@ -18,10 +18,16 @@ class Settings(BaseSettings):
 
     # The standard `postgresql://user:password@host:port/dbname` form; unset means embedded.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    # Optional: a role that owns the schema, for migrations; DATABASE_URL's role then gets
+    # only what the service needs (no UPDATE/DELETE/TRUNCATE on events).
+    owner_database_url: str | None = None
     data_dir: Path = Field(default_factory=_default_data_dir)
     pool_size: int = 10
     # Anonymous requests act as admin: for local experiments only (serve --dev warns loudly).
     dev_mode: bool = False
+    # Request bodies over these are 413, checked before parsing (POST /v1/events has its own).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # serve runs the projections in-process unless told otherwise (--no-projector).
     run_projector: bool = True
     # How long a read with min_position waits for projections before answering 503.

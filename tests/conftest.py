@@ -19,11 +19,23 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import asyncpg_dsn, create_engine, migrate_async, start_embedded, with_database
+from app.db import (
+    APP_ROLE,
+    asyncpg_dsn,
+    create_engine,
+    grant_app_role,
+    migrate_async,
+    start_embedded,
+    stop_embedded,
+    with_database,
+    with_user,
+)
 from app.events.store import EventStore
 from app.main import create_app
 from app.settings import Settings
 from tests.keys import KEYS, seed_keys
+
+APP_PASSWORD = "dealledger-test"
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +46,7 @@ def server_url() -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="dealledger-test-") as data_dir:
         yield start_embedded(Path(data_dir), cleanup_mode="delete")
+        stop_embedded(Path(data_dir))  # before the directory goes, or the server outlives it
 
 
 async def _admin(server_url: str, sql: str) -> None:
@@ -50,8 +63,10 @@ async def template_name(server_url: str) -> AsyncIterator[str]:
     await _admin(server_url, f'CREATE DATABASE "{name}"')
     url = with_database(server_url, name)
     await migrate_async(url)
+    await grant_app_role(url, APP_ROLE, create=True)
     connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
+        await connection.execute(f"ALTER ROLE {APP_ROLE} PASSWORD '{APP_PASSWORD}'")
         await seed_keys(connection)
     finally:
         await connection.close()
@@ -60,14 +75,20 @@ async def template_name(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def database_url(server_url: str, template_name: str) -> AsyncIterator[str]:
-    """A freshly migrated database of this test's own."""
+async def owner_url(server_url: str, template_name: str) -> AsyncIterator[str]:
+    """A freshly migrated database of this test's own, as its owner (a superuser)."""
     name = f"dealledger_test_{uuid.uuid4().hex[:12]}"
     await _admin(
         server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_name}" STRATEGY FILE_COPY'
     )
     yield with_database(server_url, name)
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(owner_url: str) -> str:
+    """The same database as the service's role sees it: it cannot change events."""
+    return with_user(owner_url, APP_ROLE, APP_PASSWORD)
 
 
 @pytest.fixture
@@ -83,9 +104,9 @@ def store(engine: AsyncEngine) -> EventStore:
 
 
 @pytest.fixture
-async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def pg(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain superuser connection to the test database, for raw SQL."""
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    connection = await asyncpg.connect(asyncpg_dsn(owner_url))
     yield connection
     await connection.close()
 

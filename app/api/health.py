@@ -26,10 +26,11 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         async with driver_connection(request.app.state.engine) as connection:
             current = await connection.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+            role = await connection.fetchval("SELECT current_user")
     except Exception as exc:  # any failure to reach or query the database means not ready
         return problem_response(503, "Not ready", f"database unavailable: {exc}")
     if current != expected:
         return problem_response(
             503, "Not ready", f"database is at migration {current}, expected {expected}"
         )
-    return JSONResponse({"status": "ready", "migration": current})
+    return JSONResponse({"status": "ready", "migration": current, "database_role": role})

@@ -55,28 +55,42 @@ def free_port() -> int:
 def test_serve_on_a_fresh_embedded_database_becomes_ready(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--dev"],
         env=environment(DEALLEDGER_DATA_DIR=str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                response = httpx.get(f"{base}/readyz", timeout=1)
                 if response.status_code == 200:
+                    # The embedded default connects as the role that cannot change events.
+                    assert response.json()["database_role"] == "dealledger_app"
                     break
             except httpx.TransportError:
                 pass
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             assert time.monotonic() < deadline, "serve did not become ready"
             time.sleep(0.2)
+        # Over a real socket: a chunked body (no Content-Length) over the limit is cut off.
+        chunked = (b"x" * 65536 for _ in range(32))
+        refused = httpx.post(f"{base}/v1/deals", content=chunked, timeout=10)
+        assert refused.status_code == 413
+        created = httpx.post(f"{base}/v1/deals", json={"name": "D", "owner": "o"}, timeout=10)
+        assert created.status_code == 201  # --dev: no key needed
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in output
+    assert "WARNING: dev mode" in output
+    # The embedded PostgreSQL started for serve stops with it.
+    time.sleep(0.5)
+    pid_file = tmp_path / "pgdata" / "postmaster.pid"
+    assert not pid_file.exists(), "serve left its embedded PostgreSQL running"
 
 
 async def test_verify_exits_non_zero_on_a_tampered_log(

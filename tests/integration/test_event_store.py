@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from app.db import APP_ROLE, asyncpg_dsn
 from app.events.store import EventStore, NewEvent, VersionConflict
 
 
@@ -173,3 +174,36 @@ async def test_verify_pinpoints_a_tampered_event(store: EventStore, pg: asyncpg.
     whole = await store.verify()
     assert not whole.valid and whole.first_invalid_version == 2
     assert (await store.verify(other)).valid
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET type = 'Forged'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "ALTER TABLE events DISABLE TRIGGER USER",
+        "DROP TABLE events",
+    ],
+)
+async def test_the_service_role_has_no_right_to_change_history(
+    store: EventStore, database_url: str, statement: str
+) -> None:
+    """Privileges, not just triggers: the role the service connects as cannot even try."""
+    deal = uuid.uuid4()
+    await store.append(deal, 0, [activity(1)])
+    service = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        assert await service.fetchval("SELECT current_user") == APP_ROLE
+        assert not await service.fetchval(
+            "SELECT pg_has_role(current_user, (SELECT tableowner FROM pg_tables"
+            " WHERE tablename = 'events'), 'MEMBER')"
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await service.execute(statement)
+        # What it needs, it has: reading, appending, and rebuilding read models.
+        assert await service.fetchval("SELECT count(*) FROM events") == 1
+        await service.execute("TRUNCATE deals, stage_intervals, deal_activity")
+    finally:
+        await service.close()
+    assert len(await store.read_stream(deal)) == 1

@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import audit, deals, events, health, keys, pipelines
 from app.api.auth import AuthMiddleware
+from app.api.deps import no_unknown_query
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
-from app.api.problems import install_problem_handlers
+from app.api.problems import document_problems, install_problem_handlers
 from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
 from app.projections.registry import PROJECTIONS
@@ -54,8 +56,17 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         version="0.1.0",
         summary="Event-sourced deal progression: no evidence, no progress.",
         lifespan=lifespan,
+        dependencies=[Depends(no_unknown_query)],
     )
     install_problem_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(get_openapi_schema())
+        return app.openapi_schema
+
+    get_openapi_schema = app.openapi
+    app.openapi = openapi  # type: ignore[method-assign]
     # Outermost last: authenticate (reads no body), cap the body, then replay idempotent
     # retries per caller.
     app.add_middleware(IdempotencyMiddleware)

@@ -9,10 +9,10 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from app.api.deps import READ, MinPosition, ServiceDep, projected
-from app.api.schemas import DealOut
+from app.api.schemas import DealOut, IsoTime
 from app.db import driver_connection
 from app.domain.errors import DealNotFound, UnknownValue
 from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
@@ -232,7 +232,7 @@ async def pipeline_snapshot(
     request: Request,
     service: ServiceDep,
     as_of: Annotated[
-        AwareDatetime | None,
+        IsoTime | None,
         Query(description="Replay every deal's events recorded up to then (slow on large logs)."),
     ] = None,
     min_position: MinPosition = None,

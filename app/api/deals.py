@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime
 
 from app.api import schemas as s
 from app.api.deps import (
+    MAX_POSITION,
     READ,
     BuyerWriter,
     DealWriter,
@@ -22,11 +22,11 @@ from app.api.deps import (
     projected,
 )
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from app.api.schemas import IsoTime
 from app.db import driver_connection
 from app.domain import commands as c
 from app.domain.decide import Actor
 from app.domain.errors import DealNotFound
-from app.domain.pipeline import STATUSES
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
 from app.service import CommandResult, DealService
@@ -45,6 +45,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=ERRORS)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Status = Literal["open", "nurture", "won", "disqualified"]
 
 
 def _deal(result: CommandResult, response: Response) -> s.DealOut:
@@ -84,9 +85,11 @@ async def create_deal(
 )
 async def list_deals(
     request: Request,
-    stage: str | None = None,
-    owner: str | None = None,
-    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
+    stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    status: Annotated[
+        Status | None, Query(description="open, nurture, won or disqualified")
+    ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
     min_position: MinPosition = None,
@@ -121,10 +124,11 @@ async def get_deal(
     response: Response,
     service: ServiceDep,
     as_of: Annotated[
-        AwareDatetime | None, Query(description="Replay the deal's events recorded up to then.")
+        IsoTime | None, Query(description="Replay the deal's events recorded up to then.")
     ] = None,
     as_of_position: Annotated[
-        int | None, Query(ge=0, description="Replay the deal's events up to this log position.")
+        int | None,
+        Query(ge=0, le=MAX_POSITION, description="Replay the deal's events up to this position."),
     ] = None,
     min_position: MinPosition = None,
 ) -> s.DealOut:

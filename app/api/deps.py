@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi.dependencies.models import Dependant
 
 from app.api.auth import require
 from app.db import driver_connection
@@ -27,9 +28,36 @@ def get_service(store: Annotated[EventStore, Depends(get_store)]) -> DealService
 
 
 def get_request_id(
-    x_request_id: Annotated[str | None, Header(max_length=200)] = None,
+    x_request_id: Annotated[
+        str | None,
+        Header(description="Kept in event metadata; over 200 characters, a new id is used."),
+    ] = None,
 ) -> str:
-    return x_request_id or str(uuid.uuid4())
+    if x_request_id and len(x_request_id) <= 200:
+        return x_request_id
+    return str(uuid.uuid4())
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def no_unknown_query(request: Request) -> None:
+    """A typo in a filter (`?stauts=won`) is a 422 naming it, not a silently unfiltered list."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise HTTPException(
+            422, f"unknown query parameter(s): {', '.join(unknown)}; this route takes: {known}"
+        )
 
 
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
@@ -67,10 +95,13 @@ ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 
+MAX_POSITION = 2**63 - 1  # bigint
 MinPosition = Annotated[
     int | None,
     Query(
-        ge=1, description="Wait until projections have applied this log position (from a write)."
+        ge=1,
+        le=MAX_POSITION,
+        description="Wait until projections have applied this log position (from a write).",
     ),
 ]
 
@@ -85,6 +116,8 @@ def projected(*names: str) -> Callable[..., Awaitable[None]]:
         within = request.app.state.settings.read_wait_seconds
         async with driver_connection(engine) as connection:
             ready = await wait_for_position(connection, min_position, names, within)
+        if ready is None:
+            raise HTTPException(422, f"no event at position {min_position}: use a write's position")
         if not ready:
             raise HTTPException(
                 503,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -76,3 +77,53 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DomainError, _domain)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; some problems add fields (e.g. unmet_criteria).",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_COMMON: dict[str, str] = {
+    "401": "Missing, malformed, unknown or revoked API key",
+    "403": "The key's role may not do this",
+    "422": "Invalid request: each problem says what and where",
+}
+_WITH_BODY: dict[str, str] = {
+    "400": "Malformed request (body or header)",
+    "413": "Request body over the limit",
+}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every error response as problem+json, and the errors every /v1 route can give."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if path.startswith("/v1"):
+                for code, text in _COMMON.items():
+                    responses.setdefault(code, {"description": text})
+                if "{" in path:
+                    responses.setdefault("404", {"description": "No such resource"})
+                if method in ("post", "put", "patch"):
+                    for code, text in _WITH_BODY.items():
+                        responses.setdefault(code, {"description": text})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = dict(_PROBLEM_CONTENT)
+    components = schema["components"]["schemas"]
+    text = json.dumps(schema["paths"])
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused in components and f"/{unused}" not in text:
+            del components[unused]
+    return schema

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.domain.state import DealState
 from app.events.schemas import EvidenceSource, ExternalRef
 
+_ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _iso_text(value: Any) -> Any:
+    """Times are ISO 8601 text with an offset; pydantic alone would also take epoch numbers."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_PREFIX.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 time with a UTC offset, e.g. 2026-11-20T10:00:00Z")
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
@@ -44,7 +56,7 @@ class RecordEvidenceBody(Request):
     kind: ShortText
     criteria: Annotated[list[ShortText], Field(min_length=1, max_length=20)]
     summary: Text
-    occurred_at: AwareDatetime
+    occurred_at: IsoTime
     source: EvidenceSource | None = None
 
 
@@ -54,7 +66,7 @@ class RetractBody(Request):
 
 class ActivityBody(Request):
     type: ShortText
-    occurred_at: AwareDatetime
+    occurred_at: IsoTime
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -278,27 +278,27 @@ async def wait_for_position(
     position: int,
     names: Sequence[str],
     within_seconds: float,
-) -> bool:
-    """True once every named projection has applied the event at `position`."""
+) -> bool | None:
+    """True once every named projection has applied the event at `position`; False if they
+    have not within the time; None if the log holds no event at that position."""
+    target = await connection.fetchval(
+        "SELECT transaction_id::text::bigint FROM events WHERE position = $1", position
+    )
+    if target is None:
+        return None
     deadline = time.monotonic() + within_seconds
-    target: int | None = None
     while True:
-        if target is None:
-            target = await connection.fetchval(
-                "SELECT transaction_id::text::bigint FROM events WHERE position = $1", position
-            )
-        if target is not None:
-            behind = await connection.fetchval(
-                "SELECT count(*) FROM unnest($1::text[]) AS wanted(name)"
-                " LEFT JOIN projection_checkpoints c USING (name)"
-                " WHERE c.name IS NULL"
-                " OR (c.transaction_id::text::bigint, c.position) < ($2::bigint, $3::bigint)",
-                list(names),
-                target,
-                position,
-            )
-            if behind == 0:
-                return True
+        behind = await connection.fetchval(
+            "SELECT count(*) FROM unnest($1::text[]) AS wanted(name)"
+            " LEFT JOIN projection_checkpoints c USING (name)"
+            " WHERE c.name IS NULL"
+            " OR (c.transaction_id::text::bigint, c.position) < ($2::bigint, $3::bigint)",
+            list(names),
+            target,
+            position,
+        )
+        if behind == 0:
+            return True
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(0.01)

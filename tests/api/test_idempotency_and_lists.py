@@ -128,3 +128,20 @@ async def test_default_pipeline_is_published(client: httpx.AsyncClient) -> None:
     discovery = pipeline["stages"][0]
     assert discovery["probability"] == 0.1 and discovery["expected_days"] == 7
     assert (await client.get("/v1/pipelines/nope")).status_code == 404
+
+
+async def test_unknown_query_parameters_and_epoch_times_are_422(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    typo = await client.get("/v1/deals", params={"stauts": "won"})
+    assert typo.status_code == 422
+    assert "stauts" in typo.json()["detail"] and "status" in typo.json()["detail"]
+    epoch = await client.get(f"/v1/deals/{deal['id']}", params={"as_of": "1700000000"})
+    assert epoch.status_code == 422
+    assert "ISO 8601" in epoch.text
+    nowhere = await client.get("/v1/deals", params={"min_position": 10**12})
+    assert nowhere.status_code == 422
+    assert "no event at position" in nowhere.json()["detail"]
+    huge = await client.get(f"/v1/deals/{deal['id']}", params={"as_of_position": 2**70})
+    assert huge.status_code == 422

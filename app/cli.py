@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from app.db import asyncpg_dsn, create_engine, prepare
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
+from app.projections.runner import Projection
 from app.settings import load_settings
 
 T = TypeVar("T")
@@ -113,22 +114,27 @@ def verify(deal: UUID | None = typer.Argument(None, help="One deal id; all when 
 @cli.command()
 def project() -> None:
     """Run the projections only: catch up, then follow the log (one active runner each)."""
-    from app.projections.registry import PROJECTIONS
+    from app.projections.registry import projections_for
     from app.projections.runner import ProjectionRunner
 
     _exit_cleanly_on_sigterm()
     settings = load_settings()
     url = prepare(settings)
+    projections = projections_for(settings)
     runner = ProjectionRunner(
-        asyncpg_dsn(url), list(PROJECTIONS.values()), batch_size=settings.projection_batch_size
+        asyncpg_dsn(url),
+        list(projections.values()),
+        batch_size=settings.projection_batch_size,
+        tick_interval=settings.flag_sweep_seconds,
     )
-    console.print(f"projecting {', '.join(PROJECTIONS)}; Ctrl-C to stop")
+    console.print(f"projecting {', '.join(projections)}; Ctrl-C to stop")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.run())
 
 
-async def _rebuild(url: str, names: list[str], batch_size: int) -> dict[str, tuple[int, float]]:
-    from app.projections.registry import PROJECTIONS
+async def _rebuild(
+    url: str, projections: dict[str, Projection], names: list[str], batch_size: int
+) -> dict[str, tuple[int, float]]:
     from app.projections.runner import rebuild
 
     engine = create_engine(url, pool_size=1)
@@ -161,7 +167,7 @@ async def _rebuild(url: str, names: list[str], batch_size: int) -> dict[str, tup
 
             done = await rebuild(
                 asyncpg_dsn(url),
-                PROJECTIONS[name],
+                projections[name],
                 batch_size=batch_size,
                 on_progress=advance,
                 on_delegate=delegated,
@@ -178,16 +184,17 @@ def rebuild_command(
     ),
 ) -> None:
     """Drop and replay projections from the start of the log, with progress."""
-    from app.projections.registry import PROJECTIONS
+    from app.projections.registry import projections_for
 
-    if name is not None and name not in PROJECTIONS:
-        console.print(f"[red]no projection {name!r}[/red]; known: {', '.join(PROJECTIONS)}")
-        raise typer.Exit(2)
     settings = load_settings()
+    projections = projections_for(settings)
+    if name is not None and name not in projections:
+        console.print(f"[red]no projection {name!r}[/red]; known: {', '.join(projections)}")
+        raise typer.Exit(2)
     url = prepare(settings)
-    names = [name] if name else list(PROJECTIONS)
+    names = [name] if name else list(projections)
     for projection, (events, seconds) in asyncio.run(
-        _rebuild(url, names, settings.rebuild_batch_size)
+        _rebuild(url, projections, names, settings.rebuild_batch_size)
     ).items():
         rate = events / seconds if seconds else 0.0
         typer.echo(f"{projection}: {events} events in {seconds:.2f}s ({rate:,.0f} events/s)")

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import audit, deals, events, health, keys, pipelines
+from app.api import audit, deals, events, flags, health, keys, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.idempotency import IdempotencyMiddleware
@@ -18,7 +18,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.api.problems import document_problems, install_problem_handlers
 from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
-from app.projections.registry import PROJECTIONS
+from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.settings import Settings, load_settings
 
@@ -34,12 +34,14 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         app.state.engine = engine
         app.state.store = EventStore(engine)
         app.state.settings = settings
+        app.state.flag_rules = rules_of(settings)
         projector = None
         if settings.run_projector:
             runner = ProjectionRunner(
                 asyncpg_dsn(url),
-                list(PROJECTIONS.values()),
+                list(projections_for(settings).values()),
                 batch_size=settings.projection_batch_size,
+                tick_interval=settings.flag_sweep_seconds,
             )
             projector = asyncio.create_task(runner.run(), name="projector")
         try:
@@ -82,4 +84,5 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(pipelines.router)
     app.include_router(audit.router)
     app.include_router(keys.router)
+    app.include_router(flags.router)
     return app

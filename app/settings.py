@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     # Events per projection transaction while following, and while rebuilding.
     projection_batch_size: int = Field(default=1000, ge=1)
     rebuild_batch_size: int = Field(default=5000, ge=1)
+    # Flags: how often the projector re-checks open deals for flags time alone raises.
+    flag_sweep_seconds: float = Field(default=60.0, gt=0)
+    slow_warning_ratio: float = Field(default=1.5, gt=0)
+    slow_critical_ratio: float = Field(default=2.0, gt=0)
+    inactive_days: float = Field(default=7, gt=0)
+    inactive_days_by_stage: dict[str, float] = Field(default_factory=dict)
+    stuck_blocker_days: float = Field(default=14, gt=0)
+    ghosting_multiplier: float = Field(default=3.0, gt=0)
+    ghosting_floor_days: float = Field(default=2.0, ge=0)
+    # Deal-size bands for analytics: upper bounds of each band but the last (amounts).
+    size_bands: list[int] = Field(default_factory=lambda: [10_000, 50_000, 250_000])
 
 
 def load_settings() -> Settings:

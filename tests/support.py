@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from app.db import asyncpg_dsn
+from app.domain.flags import FlagRules
+from app.projections.flags import sweep
 from app.projections.registry import PROJECTIONS
 from app.projections.runner import ProjectionRunner, wait_for_position
 
@@ -72,12 +75,22 @@ async def read_models(pg: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]
         "deals": "SELECT deal_id, opened_position, last_position, version, name, owner, stage,"
         " status, amount, currency, close_date, stage_entered_at, state::text"
         " FROM deals ORDER BY deal_id",
-        "stage_intervals": "SELECT deal_id, seq, stage, entered_at, left_at, left_how,"
-        " duration_seconds FROM stage_intervals ORDER BY deal_id, seq",
+        "stage_intervals": "SELECT * FROM stage_intervals ORDER BY deal_id, seq",
         "deal_activity": "SELECT deal_id, last_buyer_activity_at, last_activity_at,"
         " buyer_activity_count, counts_by_type::text FROM deal_activity ORDER BY deal_id",
+        "flag_subjects": "SELECT deal_id, owner, stage, status, last_recorded_at, subject::text"
+        " FROM flag_subjects ORDER BY deal_id",
+        "deal_flags": "SELECT deal_id, kind, raised_at, cleared_at, severity, numbers::text,"
+        " evaluated_at FROM deal_flags ORDER BY deal_id, kind, raised_at",
+        "blocker_log": "SELECT * FROM blocker_log ORDER BY blocker_id",
     }
     return {name: [tuple(r) for r in await pg.fetch(sql)] for name, sql in queries.items()}
+
+
+async def settle(pg: asyncpg.Connection, as_of: datetime) -> None:
+    """Bring time-dependent read models (flags) to the same clock on both sides of a
+    comparison: sweep at `as_of`, as the projector does periodically."""
+    await sweep(pg, as_of, FlagRules())
 
 
 async def event_counts(pg: asyncpg.Connection) -> dict[str, int]:

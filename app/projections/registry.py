@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+from app.domain.flags import FlagRules
 from app.projections.activity import ActivityProjection
+from app.projections.blockers import BlockersProjection
 from app.projections.deals import DealsProjection
+from app.projections.flags import FlagsProjection
 from app.projections.runner import Projection
 from app.projections.stage_intervals import StageIntervalsProjection
+from app.settings import Settings
 
-PROJECTIONS: dict[str, Projection] = {
-    p.name: p for p in (DealsProjection(), StageIntervalsProjection(), ActivityProjection())
-}
+
+def build_projections(rules: FlagRules | None = None) -> dict[str, Projection]:
+    projections: tuple[Projection, ...] = (
+        DealsProjection(),
+        StageIntervalsProjection(),
+        ActivityProjection(),
+        FlagsProjection(rules),
+        BlockersProjection(),
+    )
+    return {p.name: p for p in projections}
+
+
+def rules_of(settings: Settings) -> FlagRules:
+    return FlagRules(
+        slow_warning_ratio=settings.slow_warning_ratio,
+        slow_critical_ratio=settings.slow_critical_ratio,
+        inactive_days=settings.inactive_days,
+        inactive_days_by_stage=settings.inactive_days_by_stage,
+        stuck_blocker_days=settings.stuck_blocker_days,
+        ghosting_multiplier=settings.ghosting_multiplier,
+        ghosting_floor_days=settings.ghosting_floor_days,
+    )
+
+
+def projections_for(settings: Settings) -> dict[str, Projection]:
+    return build_projections(rules_of(settings))
+
+
+PROJECTIONS = build_projections()

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
@@ -107,6 +108,16 @@ async def apply_next_batch(
             connection, projection.name, Checkpoint(last.transaction_id, last.position)
         )
     return len(batch)
+
+
+async def tick(connection: asyncpg.Connection, projection: Projection, now: datetime) -> None:
+    """Let a projection whose rows depend on time (flags) catch up with the clock."""
+    on_tick = getattr(projection, "tick", None)
+    if on_tick is None:
+        return
+    async with connection.transaction():
+        await load_checkpoint(connection, projection.name, for_update=True)
+        await on_tick(connection, now)
 
 
 async def reset(connection: asyncpg.Connection, projection: Projection) -> None:
@@ -212,11 +223,13 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.5,
+        tick_interval: float = 60.0,
     ) -> None:
         self.dsn = dsn
         self.projections = projections
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.tick_interval = tick_interval
         self._wakes = {p.name: asyncio.Event() for p in projections}
 
     def _wake_all(self, *_: object) -> None:
@@ -257,6 +270,7 @@ class ProjectionRunner:
 
         async with exclusive(self.dsn, projection, waiting) as connection:
             log.info("projection %s: running", projection.name)
+            ticked = 0.0
             while True:
                 wake.clear()
                 started = time.monotonic()
@@ -269,6 +283,9 @@ class ProjectionRunner:
                         time.monotonic() - started,
                     )
                     continue
+                if time.monotonic() - ticked >= self.tick_interval:
+                    await tick(connection, projection, datetime.now(UTC))
+                    ticked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -27,6 +28,23 @@ class Interval:
     entered_at: datetime
     left_at: datetime | None = None
     left_how: str | None = None
+    left_reason: str | None = None
+    """The regression trigger or disqualification reason it left with."""
+    entered_by_override: bool = False
+    owner: str = ""
+    amount: Decimal | None = None
+    """The deal's owner and amount while in the stage (the latest, if they changed)."""
+    pipeline: str = "default"
+
+
+_HOW = {
+    "StageAdvanced": "advanced",
+    "StageRegressed": "regressed",
+    "DealReactivated": "reactivated",
+    "DealNurtured": "nurtured",
+    "DealWon": "won",
+    "DealDisqualified": "disqualified",
+}
 
 
 def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> list[Interval]:
@@ -35,30 +53,71 @@ def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> 
     seq = last.seq + 1 if last else 1
     match event:
         case e.DealOpened():
-            return [Interval(deal_id, seq, event.stage, at)]
+            return [
+                Interval(
+                    deal_id,
+                    seq,
+                    event.stage,
+                    at,
+                    owner=event.owner,
+                    amount=event.amount,
+                    pipeline=event.pipeline,
+                )
+            ]
+        case e.OwnerAssigned() if last is not None and last.left_at is None:
+            return [replace(last, owner=event.owner)]
+        case e.AmountChanged() if last is not None and last.left_at is None:
+            return [replace(last, amount=event.amount)]
         case e.StageAdvanced() | e.StageRegressed() | e.DealReactivated() | e.DealNurtured():
-            how = {
-                "StageAdvanced": "advanced",
-                "StageRegressed": "regressed",
-                "DealReactivated": "reactivated",
-                "DealNurtured": "nurtured",
-            }[event.type]
+            if last is None:
+                return []
             stage = NURTURE if isinstance(event, e.DealNurtured) else event.to_stage
-            closed = [replace(last, left_at=at, left_how=how)] if last else []
-            return [*closed, Interval(deal_id, seq, stage, at)]
+            reason = event.trigger if isinstance(event, e.StageRegressed) else None
+            override = isinstance(event, e.StageAdvanced) and event.override is not None
+            closed = replace(last, left_at=at, left_how=_HOW[event.type], left_reason=reason)
+            opened = Interval(
+                deal_id,
+                seq,
+                stage,
+                at,
+                entered_by_override=override,
+                owner=last.owner,
+                amount=last.amount,
+                pipeline=last.pipeline,
+            )
+            return [closed, opened]
         case e.DealDisqualified() | e.DealWon():
-            how = "won" if isinstance(event, e.DealWon) else "disqualified"
-            return [replace(last, left_at=at, left_how=how)] if last else []
+            if last is None:
+                return []
+            reason = event.reason if isinstance(event, e.DealDisqualified) else None
+            return [replace(last, left_at=at, left_how=_HOW[event.type], left_reason=reason)]
         case _:
             return []
 
 
-_UPSERT = """
-INSERT INTO stage_intervals (deal_id, seq, stage, entered_at, left_at, left_how)
+_FIELDS = (
+    "deal_id",
+    "seq",
+    "stage",
+    "entered_at",
+    "left_at",
+    "left_how",
+    "left_reason",
+    "entered_by_override",
+    "owner",
+    "amount",
+    "pipeline",
+)
+_UPSERT = f"""
+INSERT INTO stage_intervals ({", ".join(_FIELDS)})
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
-                     $5::timestamptz[], $6::text[])
-ON CONFLICT (deal_id, seq) DO UPDATE SET left_at = excluded.left_at, left_how = excluded.left_how
+                     $5::timestamptz[], $6::text[], $7::text[], $8::boolean[], $9::text[],
+                     $10::numeric[], $11::text[])
+ON CONFLICT (deal_id, seq) DO UPDATE SET
+    left_at = excluded.left_at, left_how = excluded.left_how,
+    left_reason = excluded.left_reason, owner = excluded.owner, amount = excluded.amount
 """
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM stage_intervals"
 
 
 class StageIntervalsProjection:
@@ -68,8 +127,8 @@ class StageIntervalsProjection:
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
         rows = await connection.fetch(
-            "SELECT DISTINCT ON (deal_id) deal_id, seq, stage, entered_at, left_at, left_how"
-            " FROM stage_intervals WHERE deal_id = ANY($1::uuid[]) ORDER BY deal_id, seq DESC",
+            f"SELECT DISTINCT ON (deal_id) {', '.join(_FIELDS)} FROM stage_intervals"
+            " WHERE deal_id = ANY($1::uuid[]) ORDER BY deal_id, seq DESC",
             ids,
         )
         latest: dict[UUID, Interval] = {r["deal_id"]: Interval(**dict(r)) for r in rows}
@@ -82,21 +141,13 @@ class StageIntervalsProjection:
                 latest[interval.deal_id] = interval
         if not changed:
             return
-        columns: list[list[Any]] = [[] for _ in range(6)]
-        for i in changed.values():
-            for column, value in zip(
-                columns,
-                (i.deal_id, i.seq, i.stage, i.entered_at, i.left_at, i.left_how),
-                strict=True,
-            ):
-                column.append(value)
+        columns: list[list[Any]] = [[] for _ in _FIELDS]
+        for interval in changed.values():
+            for column, name in zip(columns, _FIELDS, strict=True):
+                column.append(getattr(interval, name))
         await connection.execute(_UPSERT, *columns)
 
 
 async def intervals_of(connection: asyncpg.Connection, deal_id: UUID) -> list[Interval]:
-    rows = await connection.fetch(
-        "SELECT deal_id, seq, stage, entered_at, left_at, left_how FROM stage_intervals"
-        " WHERE deal_id = $1 ORDER BY seq",
-        deal_id,
-    )
+    rows = await connection.fetch(f"{_SELECT} WHERE deal_id = $1 ORDER BY seq", deal_id)
     return [Interval(**dict(r)) for r in rows]

@@ -20,6 +20,7 @@ READERS = {"rep", "manager", "auditor", "admin"}
 DEAL_WRITERS = {"rep", "manager", "admin"}
 BUYER_WRITERS = {"ingest", "rep", "manager", "admin"}
 ADMIN = {"admin"}
+TEAM = {"manager", "auditor", "admin"}
 
 # Who may call what, written out independently of the code's permission table.
 MATRIX: dict[tuple[str, str], set[str]] = {
@@ -50,6 +51,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/pipeline"): READERS,
     ("GET", "/v1/pipelines/{key}"): READERS,
     ("POST", "/v1/events"): {"ingest", "admin"},
+    ("GET", "/v1/deals/{deal_id}/flags"): READERS,
+    ("GET", "/v1/flags"): TEAM,
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys/{key_id}/revoke"): ADMIN,

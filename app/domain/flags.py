@@ -1,0 +1,230 @@
+"""Velocity flags: which deals are not really moving, and why. Pure: time is an input.
+
+Each flag says which rule raised it and on which numbers. `raised_at` is when its condition
+became true (computed from the deal's facts, not from when anyone looked), so evaluating the
+same history at the same time always gives the same flags, whoever evaluates and whenever.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from app.domain.pipeline import ACTIVE, NURTURE
+from app.domain.state import DealState, Recorded, evolve
+from app.events import schemas as e
+
+DAY = timedelta(days=1)
+KINDS = (
+    "slow_in_stage",
+    "inactive",
+    "next_step_overdue",
+    "no_next_step",
+    "close_date_passed",
+    "missing_required_fields",
+    "ghosting",
+    "stuck_blocker",
+    "nurture_resume_due",
+)
+RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
+
+
+@dataclass(frozen=True)
+class FlagRules:
+    slow_warning_ratio: float = 1.5
+    slow_critical_ratio: float = 2.0
+    inactive_days: float = 7
+    inactive_days_by_stage: dict[str, float] = field(default_factory=dict)
+    ghosting_multiplier: float = 3.0
+    ghosting_floor_days: float = 2.0
+    ghosting_min_activities: int = 3
+    stuck_blocker_days: float = 14
+    overdue_critical_days: float = 7
+    close_date_critical_days: float = 14
+
+
+@dataclass(frozen=True)
+class Flag:
+    kind: str
+    severity: str
+    raised_at: datetime
+    numbers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the rules need of one deal: its state, recent buyer activity times, and since
+    when it has had no next step."""
+
+    state: DealState
+    buyer_times: tuple[datetime, ...] = ()
+    no_next_step_since: datetime | None = None
+
+
+def advance(subject: Subject, recorded: Recorded) -> Subject:
+    """The subject after one more event."""
+    state = evolve(subject.state, recorded)
+    buyer_times = subject.buyer_times
+    event = recorded.event
+    if isinstance(event, e.BuyerActivityRecorded):
+        buyer_times = tuple(sorted((*buyer_times, event.occurred_at)))[-RECENT_BUYER_ACTIVITY:]
+    since = subject.no_next_step_since
+    if state.next_step is not None:
+        since = None
+    elif since is None:
+        since = recorded.recorded_at
+    return Subject(state, buyer_times, since)
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _days(delta: timedelta) -> float:
+    return round(delta / DAY, 2)
+
+
+def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) -> list[Flag]:
+    """The flags standing on this deal at `as_of`."""
+    rules = rules or FlagRules()
+    state = subject.state
+    if state.status == NURTURE:
+        resume = state.nurture_resume_on
+        if resume is not None and as_of >= _start_of(resume):
+            return [
+                Flag(
+                    "nurture_resume_due",
+                    "warning",
+                    _start_of(resume),
+                    {"resume_on": resume.isoformat()},
+                )
+            ]
+        return []
+    if state.status != ACTIVE or state.stage not in state.pipeline.stage_keys:
+        return []
+    flags: list[Flag] = []
+    stage = state.pipeline.stage(state.stage)
+    entered = state.stage_entered_at or as_of
+
+    in_stage = as_of - entered
+    ratio = (in_stage / DAY) / stage.expected_days
+    if ratio >= rules.slow_warning_ratio:
+        flags.append(
+            Flag(
+                "slow_in_stage",
+                "critical" if ratio >= rules.slow_critical_ratio else "warning",
+                entered + stage.expected_days * rules.slow_warning_ratio * DAY,
+                {
+                    "days_in_stage": _days(in_stage),
+                    "expected_days": stage.expected_days,
+                    "ratio": round(ratio, 2),
+                },
+            )
+        )
+
+    last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
+    quiet_since = last_buyer or state.opened_at or entered
+    limit = rules.inactive_days_by_stage.get(state.stage, rules.inactive_days)
+    if as_of - quiet_since >= limit * DAY:
+        flags.append(
+            Flag(
+                "inactive",
+                "warning",
+                quiet_since + limit * DAY,
+                {
+                    "days_without_buyer_activity": _days(as_of - quiet_since),
+                    "threshold_days": limit,
+                    "last_buyer_activity_at": last_buyer.isoformat() if last_buyer else None,
+                },
+            )
+        )
+
+    step = state.next_step
+    if step is not None and as_of >= _start_of(step.due_date + DAY):
+        overdue = as_of - _start_of(step.due_date + DAY)
+        flags.append(
+            Flag(
+                "next_step_overdue",
+                "critical" if overdue >= rules.overdue_critical_days * DAY else "warning",
+                _start_of(step.due_date + DAY),
+                {
+                    "due_date": step.due_date.isoformat(),
+                    "days_overdue": _days(overdue),
+                    "next_step": step.description,
+                },
+            )
+        )
+    if step is None:
+        since = subject.no_next_step_since or entered
+        flags.append(Flag("no_next_step", "warning", since, {"since": since.isoformat()}))
+
+    if state.close_date is not None and as_of >= _start_of(state.close_date + DAY):
+        late = as_of - _start_of(state.close_date + DAY)
+        flags.append(
+            Flag(
+                "close_date_passed",
+                "critical" if late >= rules.close_date_critical_days * DAY else "warning",
+                _start_of(state.close_date + DAY),
+                {"close_date": state.close_date.isoformat(), "days_past": _days(late)},
+            )
+        )
+
+    missing = state.missing_required_fields(state.stage)
+    if missing:
+        flags.append(
+            Flag(
+                "missing_required_fields",
+                "warning",
+                entered,
+                {"missing": missing, "stage": state.stage},
+            )
+        )
+
+    ghost = _ghosting(subject.buyer_times, as_of, rules)
+    if ghost is not None:
+        flags.append(ghost)
+
+    oldest = min(state.blockers.values(), key=lambda b: b.raised_at, default=None)
+    if oldest is not None and as_of - oldest.raised_at >= rules.stuck_blocker_days * DAY:
+        flags.append(
+            Flag(
+                "stuck_blocker",
+                "warning",
+                oldest.raised_at + rules.stuck_blocker_days * DAY,
+                {
+                    "blocker_id": str(oldest.blocker_id),
+                    "category": oldest.category,
+                    "days_open": _days(as_of - oldest.raised_at),
+                    "threshold_days": rules.stuck_blocker_days,
+                },
+            )
+        )
+    return flags
+
+
+def _ghosting(times: Sequence[datetime], as_of: datetime, rules: FlagRules) -> Flag | None:
+    """Silent for longer than this deal's own rhythm allows: k x its median gap, floored."""
+    past = [t for t in times if t <= as_of]
+    if len(past) < rules.ghosting_min_activities:
+        return None
+    gaps = [(b - a) / DAY for a, b in itertools.pairwise(past)]
+    median = statistics.median(gaps)
+    threshold = max(rules.ghosting_multiplier * median, rules.ghosting_floor_days)
+    silent = (as_of - past[-1]) / DAY
+    if silent <= threshold:
+        return None
+    return Flag(
+        "ghosting",
+        "critical",
+        past[-1] + threshold * DAY,
+        {
+            "silent_days": round(silent, 2),
+            "median_gap_days": round(median, 2),
+            "threshold_days": round(threshold, 2),
+            "activities_considered": len(past),
+        },
+    )

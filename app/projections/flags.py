@@ -1,0 +1,225 @@
+"""The `deal_flags` read model: velocity flags raised and cleared, with the numbers behind them.
+
+Flags are evaluated just before and just after each event, at the time it was recorded: a
+flag time raised before the event is recorded (raised when its condition began), one the
+event ends is cleared at that moment. Between events, `sweep` (run periodically by the
+projector) raises what time alone has brought. Time never clears a flag; events do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
+from app.domain.pipeline import ACTIVE, NURTURE
+from app.domain.state import DealState
+from app.projections.runner import Envelope
+
+SUBJECT = TypeAdapter(Subject)
+
+
+@dataclass(frozen=True)
+class FlagRow:
+    deal_id: UUID
+    kind: str
+    raised_at: datetime
+    cleared_at: datetime | None
+    severity: str
+    numbers: dict[str, Any]
+    evaluated_at: datetime
+    dropped: bool = False
+    """A sweep raised it later than this event's time (the event was still on its way):
+    it is removed, and raised again when it truly stands."""
+
+
+def _end(row: FlagRow, at: datetime) -> FlagRow:
+    return replace(row, dropped=True) if row.raised_at > at else replace(row, cleared_at=at)
+
+
+def reconcile(
+    deal_id: UUID,
+    open_rows: dict[str, FlagRow],
+    flags: list[Flag],
+    at: datetime,
+    *,
+    clear: bool,
+) -> list[FlagRow]:
+    """Rows to write so the open flags match `flags` at `at`; `open_rows` is updated."""
+    written = []
+    standing = {flag.kind for flag in flags}
+    if clear:
+        for kind in [k for k in open_rows if k not in standing]:
+            written.append(_end(open_rows.pop(kind), at))
+    for flag in flags:
+        row = open_rows.get(flag.kind)
+        if row is None or row.raised_at != flag.raised_at:
+            if row is not None:
+                written.append(_end(row, at))
+            row = FlagRow(deal_id, flag.kind, flag.raised_at, None, flag.severity, {}, at)
+        row = replace(row, severity=flag.severity, numbers=flag.numbers, evaluated_at=at)
+        open_rows[flag.kind] = row
+        written.append(row)
+    return written
+
+
+_UPSERT_FLAGS = """
+INSERT INTO deal_flags (deal_id, kind, raised_at, cleared_at, severity, numbers, evaluated_at)
+SELECT d, k, r, c, s, n::jsonb, e
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+            $6::text[], $7::timestamptz[]) AS row(d, k, r, c, s, n, e)
+ON CONFLICT (deal_id, kind, raised_at) DO UPDATE SET
+    cleared_at = excluded.cleared_at, severity = excluded.severity,
+    numbers = excluded.numbers, evaluated_at = excluded.evaluated_at
+"""
+_UPSERT_SUBJECTS = """
+INSERT INTO flag_subjects (deal_id, owner, stage, status, last_recorded_at, subject)
+SELECT d, o, st, s, l, j::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+     AS row(d, o, st, s, l, j)
+ON CONFLICT (deal_id) DO UPDATE SET owner = excluded.owner, stage = excluded.stage,
+    status = excluded.status, last_recorded_at = excluded.last_recorded_at,
+    subject = excluded.subject
+"""
+
+
+async def _write_flags(connection: asyncpg.Connection, rows: list[FlagRow]) -> None:
+    final = {(r.deal_id, r.kind, r.raised_at): r for r in rows}
+    dropped = [key for key, row in final.items() if row.dropped]
+    if dropped:
+        await connection.execute(
+            "DELETE FROM deal_flags USING unnest($1::uuid[], $2::text[], $3::timestamptz[])"
+            " AS d(deal_id, kind, raised_at) WHERE deal_flags.deal_id = d.deal_id"
+            " AND deal_flags.kind = d.kind AND deal_flags.raised_at = d.raised_at",
+            *[list(column) for column in zip(*dropped, strict=True)],
+        )
+        for key in dropped:
+            del final[key]
+    if not final:
+        return
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for r in final.values():
+        values = (
+            r.deal_id,
+            r.kind,
+            r.raised_at,
+            r.cleared_at,
+            r.severity,
+            json.dumps(r.numbers, sort_keys=True),
+            r.evaluated_at,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await connection.execute(_UPSERT_FLAGS, *columns)
+
+
+async def _open_rows(
+    connection: asyncpg.Connection, ids: Sequence[UUID]
+) -> dict[UUID, dict[str, FlagRow]]:
+    rows = await connection.fetch(
+        "SELECT deal_id, kind, raised_at, cleared_at, severity, numbers::text AS numbers,"
+        " evaluated_at FROM deal_flags WHERE cleared_at IS NULL AND deal_id = ANY($1::uuid[])",
+        list(ids),
+    )
+    found: dict[UUID, dict[str, FlagRow]] = {}
+    for r in rows:
+        row = FlagRow(**{**dict(r), "numbers": json.loads(r["numbers"])})
+        found.setdefault(row.deal_id, {})[row.kind] = row
+    return found
+
+
+class FlagsProjection:
+    name: str = "flags"
+    tables: tuple[str, ...] = ("deal_flags", "flag_subjects")
+
+    def __init__(self, rules: FlagRules | None = None) -> None:
+        self.rules = rules or FlagRules()
+
+    async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
+        ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
+        stored = await connection.fetch(
+            "SELECT deal_id, subject::text AS subject, last_recorded_at FROM flag_subjects"
+            " WHERE deal_id = ANY($1::uuid[])",
+            ids,
+        )
+        subjects = {r["deal_id"]: SUBJECT.validate_json(r["subject"]) for r in stored}
+        last_at = {r["deal_id"]: r["last_recorded_at"] for r in stored}
+        open_rows = await _open_rows(connection, ids)
+        written: list[FlagRow] = []
+        for envelope in batch:
+            deal_id = envelope.stream_id
+            at = envelope.recorded.recorded_at
+            subject = subjects.get(deal_id) or Subject(DealState(deal_id=deal_id))
+            mine = open_rows.setdefault(deal_id, {})
+            if subject.state.exists:
+                before = evaluate(subject, at, self.rules)
+                written += reconcile(deal_id, mine, before, at, clear=False)
+            subject = advance(subject, envelope.recorded)
+            written += reconcile(deal_id, mine, evaluate(subject, at, self.rules), at, clear=True)
+            subjects[deal_id] = subject
+            last_at[deal_id] = at
+        await _write_flags(connection, written)
+        columns: list[list[Any]] = [[] for _ in range(6)]
+        for deal_id in ids:
+            subject = subjects[deal_id]
+            values = (
+                deal_id,
+                subject.state.owner,
+                subject.state.stage,
+                subject.state.status,
+                last_at[deal_id],
+                SUBJECT.dump_json(subject).decode(),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        await connection.execute(_UPSERT_SUBJECTS, *columns)
+
+    async def tick(self, connection: asyncpg.Connection, now: datetime) -> int:
+        """Raise what time alone has brought since the last event (clears nothing)."""
+        return await sweep(connection, now, self.rules)
+
+
+async def sweep(
+    connection: asyncpg.Connection, as_of: datetime, rules: FlagRules, page: int = 1000
+) -> int:
+    """Evaluate every open or nurtured deal at `as_of`; returns the flag rows written."""
+    after = UUID(int=0)
+    total = 0
+    while True:
+        rows = await connection.fetch(
+            "SELECT deal_id, subject::text AS subject FROM flag_subjects"
+            " WHERE status = ANY($1::text[]) AND deal_id > $2 AND last_recorded_at <= $3"
+            " ORDER BY deal_id LIMIT $4",
+            [ACTIVE, NURTURE],
+            after,
+            as_of,
+            page,
+        )
+        if not rows:
+            return total
+        ids = [r["deal_id"] for r in rows]
+        open_rows = await _open_rows(connection, ids)
+        written: list[FlagRow] = []
+        for r in rows:
+            subject = SUBJECT.validate_json(r["subject"])
+            mine = open_rows.setdefault(r["deal_id"], {})
+            written += reconcile(
+                r["deal_id"], mine, evaluate(subject, as_of, rules), as_of, clear=False
+            )
+        await _write_flags(connection, written)
+        total += len(written)
+        after = ids[-1]
+
+
+async def subject_of(connection: asyncpg.Connection, deal_id: UUID) -> Subject | None:
+    text = await connection.fetchval(
+        "SELECT subject::text FROM flag_subjects WHERE deal_id = $1", deal_id
+    )
+    return SUBJECT.validate_json(text) if text is not None else None

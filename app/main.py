@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import audit, deals, events, flags, health, keys, pipelines
+from app.api import analytics, audit, deals, events, flags, health, keys, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.idempotency import IdempotencyMiddleware
@@ -85,4 +85,5 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(audit.router)
     app.include_router(keys.router)
     app.include_router(flags.router)
+    app.include_router(analytics.router)
     return app

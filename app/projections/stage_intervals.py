@@ -30,7 +30,8 @@ class Interval:
     left_how: str | None = None
     left_reason: str | None = None
     """The regression trigger or disqualification reason it left with."""
-    entered_by_override: bool = False
+    left_override_by: str | None = None
+    """Who overrode the exit criteria when it left forward (None: it left on evidence)."""
     owner: str = ""
     amount: Decimal | None = None
     """The deal's owner and amount while in the stage (the latest, if they changed)."""
@@ -73,14 +74,19 @@ def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> 
                 return []
             stage = NURTURE if isinstance(event, e.DealNurtured) else event.to_stage
             reason = event.trigger if isinstance(event, e.StageRegressed) else None
-            override = isinstance(event, e.StageAdvanced) and event.override is not None
-            closed = replace(last, left_at=at, left_how=_HOW[event.type], left_reason=reason)
+            override = event.override if isinstance(event, e.StageAdvanced) else None
+            closed = replace(
+                last,
+                left_at=at,
+                left_how=_HOW[event.type],
+                left_reason=reason,
+                left_override_by=override.by if override else None,
+            )
             opened = Interval(
                 deal_id,
                 seq,
                 stage,
                 at,
-                entered_by_override=override,
                 owner=last.owner,
                 amount=last.amount,
                 pipeline=last.pipeline,
@@ -90,7 +96,16 @@ def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> 
             if last is None:
                 return []
             reason = event.reason if isinstance(event, e.DealDisqualified) else None
-            return [replace(last, left_at=at, left_how=_HOW[event.type], left_reason=reason)]
+            override = event.override if isinstance(event, e.DealWon) else None
+            return [
+                replace(
+                    last,
+                    left_at=at,
+                    left_how=_HOW[event.type],
+                    left_reason=reason,
+                    left_override_by=override.by if override else None,
+                )
+            ]
         case _:
             return []
 
@@ -103,7 +118,7 @@ _FIELDS = (
     "left_at",
     "left_how",
     "left_reason",
-    "entered_by_override",
+    "left_override_by",
     "owner",
     "amount",
     "pipeline",
@@ -111,11 +126,12 @@ _FIELDS = (
 _UPSERT = f"""
 INSERT INTO stage_intervals ({", ".join(_FIELDS)})
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
-                     $5::timestamptz[], $6::text[], $7::text[], $8::boolean[], $9::text[],
+                     $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[],
                      $10::numeric[], $11::text[])
 ON CONFLICT (deal_id, seq) DO UPDATE SET
     left_at = excluded.left_at, left_how = excluded.left_how,
-    left_reason = excluded.left_reason, owner = excluded.owner, amount = excluded.amount
+    left_reason = excluded.left_reason, left_override_by = excluded.left_override_by,
+    owner = excluded.owner, amount = excluded.amount
 """
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM stage_intervals"
 

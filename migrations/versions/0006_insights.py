@@ -23,7 +23,7 @@ def upgrade() -> None:
         " WHERE name = 'stage_intervals'"
     )
     op.execute("ALTER TABLE stage_intervals ADD COLUMN left_reason text")
-    op.execute("ALTER TABLE stage_intervals ADD COLUMN entered_by_override boolean")
+    op.execute("ALTER TABLE stage_intervals ADD COLUMN left_override_by text")
     op.execute("ALTER TABLE stage_intervals ADD COLUMN owner text")
     op.execute("ALTER TABLE stage_intervals ADD COLUMN amount numeric")
     op.execute("ALTER TABLE stage_intervals ADD COLUMN pipeline text")
@@ -73,5 +73,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("blocker_log", "deal_flags", "flag_subjects"):
         op.execute(f"DROP TABLE {table}")
-    for column in ("left_reason", "entered_by_override", "owner", "amount", "pipeline"):
+    for column in ("left_reason", "left_override_by", "owner", "amount", "pipeline"):
         op.execute(f"ALTER TABLE stage_intervals DROP COLUMN {column}")

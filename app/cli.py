@@ -14,13 +14,21 @@ from uuid import UUID
 import asyncpg
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from app.db import asyncpg_dsn, create_engine, prepare
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
 from app.settings import load_settings
+from app.simulation import WorkloadResult
 
 T = TypeVar("T")
 cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
@@ -200,6 +208,56 @@ def rebuild_command(
         typer.echo(f"{projection}: {events} events in {seconds:.2f}s ({rate:,.0f} events/s)")
     if follow:
         project()
+
+
+async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadResult, int]:
+    from app.simulation import lay_down_history
+
+    engine = create_engine(url, pool_size=2)
+    try:
+        store = EventStore(engine)
+        existing = await store.count()
+        if existing:
+            return WorkloadResult(), existing
+        with Progress(
+            TextColumn("laying down {task.fields[deals]} deals"),
+            TextColumn("{task.completed:,} commands"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("demo", total=None, deals=deals)
+            result = await lay_down_history(
+                store,
+                deals=deals,
+                seed=seed,
+                days=days,
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+        return result, 0
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+def demo(
+    deals: int = typer.Option(200, min=1, max=100_000, help="How many deals to open."),
+    seed: int = typer.Option(7, help="Same seed, same pipeline."),
+    days: float = typer.Option(120, min=1, help="How far back the first deals open."),
+) -> None:
+    """Load a generated pipeline (an empty log only): deals opened over the past DAYS, worked
+    at their own rhythm through the real service on a simulated clock; some won, some lost."""
+    url = prepare(load_settings())
+    result, existing = asyncio.run(_demo(url, deals, seed, days))
+    if existing:
+        console.print(
+            f"[red]the log already holds {existing:,} events[/red]; demo loads an empty one"
+        )
+        raise typer.Exit(1)
+    typer.echo(
+        f"{len(result.deals)} deals, {result.events:,} events ({result.refused:,} commands"
+        " refused by the rules, as in life). `dealledger serve --dev`, then"
+        " curl localhost:8000/v1/pipeline"
+    )
 
 
 keys_cli = typer.Typer(help="API keys: bearer tokens with one role each.", no_args_is_help=True)

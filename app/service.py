@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,8 +64,11 @@ class Outcome:
 
 
 class DealService:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, clock: Callable[[], datetime] | None = None) -> None:
+        """`clock` simulates time (the demo and benchmark generator lay down months of
+        history in seconds); without it, decisions use now and events the database clock."""
         self.store = store
+        self.clock = clock
 
     async def load(
         self,
@@ -99,7 +103,7 @@ class DealService:
                     f"deal is at version {state.version}, If-Match said {expected_version}",
                     current_version=state.version,
                 )
-            now = datetime.now(UTC)
+            now = self.clock() if self.clock else datetime.now(UTC)
             events = decide(state, command, Context(now=now, actor=actor))
             if not events:
                 return CommandResult(state, None, 0)
@@ -115,7 +119,9 @@ class DealService:
                 for index, event in enumerate(events)
             ]
             try:
-                result = await self.store.append(deal_id, state.version, new_events)
+                result = await self.store.append(
+                    deal_id, state.version, new_events, recorded_at=now if self.clock else None
+                )
             except VersionConflict:
                 if expected_version is not None:
                     raise PreconditionFailed(

@@ -7,6 +7,7 @@ it through the real service layer, so every event it produces was decided like a
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from app.domain import commands as c
-from app.domain.decide import Actor
+from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DomainError
 from app.domain.pipeline import (
     ACTIVITY_TYPES,
@@ -27,8 +28,9 @@ from app.domain.pipeline import (
     REGRESSION_TRIGGERS,
     STAKEHOLDER_ROLES,
 )
-from app.domain.state import DealState
-from app.events.schemas import EvidenceSource
+from app.domain.state import DealState, Recorded, fold
+from app.events.schemas import DomainEvent, EvidenceSource
+from app.events.store import EventStore
 from app.service import DealService
 
 OWNERS = ("ann.rep", "bob.rep", "cho.rep", "dev.rep", "eve.rep")
@@ -258,3 +260,120 @@ async def run_workload(
 
     await asyncio.gather(*(writer(random.Random(rng.getrandbits(64))) for _ in range(writers)))
     return result
+
+
+# Commands a deal takes, on average, to earn a stage with the weights of `next_command`
+# (measured on generated histories): pacing each deal's commands at expected_days / this
+# makes stage durations come out near the pipeline's expected days.
+COMMANDS_PER_STAGE = 12
+
+
+@dataclass(frozen=True, order=True)
+class Step:
+    """One command of a simulated history, at its simulated time."""
+
+    at: datetime
+    seq: int
+    deal_id: UUID = field(compare=False)
+    command: c.Command = field(compare=False)
+    actor: Actor = field(compare=False)
+
+
+class History:
+    """Months of pipeline in simulated time: deals open spread over `days` before `end`, then
+    each is acted on at its own rhythm (a per-deal pace around the stage's expected days)
+    until it closes or `end` arrives. Steps come in time order across deals; the caller
+    decides each (through the service, or the bare domain) and reports the new state.
+    Seeded: the same seed gives the same history.
+    """
+
+    def __init__(self, *, deals: int, seed: int, days: float, end: datetime) -> None:
+        self.rng = random.Random(seed)
+        self.end = end
+        self.states: dict[UUID, DealState] = {}
+        self.pace: dict[UUID, float] = {}
+        self._queue: list[tuple[datetime, int, UUID, int]] = []
+        self._seq = 0
+        start = end - timedelta(days=days)
+        openings = sorted(start + timedelta(days=self.rng.uniform(0, days)) for _ in range(deals))
+        for index, at in enumerate(openings):
+            deal_id = _uuid(self.rng)
+            self.pace[deal_id] = self.rng.lognormvariate(0, 0.4)
+            self._push(at, deal_id, index)
+
+    def _push(self, at: datetime, deal_id: UUID, index: int = -1) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, deal_id, index))
+
+    def next(self) -> Step | None:
+        """The next command due, or None when every deal is closed or at `end`."""
+        while self._queue:
+            at, seq, deal_id, index = heapq.heappop(self._queue)
+            if index >= 0:
+                command: c.Command = open_command(self.rng, index, at.date())
+                return Step(at, seq, deal_id, command, Actor("crm", "rep"))
+            picked = next_command(self.rng, self.states[deal_id], at)
+            if picked is not None:
+                return Step(at, seq, deal_id, *picked)
+        return None
+
+    def settled(self, step: Step, state: DealState) -> None:
+        """The deal's state after `step` (unchanged if it was refused); schedules its next."""
+        self.states[step.deal_id] = state
+        if state.is_terminal:
+            return
+        if state.status == NURTURE and state.nurture_resume_on is not None:
+            resume = datetime.combine(state.nurture_resume_on, step.at.timetz())
+            gap = max(resume - step.at, timedelta(hours=1))
+        else:
+            expected = state.pipeline.stage(state.stage).expected_days
+            mean_days = expected / COMMANDS_PER_STAGE * self.pace[step.deal_id]
+            gap = timedelta(days=self.rng.expovariate(1 / mean_days))
+        at = step.at + max(gap, timedelta(minutes=1))
+        if at <= self.end:
+            self._push(at, step.deal_id)
+
+
+async def lay_down_history(
+    store: EventStore,
+    *,
+    deals: int,
+    seed: int = 0,
+    days: float = 120,
+    end: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> WorkloadResult:
+    """Write a `History` through the real service, on a simulated clock (see DealService)."""
+    history = History(deals=deals, seed=seed, days=days, end=end or datetime.now(UTC))
+    clock = [history.end]
+    service = DealService(store, clock=lambda: clock[0])
+    result = WorkloadResult()
+    while (step := history.next()) is not None:
+        clock[0] = step.at
+        try:
+            done = await service.execute(step.deal_id, step.command, step.actor)
+        except DomainError:
+            result.refused += 1
+            history.settled(step, history.states[step.deal_id])
+            continue
+        if step.deal_id not in history.states:
+            result.deals.append(step.deal_id)
+        result.executed += 1
+        result.events += done.event_count
+        result.last_position = max(result.last_position, done.position or 0)
+        history.settled(step, done.state)
+        if on_progress is not None:
+            on_progress(result.executed + result.refused)
+    return result
+
+
+def decide_step(state: DealState | None, step: Step) -> tuple[list[DomainEvent], DealState]:
+    """Decide a step on the bare domain, no I/O: its events and the deal's state after them
+    (recorded at the step's time). Raises DomainError when the rules refuse it."""
+    before = state if state is not None else fold(step.deal_id, [])
+    events = decide(before, step.command, Context(now=step.at, actor=step.actor))
+    history = [
+        Recorded(event, before.version + n, getattr(event, "occurred_at", None) or step.at, step.at)
+        for n, event in enumerate(events, start=1)
+    ]
+    return events, fold(step.deal_id, history, before)

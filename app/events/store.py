@@ -179,12 +179,16 @@ class EventStore:
         stream_id: UUID,
         expected_version: int | None,
         events: Sequence[NewEvent],
+        *,
+        recorded_at: datetime | None = None,
     ) -> AppendResult:
         """Append all events or none.
 
         `expected_version` is the version the caller decided on (0 for a new stream; None
         skips the check). A stale one raises VersionConflict. Events whose ids the stream
         already holds are not written again: the original positions come back instead.
+        `recorded_at` replaces the database clock; only simulated history (the demo and
+        benchmark generator) sets it, never the HTTP API.
         """
         if not events:
             raise ValueError("append needs at least one event")
@@ -195,7 +199,7 @@ class EventStore:
             try:
                 async with connection.transaction():
                     return await self._append_in_transaction(
-                        connection, stream_id, expected_version, events
+                        connection, stream_id, expected_version, events, recorded_at
                     )
             except asyncpg.UniqueViolationError:
                 # A concurrent append won the race: either it wrote these very events
@@ -208,6 +212,7 @@ class EventStore:
         stream_id: UUID,
         expected_version: int | None,
         events: Sequence[NewEvent],
+        simulated_at: datetime | None = None,
     ) -> AppendResult:
         head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
         current_version: int = head["version"] or 0
@@ -215,7 +220,7 @@ class EventStore:
             return AppendResult(stream_id, current_version, list(head["known_positions"]), True)
         if expected_version is not None and expected_version != current_version:
             raise VersionConflict(stream_id, expected_version, current_version)
-        recorded_at: datetime = head["now"]
+        recorded_at: datetime = simulated_at or head["now"]
         prev_hash: bytes | None = head["hash"]
         columns: list[list[Any]] = [[] for _ in range(9)]
         for offset, event in enumerate(events, start=1):
@@ -264,6 +269,7 @@ class EventStore:
         stream_id: UUID,
         expected_version: int | None,
         events: Sequence[NewEvent],
+        simulated_at: datetime | None = None,
     ) -> AppendResult:
         head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
         current_version: int = head["version"] or 0

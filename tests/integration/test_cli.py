@@ -19,7 +19,7 @@ from app.events.store import EventStore, NewEvent
 from app.projections.registry import PROJECTIONS
 from app.service import DealService
 from app.simulation import run_workload
-from tests.support import dealledger, environment
+from tests.support import caught_up, dealledger, environment, following
 
 
 async def test_migrate_uses_database_url_when_set(server_url: str) -> None:
@@ -155,3 +155,34 @@ async def test_keys_create_prints_the_token_once_and_stores_only_its_hash(
     assert await pg.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = 'zoom-sync'")
     bad_role = dealledger("keys", "create", "--role", "god", "--name", "x", env=env)
     assert bad_role.returncode == 2 and "role must be one of" in bad_role.stderr
+
+
+async def test_demo_lays_down_months_of_pipeline_once(
+    database_url: str, pg: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    env = environment(DATABASE_URL=database_url)
+    result = dealledger("demo", "--deals", "25", "--days", "60", "--seed", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("25 deals")
+    span = await pg.fetchrow(
+        "SELECT min(recorded_at) AS first, max(recorded_at) AS last FROM events"
+    )
+    assert (span["last"] - span["first"]).days >= 30  # simulated history, not seconds
+    in_order = await pg.fetchval(
+        "SELECT bool_and(recorded_at >= previous) FROM (SELECT recorded_at,"
+        " lag(recorded_at) OVER (ORDER BY position) AS previous FROM events) AS e"
+    )
+    assert in_order
+    assert dealledger("verify", env=env).returncode == 0  # the hash chains hold
+
+    async with following(database_url):
+        await caught_up(pg)
+    listed = await client.get("/v1/deals", params={"limit": 100})
+    assert listed.status_code == 200
+    items = listed.json()["items"]
+    assert len(items) == 25
+    assert len({d["stage"] for d in items}) > 1  # deals spread over the pipeline
+
+    again = dealledger("demo", env=env)
+    assert again.returncode == 1
+    assert "already holds" in again.stderr

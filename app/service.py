@@ -14,7 +14,7 @@ from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DealNotFound, DomainError
 from app.domain.state import DealState, Recorded, fold
 from app.events.recorded import to_recorded
-from app.events.schemas import event_data
+from app.events.schemas import DomainEvent, event_data
 from app.events.store import EventStore, NewEvent, VersionConflict
 
 if TYPE_CHECKING:
@@ -107,17 +107,7 @@ class DealService:
             events = decide(state, command, Context(now=now, actor=actor))
             if not events:
                 return CommandResult(state, None, 0)
-            new_events = [
-                NewEvent(
-                    type=event.type,
-                    data=event_data(event),
-                    event_id=self._event_id(idempotency_key, deal_id, index),
-                    schema_version=event.schema_version,
-                    metadata=self._metadata(actor, request_id, idempotency_key),
-                    occurred_at=getattr(event, "occurred_at", None),
-                )
-                for index, event in enumerate(events)
-            ]
+            new_events = self.to_new_events(deal_id, events, actor, idempotency_key, request_id)
             try:
                 result = await self.store.append(
                     deal_id, state.version, new_events, recorded_at=now if self.clock else None
@@ -277,6 +267,28 @@ class DealService:
         if idempotency_key is None:
             return uuid.uuid4()
         return uuid.uuid5(_IDEMPOTENT_IDS, f"{deal_id}:{idempotency_key}:{index}")
+
+    @classmethod
+    def to_new_events(
+        cls,
+        deal_id: UUID,
+        events: list[DomainEvent],
+        actor: Actor,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> list[NewEvent]:
+        """What a command's decided events are stored as (also used by the bulk loader)."""
+        return [
+            NewEvent(
+                type=event.type,
+                data=event_data(event),
+                event_id=cls._event_id(idempotency_key, deal_id, index),
+                schema_version=event.schema_version,
+                metadata=cls._metadata(actor, request_id, idempotency_key),
+                occurred_at=getattr(event, "occurred_at", None),
+            )
+            for index, event in enumerate(events)
+        ]
 
     @staticmethod
     def _metadata(

@@ -8,6 +8,7 @@ reorder keys and rewrite numbers, but not change their value as a double.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -36,6 +37,36 @@ def _as_json_number_domain(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> bool:
+    """Within the subset where sorted-key `json.dumps` *is* RFC 8785: ASCII keys (UTF-16 and
+    code-point order agree), safe integers, no floats (ES6 number formatting differs)."""
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= _SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and key.isascii() and _plain(item) for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return False
+
+
+def canonical_json(document: Any) -> bytes:
+    """RFC 8785 bytes of a JSON document. The C json encoder gives the same bytes for the
+    documents events hold, ~10x faster than the pure-Python rfc8785 package (the append and
+    rebuild hot path); anything outside that subset goes to rfc8785."""
+    if _plain(document):
+        try:
+            text = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 say what it says about it
+    encoded: bytes = rfc8785.dumps(_as_json_number_domain(document))
+    return encoded
+
+
 def canonical_bytes(
     *,
     stream_id: UUID,
@@ -54,13 +85,12 @@ def canonical_bytes(
         "event_id": str(event_id),
         "type": type,
         "schema_version": schema_version,
-        "data": _as_json_number_domain(data),
-        "metadata": _as_json_number_domain(metadata),
+        "data": data,
+        "metadata": metadata,
         "occurred_at": utc_text(occurred_at),
         "recorded_at": utc_text(recorded_at),
     }
-    encoded: bytes = rfc8785.dumps(document)
-    return encoded
+    return canonical_json(document)
 
 
 def chain_hash(prev_hash: bytes | None, canonical: bytes) -> bytes:

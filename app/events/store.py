@@ -170,6 +170,53 @@ def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:
     return chain_hash(prev_hash, canonical)
 
 
+def encode_events(
+    stream_id: UUID,
+    current_version: int,
+    prev_hash: bytes | None,
+    events: Sequence[NewEvent],
+    recorded_at: datetime,
+) -> list[tuple[Any, ...]]:
+    """The rows to insert after `current_version`, hash-chained from `prev_hash`: (version,
+    event_id, type, schema_version, data text, metadata text, occurred_at, prev_hash, hash)."""
+    rows: list[tuple[Any, ...]] = []
+    for offset, event in enumerate(events, start=1):
+        version = current_version + offset
+        occurred_at = event.occurred_at or recorded_at
+        data_text = _json_text(event.data)
+        metadata_text = _json_text(event.metadata)
+        # Hash what will read back: the JSON as parsed, at microsecond precision.
+        digest = chain_hash(
+            prev_hash,
+            canonical_bytes(
+                stream_id=stream_id,
+                version=version,
+                event_id=event.event_id,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=json.loads(data_text),
+                metadata=json.loads(metadata_text),
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+            ),
+        )
+        rows.append(
+            (
+                version,
+                event.event_id,
+                event.type,
+                event.schema_version,
+                data_text,
+                metadata_text,
+                occurred_at,
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
+    return rows
+
+
 class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -221,42 +268,8 @@ class EventStore:
         if expected_version is not None and expected_version != current_version:
             raise VersionConflict(stream_id, expected_version, current_version)
         recorded_at: datetime = simulated_at or head["now"]
-        prev_hash: bytes | None = head["hash"]
-        columns: list[list[Any]] = [[] for _ in range(9)]
-        for offset, event in enumerate(events, start=1):
-            version = current_version + offset
-            occurred_at = event.occurred_at or recorded_at
-            data_text = _json_text(event.data)
-            metadata_text = _json_text(event.metadata)
-            # Hash what will read back: the JSON as parsed, at microsecond precision.
-            digest = chain_hash(
-                prev_hash,
-                canonical_bytes(
-                    stream_id=stream_id,
-                    version=version,
-                    event_id=event.event_id,
-                    type=event.type,
-                    schema_version=event.schema_version,
-                    data=json.loads(data_text),
-                    metadata=json.loads(metadata_text),
-                    occurred_at=occurred_at,
-                    recorded_at=recorded_at,
-                ),
-            )
-            row = (
-                version,
-                event.event_id,
-                event.type,
-                event.schema_version,
-                data_text,
-                metadata_text,
-                occurred_at,
-                prev_hash,
-                digest,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-            prev_hash = digest
+        encoded = encode_events(stream_id, current_version, head["hash"], events, recorded_at)
+        columns = [list(column) for column in zip(*encoded, strict=True)]
         rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
         positions = [r["position"] for r in rows]
         return AppendResult(

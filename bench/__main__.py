@@ -1,0 +1,167 @@
+"""python -m bench [--quick] [--events N] [--write PATH]
+
+Starts an embedded PostgreSQL in a temporary directory (or uses DATABASE_URL's server: it
+creates databases there), measures each scenario and its floor in this run, prints one table,
+and with --write records it as markdown. Ratios are ours / floor: they travel between
+machines; absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from app.db import stop_embedded
+from bench import scenarios
+from bench.common import Row, fresh_database, machine, server_url
+from bench.load import bulk_load
+
+console = Console(stderr=True, width=200)
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def table(rows: list[Row]) -> Table:
+    out = Table(title="dealledger vs. the floor, same machine, same run")
+    for column in (
+        "scenario",
+        "ours",
+        "floor",
+        "ratio",
+        "unit",
+        "p50 ms",
+        "p99 ms",
+        "floor p99 ms",
+        "target",
+        "note",
+    ):
+        out.add_column(
+            column, justify="left" if column in ("scenario", "unit", "target", "note") else "right"
+        )
+    for r in rows:
+        out.add_row(
+            r.scenario,
+            _fmt(r.ours),
+            _fmt(r.floor),
+            f"{r.ratio:.0%}" if r.ratio is not None else "-",
+            r.unit,
+            _fmt(r.p50_ms, 1),
+            _fmt(r.p99_ms, 1),
+            _fmt(r.floor_p99_ms, 1),
+            r.target,
+            r.note,
+        )
+    return out
+
+
+def markdown(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
+    lines = [
+        "| scenario | ours | floor | ratio | unit | p50 ms | p99 ms | floor p99 ms | target"
+        " | note |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r.ratio:.0%}" if r.ratio is not None else "-"
+        lines.append(
+            f"| {r.scenario} | {_fmt(r.ours)} | {_fmt(r.floor)} | {ratio} | {r.unit} |"
+            f" {_fmt(r.p50_ms, 1)} | {_fmt(r.p99_ms, 1)} | {_fmt(r.floor_p99_ms, 1)} |"
+            f" {r.target} | {r.note} |"
+        )
+    header = (
+        f"Measured {date.today().isoformat()} with `python -m bench"
+        f"{' --quick' if args.quick else ''} --events {args.events}` in {seconds / 60:.0f} min"
+        f" on: {machine()}; PostgreSQL embedded (pgserver), default settings.\n"
+    )
+    return header + "\n" + "\n".join(lines) + "\n"
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    quick = args.quick
+    server, data_dir = server_url()
+    rows: list[Row] = []
+    try:
+        writes = await fresh_database(server, "dealledger_bench_writes")
+        for writers, commands in ((1, 300 if quick else 3000), (16, 800 if quick else 12000)):
+            console.print(f"append: {writers} writer(s), {commands} commands")
+            rows.append(await scenarios.append(writes, writers, commands))
+        async with scenarios.servers(writes) as (ours, floor):
+            console.print("batch ingest")
+            rows.append(await scenarios.batch_ingest(writes, ours, 8 if quick else 80))
+            console.print("HTTP command")
+            rows.append(await scenarios.http_command(writes, ours, floor, 400 if quick else 5000))
+        console.print("projection lag")
+        rows.append(await scenarios.projection_lag(writes, 3 if quick else 20))
+
+        log = await fresh_database(server, "dealledger_bench_log")
+        sizes = (args.events // 4, args.events)
+        loaded = 0
+        deals = []
+        rebuilds = []
+        for n, size in enumerate(sizes):
+            console.print(f"bulk-loading the log to {size:,} events")
+            added, ids, seconds = await bulk_load(log, size - loaded, seed=n + 1)
+            loaded += added
+            deals += ids
+            console.print(f"  {added:,} events in {seconds:.0f}s; rebuilding every projection")
+            result = scenarios.rebuild_all(log)
+            copied, copy_seconds = await scenarios.copy_floor(log)
+            rebuilds.append((loaded, result, copied / copy_seconds))
+        for events, result, floor_rate in rebuilds:
+            per = ", ".join(f"{k} {v}s" for k, v in result["per_projection"].items())
+            rows.append(
+                Row(
+                    f"rebuild all projections, {events:,} events",
+                    events / result["seconds"],
+                    floor_rate,
+                    "events/s",
+                    target="≥ 100,000/s and ≥ 50% of COPY; memory flat",
+                    note=f"peak RSS {result['max_rss_mib']:.0f} MiB; {per}",
+                )
+            )
+        async with scenarios.servers(log) as (ours, floor):
+            console.print(f"read one deal at {loaded:,} events")
+            rows.append(await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000))
+        if not args.no_peer:
+            from bench import peer
+
+            console.print("peer: eventsourcing")
+            peer_url = await fresh_database(server, "dealledger_bench_peer")
+            rows.extend(await peer.run(peer_url, 300 if quick else 3000, rows))
+    finally:
+        if data_dir is not None:
+            stop_embedded(data_dir)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--events", type=int, default=None, help="log size for rebuild and reads")
+    parser.add_argument("--write", type=Path, default=None, help="write the table as markdown")
+    parser.add_argument("--no-peer", action="store_true", help="skip the eventsourcing peer")
+    args = parser.parse_args()
+    if args.events is None:
+        args.events = 20_000 if args.quick else 1_000_000
+    started = time.perf_counter()
+    rows = asyncio.run(run(args))
+    console.print(table(rows))
+    if args.write:
+        args.write.write_text(markdown(rows, args, time.perf_counter() - started))
+        console.print(f"wrote {args.write}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The benchmark harness still runs end to end (a smoke run: sizes tiny, no times asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import environment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--events",
+            "3000",
+            "--no-peer",
+            "--write",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = out.read_text()
+    for scenario in (
+        "append, single command, 1 writer",
+        "append, single command, 16 writers",
+        "batch ingest",
+        "HTTP command",
+        "projection lag",
+        "rebuild all projections",
+        "read one deal",
+    ):
+        line = next(row for row in table.splitlines() if row.startswith(f"| {scenario}"))
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        assert cells[1] not in ("", "-", "0"), line  # a figure was measured
+        if not scenario.startswith("projection lag"):
+            assert cells[3].endswith("%"), line  # ...and compared with its floor

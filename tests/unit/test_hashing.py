@@ -50,7 +50,7 @@ def test_canonical_json_is_rfc8785(document: Any) -> None:
 
 
 def test_an_event_like_document_takes_the_fast_path_and_matches() -> None:
-    document = {
+    document: Any = {
         "type": "EvidenceRecorded",
         "data": {"criteria": ["pain_documented"], "summary": 'a "quote"\n\u00e9\u2028\x7f'},
         "metadata": {"actor": {"id": "ann", "role": "rep"}},

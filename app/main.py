@@ -20,6 +20,7 @@ from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
 from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
+from app.service import HeadCache
 from app.settings import Settings, load_settings
 
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         engine = create_engine(url, settings.pool_size)
         app.state.engine = engine
         app.state.store = EventStore(engine)
+        app.state.heads = HeadCache(settings.head_cache_size)
         app.state.settings = settings
         app.state.flag_rules = rules_of(settings)
         projector = None

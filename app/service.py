@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,12 +64,58 @@ class Outcome:
     error: DomainError | None = None
 
 
+class HeadCache:
+    """Each recently commanded deal's state and last hash, at the version they hold (LRU).
+
+    A command decides on the cached state and appends right after its version; if another
+    process moved the deal meanwhile, the (stream, version) key refuses the insert and the
+    deal is read again. A refusal or no-op decided on a cached state is checked on a fresh
+    read too, so a stale cache can cost a retry but never change an answer.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._heads: OrderedDict[UUID, tuple[DealState, bytes | None]] = OrderedDict()
+
+    def get(self, deal_id: UUID) -> tuple[DealState, bytes | None] | None:
+        head = self._heads.get(deal_id)
+        if head is not None:
+            self._heads.move_to_end(deal_id)
+        return head
+
+    def put(self, deal_id: UUID, state: DealState, head_hash: bytes | None) -> None:
+        current = self._heads.get(deal_id)
+        if current is not None and current[0].version > state.version:
+            return  # a concurrent command already cached a later version
+        self._heads[deal_id] = (state, head_hash)
+        self._heads.move_to_end(deal_id)
+        while len(self._heads) > self.size:
+            self._heads.popitem(last=False)
+
+    def forget(self, deal_id: UUID) -> None:
+        self._heads.pop(deal_id, None)
+
+
 class DealService:
-    def __init__(self, store: EventStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Callable[[], datetime] | None = None,
+        heads: HeadCache | None = None,
+    ) -> None:
         """`clock` simulates time (the demo and benchmark generator lay down months of
-        history in seconds); without it, decisions use now and events the database clock."""
+        history in seconds); without it, decisions use now and events the database clock.
+        `heads` is shared across requests of a process (see HeadCache)."""
         self.store = store
         self.clock = clock
+        self.heads = heads if heads is not None else HeadCache(size=0)
+
+    async def _read_head(self, deal_id: UUID) -> tuple[DealState, bytes | None]:
+        events = await self.store.read_stream(deal_id)
+        state = fold(deal_id, [to_recorded(event) for event in events])
+        head_hash = events[-1].hash if events else None
+        self.heads.put(deal_id, state, head_hash)
+        return state, head_hash
 
     async def load(
         self,
@@ -96,23 +143,40 @@ class DealService:
 
         With `expected_version` (If-Match) there is no re-deciding: a mismatch is 412.
         """
+        fresh = False  # after a conflict or a doubt about the cached head: read the log
         for _ in range(MAX_ATTEMPTS):
-            state = await self.load(deal_id)
+            cached = None if fresh else self.heads.get(deal_id)
+            state, head_hash = cached if cached is not None else await self._read_head(deal_id)
+            fresh = True  # whatever happens next, a next attempt reads the log
             if expected_version is not None and state.version != expected_version:
+                if cached is not None:
+                    continue
                 raise PreconditionFailed(
                     f"deal is at version {state.version}, If-Match said {expected_version}",
                     current_version=state.version,
                 )
             now = self.clock() if self.clock else datetime.now(UTC)
-            events = decide(state, command, Context(now=now, actor=actor))
+            try:
+                events = decide(state, command, Context(now=now, actor=actor))
+            except DomainError:
+                if cached is not None:
+                    continue
+                raise
             if not events:
+                if cached is not None:
+                    continue
                 return CommandResult(state, None, 0)
             new_events = self.to_new_events(deal_id, events, actor, idempotency_key, request_id)
             try:
-                result = await self.store.append(
-                    deal_id, state.version, new_events, recorded_at=now if self.clock else None
+                result = await self.store.append_at_head(
+                    deal_id,
+                    state.version,
+                    head_hash,
+                    new_events,
+                    recorded_at=now if self.clock else None,
                 )
             except VersionConflict:
+                self.heads.forget(deal_id)
                 if expected_version is not None:
                     raise PreconditionFailed(
                         "deal changed while the command was decided", current_version=None
@@ -125,7 +189,9 @@ class DealService:
                 Recorded(event, state.version + offset, new.occurred_at or recorded_at, recorded_at)
                 for offset, (event, new) in enumerate(zip(events, new_events, strict=True), 1)
             ]
-            return CommandResult(fold(deal_id, history, state), result.last_position, len(events))
+            after = fold(deal_id, history, state)
+            self.heads.put(deal_id, after, result.head_hash)
+            return CommandResult(after, result.last_position, len(events))
         raise ConcurrentModification(
             f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
         )
@@ -197,20 +263,32 @@ class DealService:
         actor: Actor,
         request_id: str | None,
     ) -> None:
+        fresh = False
         for _ in range(MAX_ATTEMPTS):
             for index in indexes:
                 outcomes[index] = None
-            stored = await self.store.read_stream(deal_id)
-            state = fold(deal_id, [to_recorded(event) for event in stored])
+            # Duplicates across the log were found before; only a fresh read (after a race)
+            # needs the stream's own event ids again.
+            cached = None if fresh else self.heads.get(deal_id)
+            if cached is not None:
+                state, head_hash = cached
+                in_stream: dict[UUID, int] = {}
+            else:
+                stored = await self.store.read_stream(deal_id)
+                state = fold(deal_id, [to_recorded(event) for event in stored])
+                head_hash = stored[-1].hash if stored else None
+                self.heads.put(deal_id, state, head_hash)
+                in_stream = {event.event_id: event.position for event in stored}
+            fresh = True
             if not state.exists:
                 missing = DealNotFound(f"deal {deal_id} does not exist")
                 for index in indexes:
                     outcomes[index] = Outcome("rejected", deal_id, error=missing)
                 return
-            in_stream = {event.event_id: event.position for event in stored}
             now = datetime.now(UTC)
             working = state
             new_events: list[NewEvent] = []
+            decided: list[DomainEvent] = []
             firsts: list[tuple[int, int]] = []  # (item index, offset of its first event)
             for index in indexes:
                 item = items[index]
@@ -245,15 +323,30 @@ class DealService:
                     history.append(
                         Recorded(event, working.version + offset + 1, occurred_at or now, now)
                     )
+                    decided.append(event)
                 working = fold(deal_id, history, working)
+            refused = any(
+                (o := outcomes[index]) is not None and o.status == "rejected" for index in indexes
+            )
+            if cached is not None and (refused or not new_events):
+                continue  # decided on a cached state: confirm on a fresh read
             if not new_events:
                 return
             try:
-                result = await self.store.append(deal_id, state.version, new_events)
+                result = await self.store.append_at_head(
+                    deal_id, state.version, head_hash, new_events
+                )
             except VersionConflict:
+                self.heads.forget(deal_id)
                 continue
             if result.duplicate:
                 continue  # a concurrent retry stored some of these: re-read and sort them out
+            recorded_at = result.recorded_at or now
+            appended = [
+                Recorded(event, state.version + n, new.occurred_at or recorded_at, recorded_at)
+                for n, (event, new) in enumerate(zip(decided, new_events, strict=True), 1)
+            ]
+            self.heads.put(deal_id, fold(deal_id, appended, state), result.head_hash)
             for index, offset in firsts:
                 outcomes[index] = Outcome("accepted", deal_id, result.positions[offset])
             return

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Events per projection transaction while following, and while rebuilding.
     projection_batch_size: int = Field(default=1000, ge=1)
     rebuild_batch_size: int = Field(default=5000, ge=1)
+    # Deals whose state and last hash a process keeps between commands (0: read every time).
+    head_cache_size: int = Field(default=10_000, ge=0)
     # Flags: how often the projector re-checks open deals for flags time alone raises.
     flag_sweep_seconds: float = Field(default=60.0, gt=0)
     slow_warning_ratio: float = Field(default=1.5, gt=0)

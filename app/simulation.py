@@ -31,7 +31,7 @@ from app.domain.pipeline import (
 from app.domain.state import DealState, Recorded, fold
 from app.events.schemas import DomainEvent, EvidenceSource
 from app.events.store import EventStore
-from app.service import DealService
+from app.service import DealService, HeadCache
 
 OWNERS = ("ann.rep", "bob.rep", "cho.rep", "dev.rep", "eve.rep")
 MANAGER = Actor("maria.manager", "manager")
@@ -346,7 +346,7 @@ async def lay_down_history(
     """Write a `History` through the real service, on a simulated clock (see DealService)."""
     history = History(deals=deals, seed=seed, days=days, end=end or datetime.now(UTC))
     clock = [history.end]
-    service = DealService(store, clock=lambda: clock[0])
+    service = DealService(store, clock=lambda: clock[0], heads=HeadCache())
     result = WorkloadResult()
     while (step := history.next()) is not None:
         clock[0] = step.at

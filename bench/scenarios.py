@@ -26,7 +26,7 @@ from app.domain.decide import Actor
 from app.events.store import EventStore
 from app.keys import create_key
 from app.projections.registry import build_projections
-from app.service import DealService
+from app.service import DealService, HeadCache
 from bench.common import Latencies, Row, concurrently
 from bench.floor_app import INSERT
 
@@ -51,7 +51,7 @@ async def open_deals(service: DealService, count: int) -> list[uuid.UUID]:
 async def append(url: str, writers: int, commands: int) -> Row:
     """One command = load the deal, decide, append (the service's path), on distinct deals."""
     engine = create_engine(url, pool_size=writers)
-    service = DealService(EventStore(engine))
+    service = DealService(EventStore(engine), heads=HeadCache())
     per_writer = max(1, commands // writers // 20)  # each deal ends with ~20 more events
     deals = await open_deals(service, writers * per_writer)
 
@@ -282,7 +282,7 @@ async def projection_lag(url: str, seconds: float, writers: int = 8) -> Row:
         stderr=subprocess.DEVNULL,
     )
     engine = create_engine(url, pool_size=writers)
-    service = DealService(EventStore(engine))
+    service = DealService(EventStore(engine), heads=HeadCache())
     deals = await open_deals(service, writers * 10)
     watcher = await asyncpg.connect(asyncpg_dsn(url))
     # Where the slowest read model stands (0 until every projection has a checkpoint).

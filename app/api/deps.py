@@ -23,8 +23,8 @@ def get_store(request: Request) -> EventStore:
     return store
 
 
-def get_service(store: Annotated[EventStore, Depends(get_store)]) -> DealService:
-    return DealService(store)
+def get_service(request: Request, store: Annotated[EventStore, Depends(get_store)]) -> DealService:
+    return DealService(store, heads=request.app.state.heads)
 
 
 def get_request_id(

@@ -19,7 +19,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection
-from app.events.hashing import canonical_bytes, chain_hash
+from app.events.hashing import canonical_bytes, canonical_parts, chain_hash
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class AppendResult:
     positions: list[int]
     duplicate: bool = False
     recorded_at: datetime | None = None
+    head_hash: bytes | None = None
+    """The hash of the stream's new last event (unset for a duplicate)."""
 
     @property
     def last_position(self) -> int:
@@ -126,6 +128,22 @@ FROM unnest($3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[]
      AS new(version, event_id, type, schema_version, data, metadata, occurred_at, prev_hash, hash)
 ORDER BY version
 RETURNING position
+"""
+
+
+# One event appended after a known head in one statement, hashed with the database clock:
+# the canonical bytes come in pieces ($10, $11, $12) around the recording time's text.
+_INSERT_ONE_SQL = """
+INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata,
+                    occurred_at, recorded_at, prev_hash, hash)
+SELECT $1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, coalesce($8::timestamptz, clock.now),
+       clock.now, $9::bytea,
+       sha256(coalesce($9::bytea, ''::bytea) || $10::bytea || clock.text || $11::bytea
+              || CASE WHEN $12::bytea IS NULL THEN ''::bytea ELSE clock.text || $12::bytea END)
+FROM (SELECT now() AS now,
+             convert_to(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                        'UTF8') AS text) AS clock
+RETURNING position, recorded_at, hash
 """
 
 
@@ -273,7 +291,90 @@ class EventStore:
         rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
         positions = [r["position"] for r in rows]
         return AppendResult(
-            stream_id, current_version + len(events), positions, recorded_at=recorded_at
+            stream_id,
+            current_version + len(events),
+            positions,
+            recorded_at=recorded_at,
+            head_hash=encoded[-1][-1],
+        )
+
+    async def append_at_head(
+        self,
+        stream_id: UUID,
+        version: int,
+        head_hash: bytes | None,
+        events: Sequence[NewEvent],
+        *,
+        recorded_at: datetime | None = None,
+    ) -> AppendResult:
+        """Append after a head the caller already knows (the stream's version and last hash),
+        in one INSERT: the (stream, version) unique key is the concurrency check, so a stale
+        head raises VersionConflict and nothing is written. Two round trips (the database
+        clock, then the insert) where `append` needs a transaction of four."""
+        if not events:
+            raise ValueError("append needs at least one event")
+        if len(events) == 1 and recorded_at is None:
+            return await self._append_one(stream_id, version, head_hash, events[0])
+        async with driver_connection(self.engine) as connection:
+            if recorded_at is None:
+                recorded_at = await connection.fetchval("SELECT now()")
+            assert recorded_at is not None
+            encoded = encode_events(stream_id, version, head_hash, events, recorded_at)
+            columns = [list(column) for column in zip(*encoded, strict=True)]
+            try:
+                # A single statement is its own transaction, and its first write is the
+                # insert: gap-safe readers order it like any other append.
+                rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
+            except asyncpg.UniqueViolationError:
+                return await self._after_lost_race(connection, stream_id, version, events)
+        return AppendResult(
+            stream_id,
+            version + len(events),
+            [r["position"] for r in rows],
+            recorded_at=recorded_at,
+            head_hash=encoded[-1][-1],
+        )
+
+    async def _append_one(
+        self, stream_id: UUID, version: int, head_hash: bytes | None, event: NewEvent
+    ) -> AppendResult:
+        data_text = _json_text(event.data)
+        metadata_text = _json_text(event.metadata)
+        parts = canonical_parts(
+            stream_id=stream_id,
+            version=version + 1,
+            event_id=event.event_id,
+            type=event.type,
+            schema_version=event.schema_version,
+            data=json.loads(data_text),
+            metadata=json.loads(metadata_text),
+            occurred_at=event.occurred_at,
+        )
+        async with driver_connection(self.engine) as connection:
+            try:
+                row = await connection.fetchrow(
+                    _INSERT_ONE_SQL,
+                    stream_id,
+                    version + 1,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    data_text,
+                    metadata_text,
+                    event.occurred_at,
+                    head_hash,
+                    parts[0],
+                    parts[1],
+                    parts[2] if len(parts) > 2 else None,
+                )
+            except asyncpg.UniqueViolationError:
+                return await self._after_lost_race(connection, stream_id, version, [event])
+        return AppendResult(
+            stream_id,
+            version + 1,
+            [row["position"]],
+            recorded_at=row["recorded_at"],
+            head_hash=row["hash"],
         )
 
     async def _after_lost_race(
@@ -282,7 +383,6 @@ class EventStore:
         stream_id: UUID,
         expected_version: int | None,
         events: Sequence[NewEvent],
-        simulated_at: datetime | None = None,
     ) -> AppendResult:
         head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
         current_version: int = head["version"] or 0

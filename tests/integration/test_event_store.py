@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from app.db import APP_ROLE, asyncpg_dsn
+from app.db import APP_ROLE, asyncpg_dsn, create_engine
 from app.events.store import EventStore, NewEvent, VersionConflict
 
 
@@ -207,3 +207,42 @@ async def test_the_service_role_has_no_right_to_change_history(
     finally:
         await service.close()
     assert len(await store.read_stream(deal)) == 1
+
+
+async def test_append_at_head_hashes_with_the_database_clock_in_any_time_zone(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    """The one-statement append hashes in SQL; verify (hashing in Python) must agree, even
+    when the session's time zone is not UTC and the event's text looks like a time."""
+    database = await pg.fetchval("SELECT current_database()")
+    await pg.execute(f"ALTER DATABASE \"{database}\" SET TimeZone = 'Asia/Kolkata'")
+    engine = create_engine(database_url, pool_size=2)
+    store = EventStore(engine)
+    try:
+        deal = uuid.uuid4()
+        head: bytes | None = None
+        occurred = [None, datetime(2026, 11, 20, 9, 30, tzinfo=UTC), None]
+        for version, when in enumerate(occurred):
+            text = {"note": "2026-11-20T09:30:00.000000Z", "n": version, "naïve": "é"}
+            result = await store.append_at_head(
+                deal, version, head, [NewEvent("BuyerActivityRecorded", text, occurred_at=when)]
+            )
+            head = result.head_hash
+        stale = store.append_at_head(deal, 1, None, [NewEvent("BuyerActivityRecorded", {})])
+        with pytest.raises(VersionConflict):
+            await stale
+        events = await store.read_stream(deal)
+        assert [e.version for e in events] == [1, 2, 3]
+        assert events[0].occurred_at == events[0].recorded_at
+        assert events[1].occurred_at == occurred[1]
+        assert events[-1].hash == head
+        verdict = await store.verify(deal)
+        assert verdict.valid and verdict.events_checked == 3
+        # A multi-event append continues the chain the SQL hash started.
+        await store.append_at_head(
+            deal, 3, head, [NewEvent("BuyerActivityRecorded", {"k": k}) for k in range(2)]
+        )
+        assert (await store.verify(deal)).valid
+    finally:
+        await engine.dispose()
+        await pg.execute(f'ALTER DATABASE "{database}" RESET TimeZone')

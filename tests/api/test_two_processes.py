@@ -1,0 +1,107 @@
+"""Two service processes on one database, each with its own cache of deal heads: what one
+caches may be stale after the other writes, and no answer may change because of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.api.conftest import MANAGER, REP, Deals, criteria_of
+from tests.keys import KEYS
+
+
+@pytest.fixture
+async def other(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    second = create_app(Settings(run_projector=False), database_url=database_url)
+    async with second.router.lifespan_context(second):
+        transport = httpx.ASGITransport(app=second)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://other", headers=KEYS["rep"].headers
+        ) as http:
+            yield http
+
+
+async def test_a_stale_cache_never_changes_an_answer(
+    deals: Deals, client: httpx.AsyncClient, other: httpx.AsyncClient
+) -> None:
+    deal = await deals.open(amount="50000", currency="USD", close_date="2027-03-01")
+    url = f"/v1/deals/{deal['id']}"
+    activity = {"type": "email_replied", "occurred_at": "2026-11-20T10:00:00+00:00"}
+    assert (await client.post(f"{url}/activities", json=activity)).status_code == 201
+    refused = await client.post(f"{url}/advance", json={"to_stage": "qualification"})
+    assert refused.status_code == 422  # this process now caches the deal without evidence
+
+    # The other process records every criterion.
+    for criterion in criteria_of("discovery"):
+        body = {
+            "kind": "meeting_notes",
+            "criteria": [criterion],
+            "summary": "confirmed",
+            "occurred_at": "2026-11-20T10:00:00+00:00",
+            "source": {"system": "gong", "ref": criterion},
+        }
+        assert (await other.post(f"{url}/evidence", json=body)).status_code == 201
+
+    # Decided on the stale cache this would be refused again; it is not.
+    advanced = await client.post(f"{url}/advance", json={"to_stage": "qualification"})
+    assert advanced.status_code == 200, advanced.text
+    assert advanced.json()["stage"] == "qualification"
+
+    # The other process's cache is stale now: its append conflicts, it reads, it succeeds.
+    again = await other.post(f"{url}/activities", json=activity)
+    assert again.status_code == 201, again.text
+
+    # If-Match against the true version succeeds through the stale side; a stale one is 412.
+    history = (await client.get(f"{url}/history", params={"limit": 500})).json()
+    version = max(e["version"] for e in history["items"])
+    changed = await client.patch(
+        url, json={"owner": "olga"}, headers={**REP, "If-Match": f'"{version}"'}
+    )
+    assert changed.status_code == 200, changed.text
+    stale = await other.patch(url, json={"owner": "ivan"}, headers={"If-Match": f'"{version}"'})
+    assert stale.status_code == 412
+
+    history = (await client.get(f"{url}/history", params={"limit": 500})).json()
+    assert [e["version"] for e in history["items"]] == list(range(1, version + 2))
+    verified = (await other.get(f"{url}/verify", headers=MANAGER)).json()
+    assert verified["valid"] is True
+
+
+async def test_ingestion_through_a_stale_cache_appends_after_the_true_head(
+    deals: Deals, client: httpx.AsyncClient, other: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    ingest = {**KEYS["ingest"].headers, "content-type": "application/cloudevents-batch+json"}
+
+    def batch(*ids: str) -> list[dict[str, object]]:
+        return [
+            {
+                "specversion": "1.0",
+                "id": i,
+                "source": "//gmail/acme",
+                "type": "com.dealledger.activity.email_replied",
+                "subject": deal["id"],
+                "time": "2026-11-21T09:30:00Z",
+                "data": {},
+            }
+            for i in ids
+        ]
+
+    first = await client.post("/v1/events", json=batch("m-1", "m-2"), headers=ingest)
+    assert first.status_code == 200, first.text
+    activity = {"type": "call_held", "occurred_at": "2026-11-21T10:00:00+00:00"}
+    assert (
+        await other.post(f"/v1/deals/{deal['id']}/activities", json=activity)
+    ).status_code == 201
+    second = await client.post("/v1/events", json=batch("m-2", "m-3"), headers=ingest)
+    assert second.status_code == 200, second.text
+    assert [r["status"] for r in second.json()["results"]] == ["duplicate", "accepted"]
+    history = (await other.get(f"/v1/deals/{deal['id']}/history", params={"limit": 100})).json()
+    kinds = [e["type"] for e in history["items"]]
+    assert kinds.count("BuyerActivityRecorded") == 4  # m-1, m-2, the call, m-3
+    assert [e["version"] for e in history["items"]] == list(range(1, len(kinds) + 1))
+    assert (await other.get(f"/v1/deals/{deal['id']}/verify")).json()["valid"] is True

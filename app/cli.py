@@ -143,7 +143,7 @@ def project() -> None:
 async def _rebuild(
     url: str, projections: dict[str, Projection], names: list[str], batch_size: int
 ) -> dict[str, tuple[int, float]]:
-    from app.projections.runner import rebuild
+    from app.projections.runner import rebuild, rebuild_together
 
     engine = create_engine(url, pool_size=1)
     try:
@@ -159,6 +159,24 @@ async def _rebuild(
         TimeRemainingColumn(),
         console=console,
     ) as progress:
+        if len(names) > 1:  # one pass for all, unless a runner follows one of them
+            task = progress.add_task(f"rebuild {', '.join(names)}", total=total, rate=0.0)
+            started = time.monotonic()
+
+            def together(done: int) -> None:
+                elapsed = max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=done, rate=done / elapsed)
+
+            done = await rebuild_together(
+                asyncpg_dsn(url),
+                [projections[name] for name in names],
+                batch_size=batch_size,
+                on_progress=together,
+            )
+            if done is not None:
+                seconds = time.monotonic() - started
+                return {name: (done, seconds) for name in names}
+            progress.remove_task(task)
         for name in names:
             task = progress.add_task(f"rebuild {name}", total=total, rate=0.0)
             started = time.monotonic()

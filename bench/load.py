@@ -70,6 +70,9 @@ async def bulk_load(
                 assert before is not None
                 history.settled(step, before)
                 continue
+            if not decided:  # a no-op (e.g. completing a step already done)
+                history.settled(step, after)
+                continue
             new = DealService.to_new_events(step.deal_id, decided, step.actor)
             rows = encode_events(
                 step.deal_id,

@@ -6,6 +6,8 @@ was judged under.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, ConfigDict
 
 ACTIVE = "open"
@@ -103,15 +105,16 @@ class Pipeline(Frozen):
     stages: tuple[Stage, ...]
     """The active stages in order; leaving the last one forward means won."""
 
-    @property
+    @cached_property
     def stage_keys(self) -> tuple[str, ...]:
         return tuple(stage.key for stage in self.stages)
 
+    @cached_property
+    def _by_key(self) -> dict[str, Stage]:
+        return {stage.key: stage for stage in self.stages}
+
     def stage(self, key: str) -> Stage:
-        for stage in self.stages:
-            if stage.key == key:
-                return stage
-        raise KeyError(key)
+        return self._by_key[key]
 
     def index(self, key: str) -> int:
         return self.stage_keys.index(key)

@@ -93,9 +93,21 @@ async def apply_next_batch(
     The checkpoint row is locked for the whole batch, so a concurrent `reset` (a rebuild
     asked for while this runner follows) waits for the batch and never interleaves with it.
     """
+    return await _apply_together(connection, [projection], limit)
+
+
+async def _apply_together(
+    connection: asyncpg.Connection, projections: Sequence[Projection], limit: int
+) -> int:
+    """The next batch after the first projection's checkpoint, read and parsed once, applied
+    to every projection given (all at that checkpoint) in one transaction."""
     async with connection.transaction():
-        after = await load_checkpoint(connection, projection.name, for_update=True)
-        rows = await read_all_on(connection, after, limit)
+        checkpoints = [
+            await load_checkpoint(connection, p.name, for_update=True) for p in projections
+        ]
+        if len(set(checkpoints)) != 1:
+            raise RuntimeError("projections applied together must stand at one checkpoint")
+        rows = await read_all_on(connection, checkpoints[0], limit)
         if not rows:
             return 0
         batch = []
@@ -103,11 +115,41 @@ async def apply_next_batch(
             stored = record_of(row)
             batch.append(Envelope(stored, to_recorded(stored)))
         last = batch[-1].stored
-        await projection.apply(connection, batch)
-        await _save_checkpoint(
-            connection, projection.name, Checkpoint(last.transaction_id, last.position)
-        )
+        for projection in projections:
+            await projection.apply(connection, batch)
+            await _save_checkpoint(
+                connection, projection.name, Checkpoint(last.transaction_id, last.position)
+            )
     return len(batch)
+
+
+async def rebuild_together(
+    dsn: str,
+    projections: Sequence[Projection],
+    *,
+    batch_size: int = 5000,
+    on_progress: Callable[[int], None] | None = None,
+) -> int | None:
+    """Drop and replay several projections in one pass over the log: each event is read and
+    parsed once, not once per projection. Only when no runner follows any of them (all their
+    locks are free now); otherwise None, and the caller rebuilds them one at a time."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        for projection in projections:
+            if not await connection.fetchval(
+                "SELECT pg_try_advisory_lock($1)", lock_key(projection.name)
+            ):
+                return None  # closing the session below releases the locks taken
+        for projection in projections:
+            await reset(connection, projection)
+        done = 0
+        while applied := await _apply_together(connection, projections, batch_size):
+            done += applied
+            if on_progress is not None:
+                on_progress(done)
+        return done
+    finally:
+        await connection.close()
 
 
 async def tick(connection: asyncpg.Connection, projection: Projection, now: datetime) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import shutil
 import sys
 import time
 from datetime import date
@@ -142,6 +143,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
     finally:
         if data_dir is not None:
             stop_embedded(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
     return rows
 
 

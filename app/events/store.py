@@ -509,15 +509,22 @@ def _check_link(previous: RecordedEvent | None, event: RecordedEvent) -> tuple[b
     return True, None
 
 
+# Ordered by the table's columns (not the bigint alias in _COLUMNS), so each page is a range
+# of the (transaction_id, position) index, not a sort of the rest of the log.
+READ_ALL_SQL = (
+    f"SELECT {_COLUMNS} FROM events"
+    " WHERE (transaction_id, position) > ($1::text::xid8, $2)"
+    " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    " ORDER BY events.transaction_id, events.position LIMIT $3"
+)
+
+
 async def read_all_on(
     connection: asyncpg.Connection, after: Checkpoint, limit: int
 ) -> list[asyncpg.Record]:
     """Gap-safe page of the log on an existing connection (see EventStore.read_all)."""
     rows: list[asyncpg.Record] = await connection.fetch(
-        f"SELECT {_COLUMNS} FROM events"
-        " WHERE (transaction_id, position) > ($1::text::xid8, $2)"
-        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-        " ORDER BY transaction_id, position LIMIT $3",
+        READ_ALL_SQL,
         str(after.transaction_id),
         after.position,
         limit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import statistics
@@ -33,7 +34,7 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.floor is None or not self.floor:
+        if self.floor is None or not self.floor or math.isnan(self.ours):
             return None
         return self.ours / self.floor
 

@@ -7,6 +7,7 @@ same history at the same time always gives the same flags, whoever evaluates and
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import statistics
 from collections.abc import Sequence
@@ -208,7 +209,7 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
 
 def _ghosting(times: Sequence[datetime], as_of: datetime, rules: FlagRules) -> Flag | None:
     """Silent for longer than this deal's own rhythm allows: k x its median gap, floored."""
-    past = [t for t in times if t <= as_of]
+    past = times[: bisect.bisect_right(times, as_of)]  # times are sorted
     if len(past) < rules.ghosting_min_activities:
         return None
     gaps = [(b - a) / DAY for a, b in itertools.pairwise(past)]

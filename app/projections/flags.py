@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
 from app.domain.pipeline import ACTIVE, NURTURE
-from app.domain.state import DealState
+from app.domain.state import DealState, replace
 from app.projections.runner import Envelope
 
 SUBJECT = TypeAdapter(Subject)

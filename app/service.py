@@ -84,6 +84,8 @@ class HeadCache:
         return head
 
     def put(self, deal_id: UUID, state: DealState, head_hash: bytes | None) -> None:
+        if not state.exists:
+            return  # "no such deal" is always asked of the log: another process may open it
         current = self._heads.get(deal_id)
         if current is not None and current[0].version > state.version:
             return  # a concurrent command already cached a later version
@@ -183,6 +185,8 @@ class DealService:
                     ) from None
                 continue
             if result.duplicate:
+                if cached is not None:
+                    continue  # decided on a stale head: answer as a fresh read would
                 return CommandResult(await self.load(deal_id), max(result.positions), 0)
             recorded_at = result.recorded_at or now
             history = [

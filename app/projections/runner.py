@@ -96,6 +96,11 @@ async def apply_next_batch(
     return await _apply_together(connection, [projection], limit)
 
 
+class _Diverged(Exception):
+    """Projections meant to move together no longer stand at one checkpoint (one was reset
+    by a `rebuild NAME` that delegated to this process)."""
+
+
 async def _apply_together(
     connection: asyncpg.Connection, projections: Sequence[Projection], limit: int
 ) -> int:
@@ -106,7 +111,7 @@ async def _apply_together(
             await load_checkpoint(connection, p.name, for_update=True) for p in projections
         ]
         if len(set(checkpoints)) != 1:
-            raise RuntimeError("projections applied together must stand at one checkpoint")
+            raise _Diverged
         rows = await read_all_on(connection, checkpoints[0], limit)
         if not rows:
             return 0
@@ -143,8 +148,18 @@ async def rebuild_together(
         for projection in projections:
             await reset(connection, projection)
         done = 0
-        while applied := await _apply_together(connection, projections, batch_size):
-            done += applied
+        try:
+            while applied := await _apply_together(connection, projections, batch_size):
+                done += applied
+                if on_progress is not None:
+                    on_progress(done)
+        except _Diverged:
+            # We hold every lock, so the reset one waits for us to replay it: finish each
+            # projection on its own from wherever it stands.
+            for projection in projections:
+                while await apply_next_batch(connection, projection, batch_size):
+                    pass
+            done = int(await connection.fetchval("SELECT count(*) FROM events"))
             if on_progress is not None:
                 on_progress(done)
         return done

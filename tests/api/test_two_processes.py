@@ -105,3 +105,35 @@ async def test_ingestion_through_a_stale_cache_appends_after_the_true_head(
     assert kinds.count("BuyerActivityRecorded") == 4  # m-1, m-2, the call, m-3
     assert [e["version"] for e in history["items"]] == list(range(1, len(kinds) + 1))
     assert (await other.get(f"/v1/deals/{deal['id']}/verify")).json()["valid"] is True
+
+
+async def test_a_deal_opened_elsewhere_is_found_by_a_process_that_missed_it(
+    client: httpx.AsyncClient, other: httpx.AsyncClient
+) -> None:
+    """ "No such deal" is never cached: a CRM retrying an event for a deal another process
+    has opened since gets it accepted."""
+    ingest = {**KEYS["ingest"].headers, "content-type": "application/cloudevents+json"}
+
+    def event(i: str) -> dict[str, object]:
+        return {
+            "specversion": "1.0",
+            "id": i,
+            "source": "//gmail/acme",
+            "type": "com.dealledger.activity.email_replied",
+            "time": "2026-11-21T09:30:00Z",
+            "data": {"deal_ref": {"source": "hubspot", "id": "deal-77"}},
+        }
+
+    early = await client.post("/v1/events", json=event("m-1"), headers=ingest)
+    assert early.status_code == 404, early.text
+    opened = await other.post(
+        "/v1/deals",
+        json={
+            "name": "Acme",
+            "owner": "rick.rep",
+            "external_ref": {"source": "hubspot", "id": "deal-77"},
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    retried = await client.post("/v1/events", json=event("m-1"), headers=ingest)
+    assert retried.status_code in (200, 201), retried.text

@@ -160,3 +160,26 @@ async def test_rebuild_while_a_projector_follows_is_replayed_by_that_projector(
         )
         assert done == total
         assert (await read_models(pg))["deals"] == before
+
+
+async def test_rebuild_of_one_during_a_rebuild_of_all_is_finished_by_it(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    await run_workload(DealService(store), deals=30, commands=600, seed=9)
+    total = await pg.fetchval("SELECT count(*) FROM events")
+    dsn = asyncpg_dsn(database_url)
+    everything = asyncio.create_task(
+        rebuild_together(dsn, list(PROJECTIONS.values()), batch_size=10)
+    )
+    started = "SELECT position FROM projection_checkpoints WHERE name = 'deals'"
+    while await pg.fetchval(started) in (None, 0):  # noqa: ASYNC110 (polling the database)
+        await asyncio.sleep(0.005)
+    assert not everything.done(), "the one-pass rebuild ended before the test could interfere"
+    # Locks are held by the one-pass rebuild: this resets `deals` and waits for it.
+    one = await asyncio.wait_for(rebuild(dsn, PROJECTIONS["deals"], poll_interval=0.02), 60)
+    assert await asyncio.wait_for(everything, 60) == total
+    assert one == total
+    checkpoints = await pg.fetch("SELECT position FROM projection_checkpoints")
+    head = await pg.fetchval("SELECT max(position) FROM events")
+    assert {r["position"] for r in checkpoints} == {head}
+    assert await pg.fetchval("SELECT sum(version) FROM deals") == total

@@ -6,7 +6,6 @@ import asyncio
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -118,7 +117,3 @@ def machine() -> str:
         pass
     system = f"{platform.system()} {platform.release()}"
     return f"{model}{cpus} cores{memory}; {system}; Python {platform.python_version()}"
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -407,9 +407,3 @@ async def servers(url: str) -> AsyncIterator[tuple[Server, Server]]:
     finally:
         ours.stop()
         floor.stop()
-
-
-def iter_chunks(total: int, size: int) -> Iterator[int]:
-    while total > 0:
-        yield min(size, total)
-        total -= size

@@ -16,24 +16,13 @@ from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_c
 from app.api.schemas import IsoTime
 from app.db import driver_connection
 from app.domain.errors import DealNotFound
-from app.domain.flags import KINDS, Subject, advance, evaluate
+from app.domain.flags import KINDS, FlagKind, Subject, advance, evaluate
 from app.domain.state import DealState
 from app.events.recorded import to_recorded
 from app.projections.flags import SUBJECT, subject_of
 from app.service import DealService
 
 router = APIRouter(prefix="/v1", tags=["flags"])
-Kind = Literal[
-    "slow_in_stage",
-    "inactive",
-    "next_step_overdue",
-    "no_next_step",
-    "close_date_passed",
-    "missing_required_fields",
-    "ghosting",
-    "stuck_blocker",
-    "nurture_resume_due",
-]
 AsOf = Annotated[
     IsoTime | None,
     Query(description="Evaluate at this time, on the deal as it stood then (default: now)."),
@@ -143,7 +132,7 @@ def _key(flag: FlagOut) -> tuple[int, int, str]:
 async def list_flags(
     request: Request,
     service: ServiceDep,
-    kind: Kind | None = None,
+    kind: FlagKind | None = None,
     severity: Literal["warning", "critical"] | None = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,

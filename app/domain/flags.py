@@ -13,14 +13,14 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from app.domain.pipeline import ACTIVE, NURTURE
 from app.domain.state import DealState, Recorded, evolve
 from app.events import schemas as e
 
 DAY = timedelta(days=1)
-KINDS = (
+FlagKind = Literal[
     "slow_in_stage",
     "inactive",
     "next_step_overdue",
@@ -30,7 +30,8 @@ KINDS = (
     "ghosting",
     "stuck_blocker",
     "nurture_resume_due",
-)
+]
+KINDS: tuple[str, ...] = get_args(FlagKind)
 RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
 
 

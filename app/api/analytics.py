@@ -19,12 +19,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
-from app.api.deps import MinPosition, ServiceDep, projected
+from app.api.deps import MinPosition, ServiceDep, deal_states, projected
 from app.api.schemas import IsoTime
 from app.db import driver_connection
 from app.domain.pipeline import PIPELINES
 from app.domain.state import DealState
-from app.projections.deals import list_deals
 
 router = APIRouter(
     prefix="/v1/analytics", tags=["analytics"], dependencies=[Depends(require("team"))]
@@ -426,23 +425,7 @@ async def forecast(
     ] = None,
     min_position: MinPosition = None,
 ) -> Forecast:
-    states: list[DealState] = []
-    if as_of is None:
-        async with driver_connection(request.app.state.engine) as connection:
-            after = 0
-            while page := await list_deals(
-                connection, stage=None, owner=owner, status="open", after_position=after, limit=1000
-            ):
-                states += [state for _, state in page]
-                after = page[-1][0]
-    else:
-        after = 0
-        while starts := await service.store.stream_starts(after, 1000):
-            for _, deal_id in starts:
-                state = await service.load(deal_id, recorded_up_to=as_of)
-                if state.exists:
-                    states.append(state)
-            after = starts[-1][0]
+    states = await deal_states(request, service, as_of, owner=owner, status="open")
     rows = forecast_of(states, owner)
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:

@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from app.api.deps import READ, MinPosition, ServiceDep, projected
+from app.api.deps import READ, MinPosition, ServiceDep, deal_states, projected
 from app.api.schemas import DealOut, IsoTime
 from app.db import driver_connection
 from app.domain.errors import DealNotFound, UnknownValue
@@ -19,7 +19,6 @@ from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
 from app.domain.provenance import EvidenceAtTheTime, provenance
 from app.events.recorded import to_recorded
 from app.events.schemas import EvidenceSource, Override
-from app.projections.deals import list_deals
 from app.projections.stage_intervals import intervals_of
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[READ])
@@ -237,23 +236,7 @@ async def pipeline_snapshot(
     ] = None,
     min_position: MinPosition = None,
 ) -> PipelineSnapshot:
-    states = []
-    if as_of is None:
-        async with driver_connection(request.app.state.engine) as connection:
-            after = 0
-            while page := await list_deals(
-                connection, stage=None, owner=None, status=None, after_position=after, limit=1000
-            ):
-                states += [state for _, state in page]
-                after = page[-1][0]
-    else:
-        after = 0
-        while starts := await service.store.stream_starts(after, 1000):
-            for _, deal_id in starts:
-                state = await service.load(deal_id, recorded_up_to=as_of)
-                if state.exists:
-                    states.append(state)
-            after = starts[-1][0]
+    states = await deal_states(request, service, as_of)
     stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
     counts: dict[str, int] = defaultdict(int)
     amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))

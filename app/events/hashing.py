@@ -80,7 +80,26 @@ def canonical_bytes(
     occurred_at: datetime,
     recorded_at: datetime,
 ) -> bytes:
-    document = {
+    document = _document(
+        stream_id, version, event_id, type, schema_version, data, metadata,
+        utc_text(occurred_at), utc_text(recorded_at),
+    )  # fmt: skip
+    return canonical_json(document)
+
+
+def _document(
+    stream_id: UUID,
+    version: int,
+    event_id: UUID,
+    type: str,
+    schema_version: int,
+    data: Any,
+    metadata: Any,
+    occurred_text: str,
+    recorded_text: str,
+) -> dict[str, Any]:
+    """The hashed view of an event (times already as text)."""
+    return {
         "stream_id": str(stream_id),
         "version": version,
         "event_id": str(event_id),
@@ -88,10 +107,9 @@ def canonical_bytes(
         "schema_version": schema_version,
         "data": data,
         "metadata": metadata,
-        "occurred_at": utc_text(occurred_at),
-        "recorded_at": utc_text(recorded_at),
+        "occurred_at": occurred_text,
+        "recorded_at": recorded_text,
     }
-    return canonical_json(document)
 
 
 def canonical_parts(
@@ -110,17 +128,10 @@ def canonical_parts(
     with its own clock in the insert itself. An unguessable marker stands in for the time,
     so no text inside the event can be mistaken for it."""
     marker = "recorded-" + secrets.token_hex(16)
-    document = {
-        "stream_id": str(stream_id),
-        "version": version,
-        "event_id": str(event_id),
-        "type": type,
-        "schema_version": schema_version,
-        "data": data,
-        "metadata": metadata,
-        "occurred_at": utc_text(occurred_at) if occurred_at is not None else marker,
-        "recorded_at": marker,
-    }
+    occurred_text = utc_text(occurred_at) if occurred_at is not None else marker
+    document = _document(
+        stream_id, version, event_id, type, schema_version, data, metadata, occurred_text, marker
+    )
     return canonical_json(document).split(marker.encode())
 
 

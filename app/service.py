@@ -16,7 +16,7 @@ from app.domain.errors import DealNotFound, DomainError
 from app.domain.state import DealState, Recorded, fold
 from app.events.recorded import to_recorded
 from app.events.schemas import DomainEvent, event_data
-from app.events.store import EventStore, NewEvent, VersionConflict
+from app.events.store import AppendResult, EventStore, NewEvent, RecordedEvent, VersionConflict
 
 if TYPE_CHECKING:
     from app.ingest import Ingestible
@@ -112,12 +112,34 @@ class DealService:
         self.clock = clock
         self.heads = heads if heads is not None else HeadCache(size=0)
 
-    async def _read_head(self, deal_id: UUID) -> tuple[DealState, bytes | None]:
+    async def _read_head(
+        self, deal_id: UUID
+    ) -> tuple[DealState, bytes | None, list[RecordedEvent]]:
+        """The deal read from the log (and cached): its state, last hash and events."""
         events = await self.store.read_stream(deal_id)
         state = fold(deal_id, [to_recorded(event) for event in events])
         head_hash = events[-1].hash if events else None
         self.heads.put(deal_id, state, head_hash)
-        return state, head_hash
+        return state, head_hash, events
+
+    def _appended(
+        self,
+        deal_id: UUID,
+        state: DealState,
+        events: list[DomainEvent],
+        new_events: list[NewEvent],
+        result: AppendResult,
+        now: datetime,
+    ) -> DealState:
+        """The state after an append, at the times the log recorded; cached as the new head."""
+        recorded_at = result.recorded_at or now
+        history = [
+            Recorded(event, state.version + offset, new.occurred_at or recorded_at, recorded_at)
+            for offset, (event, new) in enumerate(zip(events, new_events, strict=True), 1)
+        ]
+        after = fold(deal_id, history, state)
+        self.heads.put(deal_id, after, result.head_hash)
+        return after
 
     async def load(
         self,
@@ -148,7 +170,9 @@ class DealService:
         fresh = False  # after a conflict or a doubt about the cached head: read the log
         for _ in range(MAX_ATTEMPTS):
             cached = None if fresh else self.heads.get(deal_id)
-            state, head_hash = cached if cached is not None else await self._read_head(deal_id)
+            state, head_hash = (
+                cached if cached is not None else (await self._read_head(deal_id))[:2]
+            )
             fresh = True  # whatever happens next, a next attempt reads the log
             if expected_version is not None and state.version != expected_version:
                 if cached is not None:
@@ -188,13 +212,7 @@ class DealService:
                 if cached is not None:
                     continue  # decided on a stale head: answer as a fresh read would
                 return CommandResult(await self.load(deal_id), max(result.positions), 0)
-            recorded_at = result.recorded_at or now
-            history = [
-                Recorded(event, state.version + offset, new.occurred_at or recorded_at, recorded_at)
-                for offset, (event, new) in enumerate(zip(events, new_events, strict=True), 1)
-            ]
-            after = fold(deal_id, history, state)
-            self.heads.put(deal_id, after, result.head_hash)
+            after = self._appended(deal_id, state, events, new_events, result, now)
             return CommandResult(after, result.last_position, len(events))
         raise ConcurrentModification(
             f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
@@ -278,10 +296,7 @@ class DealService:
                 state, head_hash = cached
                 in_stream: dict[UUID, int] = {}
             else:
-                stored = await self.store.read_stream(deal_id)
-                state = fold(deal_id, [to_recorded(event) for event in stored])
-                head_hash = stored[-1].hash if stored else None
-                self.heads.put(deal_id, state, head_hash)
+                state, head_hash, stored = await self._read_head(deal_id)
                 in_stream = {event.event_id: event.position for event in stored}
             fresh = True
             if not state.exists:
@@ -345,12 +360,7 @@ class DealService:
                 continue
             if result.duplicate:
                 continue  # a concurrent retry stored some of these: re-read and sort them out
-            recorded_at = result.recorded_at or now
-            appended = [
-                Recorded(event, state.version + n, new.occurred_at or recorded_at, recorded_at)
-                for n, (event, new) in enumerate(zip(decided, new_events, strict=True), 1)
-            ]
-            self.heads.put(deal_id, fold(deal_id, appended, state), result.head_hash)
+            self._appended(deal_id, state, decided, new_events, result, now)
             for index, offset in firsts:
                 outcomes[index] = Outcome("accepted", deal_id, result.positions[offset])
             return

@@ -12,12 +12,16 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import httpx
 
 from app.db import asyncpg_dsn
 from app.domain.flags import FlagRules
+from app.main import create_app
 from app.projections.flags import sweep
 from app.projections.registry import PROJECTIONS
 from app.projections.runner import ProjectionRunner, wait_for_position
+from app.settings import Settings
+from tests.keys import KEYS
 
 
 def dealledger(
@@ -96,3 +100,17 @@ async def settle(pg: asyncpg.Connection, as_of: datetime) -> None:
 async def event_counts(pg: asyncpg.Connection) -> dict[str, int]:
     rows = await pg.fetch("SELECT type, count(*) AS n FROM events GROUP BY type")
     return {r["type"]: r["n"] for r in rows}
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    database_url: str, settings: Settings, base_url: str = "http://test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of its own (lifespan, settings, caches) on this database, with the rep's key."""
+    application = create_app(settings, database_url=database_url)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=KEYS["rep"].headers
+        ) as http:
+            yield http

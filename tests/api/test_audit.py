@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MANAGER, REP, Deals, criteria_of
 from tests.keys import KEYS
+from tests.support import app_client
 
 REP_ACTOR = {"id": str(KEYS["rep"].key_id), "name": "rick.rep", "role": "rep"}
 READY = {"amount": "40000", "currency": "USD", "close_date": "2027-03-01"}
@@ -238,13 +238,8 @@ async def test_verify_reports_a_clean_chain_and_pinpoints_tampering(
 @pytest.fixture
 async def client_without_projector(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(run_projector=False, read_wait_seconds=0.2)
-    application = create_app(settings, database_url=database_url)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=REP
-        ) as http:
-            yield http
+    async with app_client(database_url, settings) as http:
+        yield http
 
 
 async def test_a_read_model_behind_min_position_answers_503_with_retry_after(

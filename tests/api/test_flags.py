@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MANAGER, REP, Deals
 from tests.keys import KEYS
+from tests.support import app_client
 
 DAY = timedelta(days=1)
 
@@ -120,13 +120,8 @@ async def quick(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         slow_critical_ratio=1000,
         flag_sweep_seconds=0.2,
     )
-    application = create_app(settings, database_url=database_url)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=REP
-        ) as http:
-            yield http
+    async with app_client(database_url, settings) as http:
+        yield http
 
 
 async def open_flags(client: httpx.AsyncClient, deal_id: str) -> dict[str, dict[str, Any]]:

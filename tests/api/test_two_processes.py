@@ -8,21 +8,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import MANAGER, REP, Deals, criteria_of
 from tests.keys import KEYS
+from tests.support import app_client
 
 
 @pytest.fixture
 async def other(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    second = create_app(Settings(run_projector=False), database_url=database_url)
-    async with second.router.lifespan_context(second):
-        transport = httpx.ASGITransport(app=second)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://other", headers=KEYS["rep"].headers
-        ) as http:
-            yield http
+    async with app_client(database_url, Settings(run_projector=False), "http://other") as http:
+        yield http
 
 
 async def test_a_stale_cache_never_changes_an_answer(

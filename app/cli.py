@@ -27,8 +27,8 @@ from app.db import asyncpg_dsn, create_engine, prepare
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
+from app.service.simulation import WorkloadResult
 from app.settings import load_settings
-from app.simulation import WorkloadResult
 
 T = TypeVar("T")
 cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
@@ -229,7 +229,7 @@ def rebuild_command(
 
 
 async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadResult, int]:
-    from app.simulation import lay_down_history
+    from app.service.simulation import lay_down_history
 
     engine = create_engine(url, pool_size=2)
     try:

@@ -14,9 +14,9 @@ import asyncpg
 
 from app.db import asyncpg_dsn
 from app.domain.errors import DomainError
-from app.events.store import encode_events
-from app.service import DealService
-from app.simulation import History, decide_step
+from app.events.hashing import encode_events
+from app.service.deals import DealService
+from app.service.simulation import History, decide_step
 
 EVENTS_PER_DEAL = 32  # a generated deal averages ~33 events over 120 days (measured)
 COLUMNS = (

@@ -26,11 +26,13 @@ from app.domain.decide import Actor
 from app.events.store import EventStore
 from app.keys import create_key
 from app.projections.registry import build_projections
-from app.service import DealService, HeadCache
+from app.service.deals import CommandContext, DealService
+from app.service.heads import HeadCache
 from bench.common import Latencies, Row, concurrently
 from bench.floor_app import INSERT
 
 REP = Actor("bench.rep", "rep")
+AS_REP = CommandContext(REP)
 FLOOR_TABLE = "CREATE TABLE IF NOT EXISTS floor_events (LIKE events INCLUDING ALL)"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +46,7 @@ def activity(now: datetime | None = None) -> c.RecordBuyerActivity:
 async def open_deals(service: DealService, count: int) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     for deal_id in ids:
-        await service.execute(deal_id, c.OpenDeal(name="Bench", owner="bench.rep"), REP)
+        await service.execute(deal_id, c.OpenDeal(name="Bench", owner="bench.rep"), AS_REP)
     return ids
 
 
@@ -56,7 +58,7 @@ async def append(url: str, writers: int, commands: int) -> Row:
     deals = await open_deals(service, writers * per_writer)
 
     async def ours(w: int, i: int) -> None:
-        await service.execute(deals[w * per_writer + i % per_writer], activity(), REP)
+        await service.execute(deals[w * per_writer + i % per_writer], activity(), AS_REP)
 
     mine = await concurrently(writers, commands, ours)
     await engine.dispose()
@@ -300,7 +302,9 @@ async def projection_lag(url: str, seconds: float, writers: int = 8) -> Row:
 
         async def writer(w: int) -> None:
             while time.perf_counter() < stop:
-                done = await service.execute(deals[w * 10 + random.randrange(10)], activity(), REP)
+                done = await service.execute(
+                    deals[w * 10 + random.randrange(10)], activity(), AS_REP
+                )
                 committed.append((done.position or 0, time.perf_counter()))
                 await asyncio.sleep(0.005)  # sustained, not saturating: ~1,000 commands/s max
 

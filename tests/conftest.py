@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from app.db import (
     APP_ROLE,
@@ -34,6 +34,7 @@ from app.events.store import EventStore
 from app.main import create_app
 from app.settings import Settings
 from tests.keys import KEYS, seed_keys
+from tests.support import served
 
 APP_PASSWORD = "dealledger-test"
 
@@ -112,15 +113,14 @@ async def pg(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def app(database_url: str) -> AsyncIterator[FastAPI]:
+async def app(database_url: str) -> AsyncIterator[ASGIApp]:
     """The application with its lifespan running against this test's database."""
-    application = create_app(Settings(), database_url=database_url)
-    async with application.router.lifespan_context(application):
+    async with served(create_app(Settings(), database_url=database_url)) as application:
         yield application
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """A client acting with the rep key unless a request sends its own Authorization."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
@@ -130,8 +130,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def anonymous(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """A client that sends no Authorization header unless told to."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches PostgreSQL is marked `db`: `pytest -m "not db"` runs the rest
+    (domain, service on the in-memory log, hashing, architecture) in seconds."""
+    for item in items:
+        if "server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)

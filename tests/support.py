@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import asyncpg_dsn
 from app.domain.flags import FlagRules
@@ -103,13 +105,25 @@ async def event_counts(pg: asyncpg.Connection) -> dict[str, int]:
 
 
 @contextlib.asynccontextmanager
+async def served(application: FastAPI) -> AsyncIterator[ASGIApp]:
+    """The app with its lifespan running, handing each request the lifespan's state the way
+    an ASGI server (uvicorn) does: a shallow copy per request."""
+    async with application.router.lifespan_context(application) as state:
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await application({**scope, "state": dict(state or {})}, receive, send)
+
+        yield serve
+
+
+@contextlib.asynccontextmanager
 async def app_client(
     database_url: str, settings: Settings, base_url: str = "http://test"
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own (lifespan, settings, caches) on this database, with the rep's key."""
     application = create_app(settings, database_url=database_url)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
+    async with served(application) as app:
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url=base_url, headers=KEYS["rep"].headers
         ) as http:

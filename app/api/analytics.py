@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
-from app.api.deps import MinPosition, ServiceDep, deal_states, projected
+from app.api.deps import MinPosition, ServiceDep, deal_states, get_services, projected
 from app.api.schemas import IsoTime
 from app.db import driver_connection
 from app.domain.pipeline import PIPELINES
@@ -92,7 +92,7 @@ def filters(
         str | None, Query(description="A band label, e.g. 10000-50000 (see /size-bands)")
     ] = None,
 ) -> Filters:
-    bounds: list[int] = request.app.state.settings.size_bands
+    bounds: list[int] = get_services(request).settings.size_bands
     if size_band is not None and size_band not in [*band_labels(bounds), "unknown"]:
         known = ", ".join([*band_labels(bounds), "unknown"])
         raise HTTPException(422, f"size_band must be one of: {known}")
@@ -106,7 +106,7 @@ READY = [Depends(projected("stage_intervals", "deals", "blockers"))]
 
 
 async def _fetch(request: Request, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async with driver_connection(request.app.state.engine) as connection:
+    async with driver_connection(get_services(request).engine) as connection:
         return list(await connection.fetch(sql, *args))
 
 
@@ -425,7 +425,7 @@ async def forecast(
     ] = None,
     min_position: MinPosition = None,
 ) -> Forecast:
-    states = await deal_states(request, service, as_of, owner=owner, status="open")
+    states = await deal_states(get_services(request), service, as_of, owner=owner, status="open")
     rows = forecast_of(states, owner)
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
@@ -470,4 +470,4 @@ async def overrides(request: Request, f: FiltersDep) -> list[OverrideCount]:
 
 @router.get("/size-bands", summary="The deal-size bands analytics group by (configurable)")
 async def size_bands(request: Request) -> list[str]:
-    return [*band_labels(request.app.state.settings.size_bands), "unknown"]
+    return [*band_labels(get_services(request).settings.size_bands), "unknown"]

@@ -11,14 +11,22 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from app.api.deps import READ, MinPosition, ServiceDep, deal_states, projected
+from app.api.deps import (
+    READ,
+    MinPosition,
+    ServiceDep,
+    StoreDep,
+    deal_states,
+    get_services,
+    projected,
+)
 from app.api.schemas import DealOut, IsoTime
 from app.db import driver_connection
 from app.domain.errors import DealNotFound, UnknownValue
+from app.domain.events import EvidenceSource, Override
 from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
 from app.domain.provenance import EvidenceAtTheTime, provenance
 from app.events.recorded import to_recorded
-from app.events.schemas import EvidenceSource, Override
 from app.projections.stage_intervals import intervals_of
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[READ])
@@ -49,7 +57,7 @@ class StageHistory(BaseModel):
 async def stage_history(
     deal_id: UUID, request: Request, min_position: MinPosition = None
 ) -> StageHistory:
-    async with driver_connection(request.app.state.engine) as connection:
+    async with driver_connection(get_services(request).engine) as connection:
         intervals = await intervals_of(connection, deal_id)
     if not intervals:
         raise DealNotFound(f"no stage history for deal {deal_id}")
@@ -196,8 +204,8 @@ class Verification(BaseModel):
 
 
 @router.get("/deals/{deal_id}/verify", summary="Recompute the deal's hash chain")
-async def verify_deal(deal_id: UUID, service: ServiceDep) -> Verification:
-    result = await service.store.verify(deal_id)
+async def verify_deal(deal_id: UUID, store: StoreDep) -> Verification:
+    result = await store.verify(deal_id)
     if result.events_checked == 0:
         raise DealNotFound(f"deal {deal_id} does not exist")
     return Verification(
@@ -236,7 +244,7 @@ async def pipeline_snapshot(
     ] = None,
     min_position: MinPosition = None,
 ) -> PipelineSnapshot:
-    states = await deal_states(request, service, as_of)
+    states = await deal_states(get_services(request), service, as_of)
     stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
     counts: dict[str, int] = defaultdict(int)
     amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))

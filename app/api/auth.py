@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.problems import problem_response
+from app.api.state import app_state
 from app.db import driver_connection
 from app.domain.decide import Actor
 from app.keys import find_key
@@ -64,7 +65,9 @@ class AuthMiddleware:
                 detail = "the Authorization header must be: Bearer <api key>"
                 challenge = f'{_REALM}, error="invalid_request"'
             else:
-                async with driver_connection(scope["app"].state.engine) as connection:
+                async with driver_connection(
+                    app_state(scope.get("state", {})).engine
+                ) as connection:
                     key = await find_key(connection, token)
                 if key is not None:
                     actor = Actor(id=str(key.key_id), role=key.role, name=key.name)

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from app.api import schemas as s
 from app.api.deps import (
     MAX_POSITION,
     READ,
-    BuyerWriter,
-    DealWriter,
-    ExpectedVersionDep,
-    IdempotencyKeyDep,
+    BuyerCommand,
+    ConnectionDep,
+    DealCommand,
+    DealOpening,
+    DealUpdate,
     MinPosition,
-    RequestIdDep,
     ServiceDep,
+    StoreDep,
     projected,
 )
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
-from app.db import driver_connection
 from app.domain import commands as c
-from app.domain.decide import Actor
 from app.domain.errors import DealNotFound
+from app.domain.identifiers import entity_id
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
-from app.service import CommandResult, DealService
+from app.service.deals import CommandResult
 
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -63,16 +62,12 @@ async def create_deal(
     body: s.CreateDeal,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealOpening,
 ) -> s.DealOut:
     command = c.OpenDeal(
         **body.model_dump(exclude={"external_ref"}), external_ref=body.external_ref
     )
-    result = await service.open(
-        command, actor, idempotency_key=idempotency_key, request_id=request_id
-    )
+    result = await service.open(command, context)
     response.headers["Location"] = f"/v1/deals/{result.state.deal_id}"
     return _deal(result, response)
 
@@ -84,7 +79,7 @@ async def create_deal(
     responses={503: {"description": "min_position not reached in time", **PROBLEM}},
 )
 async def list_deals(
-    request: Request,
+    connection: ConnectionDep,
     stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     status: Annotated[
@@ -95,15 +90,14 @@ async def list_deals(
     min_position: MinPosition = None,
 ) -> s.DealPage:
     after = decode_cursor(cursor, "p")
-    async with driver_connection(request.app.state.engine) as connection:
-        rows = await list_deals_from(
-            connection,
-            stage=stage,
-            owner=owner,
-            status=status,
-            after_position=after["p"] if after else 0,
-            limit=limit + 1,
-        )
+    rows = await list_deals_from(
+        connection,
+        stage=stage,
+        owner=owner,
+        status=status,
+        after_position=after["p"] if after else 0,
+        limit=limit + 1,
+    )
     page = rows[:limit]
     more = len(rows) > limit
     return s.DealPage(
@@ -120,7 +114,7 @@ async def list_deals(
 )
 async def get_deal(
     deal_id: UUID,
-    request: Request,
+    connection: ConnectionDep,
     response: Response,
     service: ServiceDep,
     as_of: Annotated[
@@ -135,8 +129,7 @@ async def get_deal(
     replay = as_of is not None or as_of_position is not None
     state = None
     if not replay:
-        async with driver_connection(request.app.state.engine) as connection:
-            state = await load_deal(connection, deal_id)
+        state = await load_deal(connection, deal_id)
     if state is None:
         # A replay, or a deal the read model has not reached yet: the log is the truth.
         state = await service.load(deal_id, up_to_position=as_of_position, recorded_up_to=as_of)
@@ -151,15 +144,10 @@ async def patch_deal(
     body: s.PatchDeal,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
+    context: DealUpdate,
 ) -> s.DealOut:
     command = c.ChangeDeal(**body.model_dump(exclude_unset=True))
-    result = await service.execute(
-        deal_id, command, actor, expected_version=expected_version, request_id=request_id
-    )
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.get(
@@ -167,12 +155,12 @@ async def patch_deal(
 )
 async def deal_history(
     deal_id: UUID,
-    service: ServiceDep,
+    store: StoreDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> s.HistoryPage:
     after = decode_cursor(cursor, "v")
-    events = await service.store.read_stream(deal_id)
+    events = await store.read_stream(deal_id)
     if not events:
         raise DealNotFound(f"deal {deal_id} does not exist")
     start = after["v"] if after else 0
@@ -198,39 +186,15 @@ async def deal_history(
     )
 
 
-async def _run(
-    deal_id: UUID,
-    command: c.Command,
-    service: DealService,
-    actor: Actor,
-    request_id: str,
-    expected_version: int | None,
-    idempotency_key: str | None,
-) -> CommandResult:
-    return await service.execute(
-        deal_id,
-        command,
-        actor,
-        expected_version=expected_version,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
-
-
 @router.post("/{deal_id}/evidence", status_code=201, summary="Record evidence about the buyer")
 async def record_evidence(
     deal_id: UUID,
     body: s.RecordEvidenceBody,
     response: Response,
     service: ServiceDep,
-    actor: BuyerWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: BuyerCommand,
 ) -> s.Created:
-    evidence_id = (
-        uuid.uuid5(deal_id, f"evidence:{idempotency_key}") if idempotency_key else uuid.uuid4()
-    )
+    evidence_id = entity_id(deal_id, "evidence", context.idempotency_key)
     command = c.RecordEvidence(
         evidence_id=evidence_id,
         kind=body.kind,
@@ -239,9 +203,7 @@ async def record_evidence(
         occurred_at=body.occurred_at,
         source=body.source,
     )
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
+    result = await service.execute(deal_id, command, context)
     return _created(deal_id, result, response, evidence_id=evidence_id)
 
 
@@ -252,16 +214,10 @@ async def retract_evidence(
     body: s.RetractBody,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealCommand,
 ) -> s.DealOut:
     command = c.RetractEvidence(evidence_id=evidence_id, reason=body.reason)
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.post("/{deal_id}/activities", status_code=201, summary="Record buyer activity")
@@ -270,82 +226,98 @@ async def record_activity(
     body: s.ActivityBody,
     response: Response,
     service: ServiceDep,
-    actor: BuyerWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: BuyerCommand,
 ) -> s.Created:
     command = c.RecordBuyerActivity(
         activity_type=body.type, occurred_at=body.occurred_at, details=body.details
     )
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
-    return _created(deal_id, result, response)
+    return _created(deal_id, await service.execute(deal_id, command, context), response)
 
 
-def _stage_route(path: str, summary: str, body_type: type[Any], to_command: Any) -> None:
-    """Register a stage-changing command route that answers with the deal."""
-
-    async def route(
-        deal_id: UUID,
-        body: body_type,  # type: ignore[valid-type]
-        response: Response,
-        service: ServiceDep,
-        actor: DealWriter,
-        request_id: RequestIdDep,
-        expected_version: ExpectedVersionDep,
-        idempotency_key: IdempotencyKeyDep,
-    ) -> s.DealOut:
-        result = await _run(
-            deal_id, to_command(body), service, actor, request_id, expected_version, idempotency_key
-        )
-        return _deal(result, response)
-
-    # The body model is chosen per route; annotations are strings here, so set it directly.
-    route.__annotations__["body"] = body_type
-    route.__name__ = path.strip("/").replace("-", "_").replace("/", "_")
-    router.add_api_route("/{deal_id}/" + path.strip("/"), route, methods=["POST"], summary=summary)
+@router.post(
+    "/{deal_id}/advance",
+    summary="Advance to a later stage: every exit criterion evidenced, or a manager override",
+)
+async def advance(
+    deal_id: UUID,
+    body: s.AdvanceBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    override = body.override.reason if body.override else None
+    command = c.AdvanceStage(to_stage=body.to_stage, note=body.note, override_reason=override)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
-_stage_route(
-    "advance",
-    "Advance to a later stage: every exit criterion evidenced, or a manager override",
-    s.AdvanceBody,
-    lambda b: c.AdvanceStage(
-        to_stage=b.to_stage, note=b.note, override_reason=b.override.reason if b.override else None
-    ),
+@router.post("/{deal_id}/regress", summary="Move back to an earlier stage, with the trigger")
+async def regress(
+    deal_id: UUID,
+    body: s.RegressBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    command = c.RegressStage(to_stage=body.to_stage, trigger=body.trigger, note=body.note)
+    return _deal(await service.execute(deal_id, command, context), response)
+
+
+@router.post("/{deal_id}/disqualify", summary="Disqualify the deal, with the reason")
+async def disqualify(
+    deal_id: UUID,
+    body: s.DisqualifyBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    command = c.DisqualifyDeal(reason=body.reason, note=body.note)
+    return _deal(await service.execute(deal_id, command, context), response)
+
+
+@router.post(
+    "/{deal_id}/win",
+    summary="Mark the deal won: the closing criteria evidenced, or a manager override",
 )
-_stage_route(
-    "regress",
-    "Move back to an earlier stage, with the trigger",
-    s.RegressBody,
-    lambda b: c.RegressStage(to_stage=b.to_stage, trigger=b.trigger, note=b.note),
+async def win(
+    deal_id: UUID,
+    body: s.WinBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    override = body.override.reason if body.override else None
+    command = c.WinDeal(note=body.note, override_reason=override)
+    return _deal(await service.execute(deal_id, command, context), response)
+
+
+@router.post(
+    "/{deal_id}/nurture",
+    summary="Park an open deal out of the active pipeline until a resume date",
 )
-_stage_route(
-    "disqualify",
-    "Disqualify the deal, with the reason",
-    s.DisqualifyBody,
-    lambda b: c.DisqualifyDeal(reason=b.reason, note=b.note),
+async def nurture(
+    deal_id: UUID,
+    body: s.NurtureBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    command = c.NurtureDeal(reason=body.reason, resume_on=body.resume_on)
+    return _deal(await service.execute(deal_id, command, context), response)
+
+
+@router.post(
+    "/{deal_id}/reactivate",
+    summary="Bring a nurtured deal back, to the stage it left or an earlier one",
 )
-_stage_route(
-    "win",
-    "Mark the deal won: the closing criteria evidenced, or a manager override",
-    s.WinBody,
-    lambda b: c.WinDeal(note=b.note, override_reason=b.override.reason if b.override else None),
-)
-_stage_route(
-    "nurture",
-    "Park an open deal out of the active pipeline until a resume date",
-    s.NurtureBody,
-    lambda b: c.NurtureDeal(reason=b.reason, resume_on=b.resume_on),
-)
-_stage_route(
-    "reactivate",
-    "Bring a nurtured deal back, to the stage it left or an earlier one",
-    s.ReactivateBody,
-    lambda b: c.ReactivateDeal(to_stage=b.to_stage),
-)
+async def reactivate(
+    deal_id: UUID,
+    body: s.ReactivateBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealCommand,
+) -> s.DealOut:
+    command = c.ReactivateDeal(to_stage=body.to_stage)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.post("/{deal_id}/blockers", status_code=201, summary="Raise a blocker")
@@ -354,20 +326,13 @@ async def raise_blocker(
     body: s.BlockerBody,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealCommand,
 ) -> s.Created:
-    blocker_id = (
-        uuid.uuid5(deal_id, f"blocker:{idempotency_key}") if idempotency_key else uuid.uuid4()
-    )
+    blocker_id = entity_id(deal_id, "blocker", context.idempotency_key)
     command = c.RaiseBlocker(
         blocker_id=blocker_id, category=body.category, description=body.description
     )
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
+    result = await service.execute(deal_id, command, context)
     return _created(deal_id, result, response, blocker_id=blocker_id)
 
 
@@ -378,16 +343,10 @@ async def resolve_blocker(
     body: s.ResolveBody,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealCommand,
 ) -> s.DealOut:
     command = c.ResolveBlocker(blocker_id=blocker_id, resolution=body.resolution)
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.put("/{deal_id}/next-step", summary="Set the next step and its due date")
@@ -396,35 +355,17 @@ async def set_next_step(
     body: s.NextStepBody,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
+    context: DealUpdate,
 ) -> s.DealOut:
     command = c.SetNextStep(description=body.description, due_date=body.due_date)
-    result = await _run(deal_id, command, service, actor, request_id, expected_version, None)
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.post("/{deal_id}/next-step/complete", summary="Complete the open next step")
 async def complete_next_step(
-    deal_id: UUID,
-    response: Response,
-    service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    deal_id: UUID, response: Response, service: ServiceDep, context: DealCommand
 ) -> s.DealOut:
-    result = await _run(
-        deal_id,
-        c.CompleteNextStep(),
-        service,
-        actor,
-        request_id,
-        expected_version,
-        idempotency_key,
-    )
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, c.CompleteNextStep(), context), response)
 
 
 @router.post("/{deal_id}/stakeholders", status_code=201, summary="Add a buyer stakeholder")
@@ -433,20 +374,13 @@ async def add_stakeholder(
     body: s.StakeholderBody,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealCommand,
 ) -> s.Created:
-    stakeholder_id = (
-        uuid.uuid5(deal_id, f"stakeholder:{idempotency_key}") if idempotency_key else uuid.uuid4()
-    )
+    stakeholder_id = entity_id(deal_id, "stakeholder", context.idempotency_key)
     command = c.AddStakeholder(
         stakeholder_id=stakeholder_id, name=body.name, role=body.role, title=body.title
     )
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
+    result = await service.execute(deal_id, command, context)
     return _created(deal_id, result, response, stakeholder_id=stakeholder_id)
 
 
@@ -457,13 +391,10 @@ async def change_stakeholder(
     body: s.StakeholderPatch,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
+    context: DealUpdate,
 ) -> s.DealOut:
     command = c.ChangeStakeholder(stakeholder_id=stakeholder_id, role=body.role, title=body.title)
-    result = await _run(deal_id, command, service, actor, request_id, expected_version, None)
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)
 
 
 @router.post("/{deal_id}/stakeholders/{stakeholder_id}/left", summary="A stakeholder left")
@@ -472,13 +403,7 @@ async def stakeholder_left(
     stakeholder_id: UUID,
     response: Response,
     service: ServiceDep,
-    actor: DealWriter,
-    request_id: RequestIdDep,
-    expected_version: ExpectedVersionDep,
-    idempotency_key: IdempotencyKeyDep,
+    context: DealCommand,
 ) -> s.DealOut:
     command = c.StakeholderLeaves(stakeholder_id=stakeholder_id)
-    result = await _run(
-        deal_id, command, service, actor, request_id, expected_version, idempotency_key
-    )
-    return _deal(result, response)
+    return _deal(await service.execute(deal_id, command, context), response)

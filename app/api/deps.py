@@ -1,33 +1,52 @@
-"""Request-scoped dependencies: the service, the actor, the request id, preconditions."""
+"""Request-scoped dependencies: the process's services, a connection, the service, and the
+command context (actor, request id, If-Match, Idempotency-Key) as one parameter."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.dependencies.models import Dependant
 
 from app.api.auth import require
+from app.api.state import AppState, app_state
 from app.db import driver_connection
 from app.domain.decide import Actor
 from app.domain.state import DealState
 from app.events.store import EventStore
 from app.projections.deals import list_deals
 from app.projections.runner import wait_for_position
-from app.service import DealService
+from app.service.deals import CommandContext, DealService
 
 
-def get_store(request: Request) -> EventStore:
-    store: EventStore = request.app.state.store
-    return store
+def get_services(request: Request) -> AppState:
+    return app_state(request.scope.get("state", {}))
 
 
-def get_service(request: Request, store: Annotated[EventStore, Depends(get_store)]) -> DealService:
-    return DealService(store, heads=request.app.state.heads)
+ServicesDep = Annotated[AppState, Depends(get_services)]
+
+
+async def get_connection(services: ServicesDep) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for the request's read-model queries, returned after it."""
+    async with driver_connection(services.engine) as connection:
+        yield connection
+
+
+def get_store(services: ServicesDep) -> EventStore:
+    return services.store
+
+
+def get_service(services: ServicesDep) -> DealService:
+    return DealService(services.store, heads=services.heads)
+
+
+ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]
+StoreDep = Annotated[EventStore, Depends(get_store)]
 
 
 def get_request_id(
@@ -89,13 +108,55 @@ def get_idempotency_key(
 
 
 ServiceDep = Annotated[DealService, Depends(get_service)]
-# Who may call a route: writers get the acting key as the actor; readers just pass the check.
-DealWriter = Annotated[Actor, Depends(require("deal:write"))]
-BuyerWriter = Annotated[Actor, Depends(require("buyer:write"))]
 READ = Depends(require("read"))
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ExpectedVersionDep = Annotated[int | None, Depends(get_expected_version)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
+
+
+# Who may call a route: writers get the acting key as the actor; readers just pass the check.
+DealWriter = Annotated[Actor, Depends(require("deal:write"))]
+BuyerWriter = Annotated[Actor, Depends(require("buyer:write"))]
+
+
+def deal_command(
+    actor: DealWriter,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> CommandContext:
+    return CommandContext(actor, request_id, expected_version, idempotency_key)
+
+
+def buyer_command(
+    actor: BuyerWriter,
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> CommandContext:
+    return CommandContext(actor, request_id, expected_version, idempotency_key)
+
+
+def deal_update(
+    actor: DealWriter, request_id: RequestIdDep, expected_version: ExpectedVersionDep
+) -> CommandContext:
+    """PUT and PATCH: idempotent by nature, so no Idempotency-Key."""
+    return CommandContext(actor, request_id, expected_version)
+
+
+def deal_opening(
+    actor: DealWriter, request_id: RequestIdDep, idempotency_key: IdempotencyKeyDep
+) -> CommandContext:
+    """A new deal has no version to match."""
+    return CommandContext(actor, request_id, idempotency_key=idempotency_key)
+
+
+# A command's context (actor, request id, If-Match, Idempotency-Key): the one parameter a
+# command route takes besides its body.
+DealCommand = Annotated[CommandContext, Depends(deal_command)]
+BuyerCommand = Annotated[CommandContext, Depends(buyer_command)]
+DealUpdate = Annotated[CommandContext, Depends(deal_update)]
+DealOpening = Annotated[CommandContext, Depends(deal_opening)]
 
 
 MAX_POSITION = 2**63 - 1  # bigint
@@ -112,12 +173,11 @@ MinPosition = Annotated[
 def projected(*names: str) -> Callable[..., Awaitable[None]]:
     """A dependency: with `min_position`, wait (bounded) until `names` have applied it."""
 
-    async def wait(request: Request, min_position: MinPosition = None) -> None:
+    async def wait(services: ServicesDep, min_position: MinPosition = None) -> None:
         if min_position is None:
             return
-        engine = request.app.state.engine
-        within = request.app.state.settings.read_wait_seconds
-        async with driver_connection(engine) as connection:
+        within = services.settings.read_wait_seconds
+        async with driver_connection(services.engine) as connection:
             ready = await wait_for_position(connection, min_position, names, within)
         if ready is None:
             raise HTTPException(422, f"no event at position {min_position}: use a write's position")
@@ -132,7 +192,7 @@ def projected(*names: str) -> Callable[..., Awaitable[None]]:
 
 
 async def deal_states(
-    request: Request,
+    services: AppState,
     service: DealService,
     as_of: datetime | None,
     *,
@@ -144,7 +204,7 @@ async def deal_states(
     states: list[DealState] = []
     after = 0
     if as_of is None:
-        async with driver_connection(request.app.state.engine) as connection:
+        async with driver_connection(services.engine) as connection:
             while page := await list_deals(
                 connection, stage=None, owner=owner, status=status, after_position=after, limit=1000
             ):

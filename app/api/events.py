@@ -15,17 +15,17 @@ from app.api.auth import require
 from app.api.deps import RequestIdDep, ServiceDep
 from app.api.problems import PROBLEM_JSON
 from app.domain.decide import Actor
-from app.ingest import (
+from app.domain.errors import DomainError
+from app.service.deals import Outcome
+from app.service.ingest import (
     BATCH,
     MAX_BATCH,
     STRUCTURED,
     SUPPORTED_TYPES,
     Ingestible,
-    Rejected,
     identity_of,
     parse,
 )
-from app.service import Outcome
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
 Ingester = Annotated[Actor, Depends(require("events:ingest"))]
@@ -70,22 +70,9 @@ class BatchResult(BaseModel):
     results: list[ItemResult]
 
 
-def _problem(error: Rejected | Exception) -> dict[str, Any]:
-    if isinstance(error, Rejected):
-        return error.problem()
-    slug = getattr(error, "slug", "rejected")
-    return {
-        "type": f"/problems/{slug}",
-        "title": getattr(error, "title", "Rejected"),
-        "status": getattr(error, "status", 422),
-        "detail": getattr(error, "detail", str(error)),
-        **getattr(error, "extensions", {}),
-    }
-
-
-def _result(index: int, raw: Any, outcome: Outcome | Rejected) -> ItemResult:
+def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
     source, ce_id = identity_of(raw)
-    if isinstance(outcome, Rejected):
+    if isinstance(outcome, DomainError):
         return ItemResult(
             index=index, source=source, id=ce_id, status="rejected", problem=outcome.problem()
         )
@@ -96,7 +83,7 @@ def _result(index: int, raw: Any, outcome: Outcome | Rejected) -> ItemResult:
         status=outcome.status,
         deal_id=outcome.deal_id,
         position=outcome.position,
-        problem=_problem(outcome.error) if outcome.error else None,
+        problem=outcome.error.problem() if outcome.error else None,
     )
 
 
@@ -163,16 +150,16 @@ async def post_events(
         raws = [decoded]
 
     received_at = datetime.now(UTC)
-    parsed: list[Ingestible | Rejected] = []
+    parsed: list[Ingestible | DomainError] = []
     for raw in raws:
         try:
             parsed.append(parse(raw, received_at))
-        except Rejected as refusal:
+        except DomainError as refusal:  # an invalid CloudEvent rejects that item alone
             parsed.append(refusal)
-    good = [item for item in parsed if not isinstance(item, Rejected)]
+    good = [item for item in parsed if not isinstance(item, DomainError)]
     outcomes = iter(await service.ingest(good, actor, request_id=request_id) if good else [])
     results = [
-        _result(index, raw, item if isinstance(item, Rejected) else next(outcomes))
+        _result(index, raw, item if isinstance(item, DomainError) else next(outcomes))
         for index, (raw, item) in enumerate(zip(raws, parsed, strict=True))
     ]
 

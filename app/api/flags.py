@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
-from app.api.deps import READ, MinPosition, ServiceDep, projected
+from app.api.deps import READ, MinPosition, ServiceDep, get_services, projected
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.db import driver_connection
@@ -20,7 +20,7 @@ from app.domain.flags import KINDS, FlagKind, Subject, advance, evaluate
 from app.domain.state import DealState
 from app.events.recorded import to_recorded
 from app.projections.flags import SUBJECT, subject_of
-from app.service import DealService
+from app.service.deals import DealService
 
 router = APIRouter(prefix="/v1", tags=["flags"])
 AsOf = Annotated[
@@ -88,13 +88,13 @@ async def deal_flags(
         subject = await subject_as_of(service, deal_id, as_of)
         if not subject.state.exists:
             raise DealNotFound(f"deal {deal_id} did not exist then")
-        rules = request.app.state.flag_rules
+        rules = get_services(request).flag_rules
         flags = [
             _out(deal_id, subject.state, {**vars(flag), "cleared_at": None})
             for flag in evaluate(subject, as_of, rules)
         ]
         return DealFlags(deal_id=deal_id, as_of=as_of, flags=flags)
-    async with driver_connection(request.app.state.engine) as connection:
+    async with driver_connection(get_services(request).engine) as connection:
         stored = await subject_of(connection, deal_id)
         rows = await connection.fetch(
             "SELECT kind, severity, raised_at, cleared_at, numbers::text AS numbers"
@@ -148,7 +148,7 @@ async def list_flags(
         raise HTTPException(422, "cursor is not valid: use next_cursor from a previous page")
     start = (after["t"], after["d"], KINDS[after["k"]]) if after else (-(2**53), -1, "")
     flags: list[FlagOut] = []
-    async with driver_connection(request.app.state.engine) as connection:
+    async with driver_connection(get_services(request).engine) as connection:
         if as_of is None:
             rows = await connection.fetch(
                 "SELECT f.deal_id, f.kind, f.severity, f.raised_at, f.cleared_at,"
@@ -176,7 +176,7 @@ async def list_flags(
                 del row["subject"], row["deal_id"]
                 flags.append(_out(r["deal_id"], state, row))
         else:
-            rules = request.app.state.flag_rules
+            rules = get_services(request).flag_rules
             stored = await connection.fetch(
                 "SELECT deal_id, last_recorded_at, subject::text AS subject FROM flag_subjects"
             )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.api.deps import ServicesDep
 from app.api.problems import problem_response
 from app.db import driver_connection, head_revision
 
@@ -21,10 +22,10 @@ async def healthz() -> dict[str, str]:
     summary="The database is reachable and migrated",
     responses={503: {"description": "Not ready", "content": {"application/problem+json": {}}}},
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(services: ServicesDep) -> JSONResponse:
     expected = head_revision()
     try:
-        async with driver_connection(request.app.state.engine) as connection:
+        async with driver_connection(services.engine) as connection:
             current = await connection.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
             role = await connection.fetchval("SELECT current_user")
     except Exception as exc:  # any failure to reach or query the database means not ready

@@ -13,6 +13,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
+from app.api.state import app_state
 from app.db import driver_connection
 
 _REPLAYED_HEADERS = (b"content-type", b"etag", b"location")
@@ -46,7 +47,7 @@ class IdempotencyMiddleware:
         fingerprint = hashlib.sha256(
             b"\n".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
-        engine = scope["app"].state.engine
+        engine = app_state(scope.get("state", {})).engine
         async with driver_connection(engine) as connection:
             stored = await connection.fetchrow(
                 "SELECT fingerprint, status, headers::text AS headers, body FROM idempotency_keys"

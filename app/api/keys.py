@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import keys as key_store
 from app.api.auth import require
+from app.api.deps import ConnectionDep
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
-from app.db import driver_connection
 from app.domain.decide import Actor
 from app.domain.errors import NotFound
-from app.keys import ApiKey, create_key, list_keys, revoke_key
+from app.keys import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 Admin = Annotated[Actor, Depends(require("keys"))]
@@ -59,24 +60,24 @@ class KeyPage(BaseModel):
 
 
 @router.post("", status_code=201, summary="Create an API key; the token is shown once")
-async def create(body: CreateKey, request: Request, admin: Admin) -> CreatedKey:
-    async with driver_connection(request.app.state.engine) as connection:
-        key, token = await create_key(
-            connection, role=body.role, name=body.name, created_by=admin.id
-        )
+async def create_key(body: CreateKey, connection: ConnectionDep, admin: Admin) -> CreatedKey:
+    key, token = await key_store.create_key(
+        connection, role=body.role, name=body.name, created_by=admin.id
+    )
     return CreatedKey(**KeyOut.of(key).model_dump(), token=token)
 
 
 @router.get("", summary="List API keys (never their tokens)")
-async def list_(
-    request: Request,
+async def list_keys(
+    connection: ConnectionDep,
     admin: Admin,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> KeyPage:
     after = decode_cursor(cursor, "s")
-    async with driver_connection(request.app.state.engine) as connection:
-        keys = await list_keys(connection, after_seq=after["s"] if after else 0, limit=limit + 1)
+    keys = await key_store.list_keys(
+        connection, after_seq=after["s"] if after else 0, limit=limit + 1
+    )
     page = keys[:limit]
     more = len(keys) > limit
     return KeyPage(
@@ -86,9 +87,8 @@ async def list_(
 
 
 @router.post("/{key_id}/revoke", summary="Revoke a key: it stops working at once")
-async def revoke(key_id: UUID, request: Request, admin: Admin) -> KeyOut:
-    async with driver_connection(request.app.state.engine) as connection:
-        key = await revoke_key(connection, key_id)
+async def revoke_key(key_id: UUID, connection: ConnectionDep, admin: Admin) -> KeyOut:
+    key = await key_store.revoke_key(connection, key_id)
     if key is None:
         raise NotFound(f"no API key {key_id}")
     return KeyOut.of(key)

@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.domain.errors import DomainError
-from app.events.store import InvalidEventData
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -63,17 +62,11 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return problem_response(
-        exc.status, exc.title, exc.detail, type_=f"/problems/{exc.slug}", **exc.extensions
-    )
-
-
-async def _invalid_data(request: Request, exc: Exception) -> JSONResponse:
-    return problem_response(422, "Request is not valid", str(exc), type_="/problems/validation")
+    problem = exc.problem()
+    return JSONResponse(problem, status_code=exc.status, media_type=PROBLEM_JSON)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(InvalidEventData, _invalid_data)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DomainError, _domain)

@@ -10,8 +10,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.state import DealState
-from app.events.schemas import EvidenceSource, ExternalRef
 
 _ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from app.events.schemas import EvidenceSource, ExternalRef
+from app.domain.events import EvidenceSource, ExternalRef
 
 
 @dataclass(frozen=True)

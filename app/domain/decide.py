@@ -11,16 +11,19 @@ from datetime import datetime, timedelta
 from typing import assert_never
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from app.domain import commands as c
+from app.domain import events as e
 from app.domain.errors import (
     CriteriaNotMet,
     DealAlreadyExists,
     DealClosed,
     DealNotFound,
-    DomainError,
     InvalidCommand,
     InvalidTransition,
     NotFound,
+    OverrideNotAllowed,
     UnknownValue,
 )
 from app.domain.pipeline import (
@@ -37,7 +40,6 @@ from app.domain.pipeline import (
     Stage,
 )
 from app.domain.state import DealState
-from app.events import schemas as e
 
 OVERRIDE_ROLES = ("manager", "admin")
 
@@ -55,12 +57,6 @@ class Actor:
 class Context:
     now: datetime
     actor: Actor
-
-
-class OverrideNotAllowed(DomainError):
-    status = 403
-    title = "Override not allowed"
-    slug = "override-not-allowed"
 
 
 def _one_of(field: str, value: str, allowed: Sequence[str]) -> None:
@@ -299,7 +295,19 @@ def decide(state: DealState, command: c.Command, ctx: Context) -> list[e.DomainE
     """The events `command` produces on `state`; raises a DomainError to refuse it.
 
     An empty list means the command changes nothing (e.g. a PATCH with the same values).
+    A command whose values no event can hold (a validation error) is an InvalidCommand.
     """
+    try:
+        return _decide(state, command, ctx)
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise InvalidCommand(f"{type(command).__name__}: {where}") from None
+
+
+def _decide(state: DealState, command: c.Command, ctx: Context) -> list[e.DomainEvent]:
     if isinstance(command, c.OpenDeal):
         return _open(state, command, ctx)
     if not state.exists:

@@ -1,4 +1,8 @@
-"""One error tree: each error carries what a client needs; one handler maps it to HTTP."""
+"""One error tree: every error a client can cause, with its HTTP status and problem type.
+
+Each error carries what a client needs; one handler (app.api.problems) maps any of them to
+an RFC 9457 problem+json response, so routes contain no try/except ladders.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,16 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem document a client gets for this error."""
+        return {
+            "type": f"/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
 
 
 class DealNotFound(DomainError):
@@ -80,6 +94,41 @@ class UnknownValue(DomainError):
         )
 
 
+class OverrideNotAllowed(DomainError):
+    status = 403
+    title = "Override not allowed"
+    slug = "override-not-allowed"
+
+
 class InvalidCommand(DomainError):
     title = "Command is not valid"
     slug = "invalid-command"
+
+
+class PreconditionFailed(DomainError):
+    status = 412
+    title = "Precondition failed"
+    slug = "precondition-failed"
+
+
+class ConcurrentModification(DomainError):
+    status = 409
+    title = "Concurrent modification"
+    slug = "concurrent-modification"
+
+
+class InvalidCloudEvent(DomainError):
+    title = "Invalid CloudEvent"
+    slug = "invalid-cloudevent"
+
+
+class UnknownEventType(DomainError):
+    title = "Unknown event type"
+    slug = "unknown-event-type"
+
+
+class InvalidEventData(DomainError):
+    """Event content PostgreSQL cannot store as given (e.g. NUL in text)."""
+
+    title = "Request is not valid"
+    slug = "validation"

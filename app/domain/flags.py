@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
 
+from app.domain import events as e
 from app.domain.pipeline import ACTIVE, NURTURE
 from app.domain.state import DealState, Recorded, evolve
-from app.events import schemas as e
 
 DAY = timedelta(days=1)
 FlagKind = Literal[

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from app.domain import events as e
 from app.domain.state import DealState, Evidence, Recorded, evolve
-from app.events import schemas as e
 
 
 @dataclass(frozen=True)

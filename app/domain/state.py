@@ -8,8 +8,7 @@ from decimal import Decimal
 from typing import Any, TypeVar, assert_never
 from uuid import UUID
 
-from app.domain.pipeline import ACTIVE, DISQUALIFIED, NURTURE, PIPELINES, WON, Pipeline
-from app.events.schemas import (
+from app.domain.events import (
     AmountChanged,
     BlockerRaised,
     BlockerResolved,
@@ -33,6 +32,7 @@ from app.events.schemas import (
     StakeholderChanged,
     StakeholderLeft,
 )
+from app.domain.pipeline import ACTIVE, DISQUALIFIED, NURTURE, PIPELINES, WON, Pipeline
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import rfc8785
+
+from app.domain.errors import InvalidEventData
+from app.events.log import NewEvent, RecordedEvent
 
 _SAFE_INTEGER = 2**53 - 1
 
@@ -141,3 +145,74 @@ def chain_hash(prev_hash: bytes | None, canonical: bytes) -> bytes:
     digest.update(prev_hash or b"")
     digest.update(canonical)
     return digest.digest()
+
+
+def json_text(value: Any) -> str:
+    """The JSON text stored for `value` (as the store sends it to PostgreSQL)."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if "\\u0000" in text:
+        raise InvalidEventData("event data cannot contain the NUL character (\\u0000)")
+    return text
+
+
+def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:
+    """The hash this event must carry, recomputed from its content as stored."""
+    canonical = canonical_bytes(
+        stream_id=event.stream_id,
+        version=event.version,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+    )
+    return chain_hash(prev_hash, canonical)
+
+
+def encode_events(
+    stream_id: UUID,
+    current_version: int,
+    prev_hash: bytes | None,
+    events: Sequence[NewEvent],
+    recorded_at: datetime,
+) -> list[tuple[Any, ...]]:
+    """The rows to insert after `current_version`, hash-chained from `prev_hash`: (version,
+    event_id, type, schema_version, data text, metadata text, occurred_at, prev_hash, hash)."""
+    rows: list[tuple[Any, ...]] = []
+    for offset, event in enumerate(events, start=1):
+        version = current_version + offset
+        occurred_at = event.occurred_at or recorded_at
+        data_text = json_text(event.data)
+        metadata_text = json_text(event.metadata)
+        # Hash what will read back: the JSON as parsed, at microsecond precision.
+        digest = chain_hash(
+            prev_hash,
+            canonical_bytes(
+                stream_id=stream_id,
+                version=version,
+                event_id=event.event_id,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=json.loads(data_text),
+                metadata=json.loads(metadata_text),
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+            ),
+        )
+        rows.append(
+            (
+                version,
+                event.event_id,
+                event.type,
+                event.schema_version,
+                data_text,
+                metadata_text,
+                occurred_at,
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
+    return rows

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from app.domain.events import parse_event
 from app.domain.state import Recorded
-from app.events.schemas import parse_event
-from app.events.store import RecordedEvent
+from app.events.log import RecordedEvent
 
 
 def to_recorded(event: RecordedEvent) -> Recorded:

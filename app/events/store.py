@@ -10,84 +10,27 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection
-from app.events.hashing import canonical_bytes, canonical_parts, chain_hash
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event to append; `occurred_at` defaults to the time it is recorded."""
-
-    type: str
-    data: dict[str, Any]
-    event_id: UUID = field(default_factory=uuid4)
-    schema_version: int = 1
-    metadata: dict[str, Any] = field(default_factory=dict)
-    occurred_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RecordedEvent:
-    position: int
-    stream_id: UUID
-    version: int
-    event_id: UUID
-    type: str
-    schema_version: int
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    occurred_at: datetime
-    recorded_at: datetime
-    transaction_id: int
-    prev_hash: bytes | None
-    hash: bytes
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    stream_id: UUID
-    stream_version: int
-    positions: list[int]
-    duplicate: bool = False
-    recorded_at: datetime | None = None
-    head_hash: bytes | None = None
-    """The hash of the stream's new last event (unset for a duplicate)."""
-
-    @property
-    def last_position(self) -> int:
-        return max(self.positions)
-
-
-@dataclass(frozen=True, order=True)
-class Checkpoint:
-    """Where a gap-safe reader stands: the (transaction id, position) of its last event."""
-
-    transaction_id: int = 0
-    position: int = 0
-
-
-class InvalidEventData(ValueError):
-    """Event content PostgreSQL cannot store as given (e.g. NUL in text)."""
-
-
-class VersionConflict(Exception):
-    """The stream moved on since the caller read it: re-read and decide again."""
-
-    def __init__(self, stream_id: UUID, expected_version: int | None, actual_version: int) -> None:
-        super().__init__(
-            f"stream {stream_id} is at version {actual_version}, expected {expected_version}"
-        )
-        self.stream_id = stream_id
-        self.expected_version = expected_version
-        self.actual_version = actual_version
+from app.events.hashing import (
+    canonical_parts,
+    encode_events,
+    expected_hash,
+    json_text,
+)
+from app.events.log import (
+    AppendResult,
+    Checkpoint,
+    NewEvent,
+    RecordedEvent,
+    VersionConflict,
+)
 
 
 @dataclass(frozen=True)
@@ -147,13 +90,6 @@ RETURNING position, recorded_at, hash
 """
 
 
-def _json_text(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    if "\\u0000" in text:
-        raise InvalidEventData("event data cannot contain the NUL character (\\u0000)")
-    return text
-
-
 def record_of(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
@@ -170,69 +106,6 @@ def record_of(row: asyncpg.Record) -> RecordedEvent:
         prev_hash=row["prev_hash"],
         hash=row["hash"],
     )
-
-
-def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:
-    """The hash this event must carry, recomputed from its content as stored."""
-    canonical = canonical_bytes(
-        stream_id=event.stream_id,
-        version=event.version,
-        event_id=event.event_id,
-        type=event.type,
-        schema_version=event.schema_version,
-        data=event.data,
-        metadata=event.metadata,
-        occurred_at=event.occurred_at,
-        recorded_at=event.recorded_at,
-    )
-    return chain_hash(prev_hash, canonical)
-
-
-def encode_events(
-    stream_id: UUID,
-    current_version: int,
-    prev_hash: bytes | None,
-    events: Sequence[NewEvent],
-    recorded_at: datetime,
-) -> list[tuple[Any, ...]]:
-    """The rows to insert after `current_version`, hash-chained from `prev_hash`: (version,
-    event_id, type, schema_version, data text, metadata text, occurred_at, prev_hash, hash)."""
-    rows: list[tuple[Any, ...]] = []
-    for offset, event in enumerate(events, start=1):
-        version = current_version + offset
-        occurred_at = event.occurred_at or recorded_at
-        data_text = _json_text(event.data)
-        metadata_text = _json_text(event.metadata)
-        # Hash what will read back: the JSON as parsed, at microsecond precision.
-        digest = chain_hash(
-            prev_hash,
-            canonical_bytes(
-                stream_id=stream_id,
-                version=version,
-                event_id=event.event_id,
-                type=event.type,
-                schema_version=event.schema_version,
-                data=json.loads(data_text),
-                metadata=json.loads(metadata_text),
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-            ),
-        )
-        rows.append(
-            (
-                version,
-                event.event_id,
-                event.type,
-                event.schema_version,
-                data_text,
-                metadata_text,
-                occurred_at,
-                prev_hash,
-                digest,
-            )
-        )
-        prev_hash = digest
-    return rows
 
 
 class EventStore:
@@ -338,8 +211,8 @@ class EventStore:
     async def _append_one(
         self, stream_id: UUID, version: int, head_hash: bytes | None, event: NewEvent
     ) -> AppendResult:
-        data_text = _json_text(event.data)
-        metadata_text = _json_text(event.metadata)
+        data_text = json_text(event.data)
+        metadata_text = json_text(event.metadata)
         parts = canonical_parts(
             stream_id=stream_id,
             version=version + 1,

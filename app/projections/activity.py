@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from app.events import schemas as e
+from app.domain import events as e
 from app.projections.runner import Envelope
 
 

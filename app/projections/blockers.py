@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from app.events import schemas as e
+from app.domain import events as e
 from app.projections.runner import Envelope
 
 _UPSERT = """

@@ -21,8 +21,9 @@ from uuid import UUID
 import asyncpg
 
 from app.domain.state import Recorded
+from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
-from app.events.store import Checkpoint, RecordedEvent, read_all_on, record_of
+from app.events.store import read_all_on, record_of
 
 log = logging.getLogger("dealledger.projections")
 

@@ -14,9 +14,9 @@ from uuid import UUID
 
 import asyncpg
 
+from app.domain import events as e
 from app.domain.pipeline import NURTURE
 from app.domain.state import Recorded
-from app.events import schemas as e
 from app.projections.runner import Envelope
 
 

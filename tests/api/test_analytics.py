@@ -17,8 +17,8 @@ import pytest
 
 from app.domain.pipeline import DEFAULT_PIPELINE
 from app.events.store import EventStore
-from app.service import DealService
-from app.simulation import run_workload
+from app.service.deals import DealService
+from app.service.simulation import run_workload
 from tests.api.conftest import MANAGER, Deals
 
 DAY = 86_400.0

@@ -14,6 +14,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from tests.keys import KEYS
+from tests.support import served
 
 SPEC = json.loads((Path(__file__).parents[2] / "openapi" / "openapi.json").read_text())
 READERS = {"rep", "manager", "auditor", "admin"}
@@ -219,8 +220,8 @@ async def test_events_record_the_acting_key(client: httpx.AsyncClient) -> None:
 
 async def test_dev_mode_lets_anonymous_requests_act_as_admin(database_url: str) -> None:
     application = create_app(Settings(dev_mode=True), database_url=database_url)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
+    async with served(application) as app:
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             assert (await http.get("/v1/keys")).status_code == 200
             # A key, when sent, still counts: its role, not admin.

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.db  # the benchmark starts an embedded PostgreSQL of its own
 def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> None:
     out = tmp_path / "results.md"
     done = subprocess.run(

@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from app.db import asyncpg_dsn, with_database
-from app.events.store import EventStore, NewEvent
+from app.events.log import NewEvent
+from app.events.store import EventStore
 from app.projections.registry import PROJECTIONS
-from app.service import DealService
-from app.simulation import run_workload
+from app.service.deals import DealService
+from app.service.simulation import run_workload
 from tests.support import caught_up, dealledger, environment, following
 
 
@@ -38,6 +39,7 @@ async def test_migrate_uses_database_url_when_set(server_url: str) -> None:
         await admin.close()
 
 
+@pytest.mark.db  # starts an embedded PostgreSQL of its own
 def test_migrate_starts_embedded_postgres_when_database_url_is_unset(tmp_path: Path) -> None:
     result = dealledger("migrate", env=environment(DEALLEDGER_DATA_DIR=str(tmp_path)))
     assert result.returncode == 0, result.stderr
@@ -52,6 +54,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.db  # starts an embedded PostgreSQL of its own
 def test_serve_on_a_fresh_embedded_database_becomes_ready(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(

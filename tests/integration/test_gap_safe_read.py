@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from app.db import asyncpg_dsn
-from app.events.store import READ_ALL_SQL, Checkpoint, EventStore, checkpoint_of
+from app.events.log import Checkpoint
+from app.events.store import READ_ALL_SQL, EventStore, checkpoint_of
 
 TOTAL_EVENTS = 5_000
 WRITERS = 8

@@ -15,8 +15,8 @@ from app.db import asyncpg_dsn
 from app.events.store import EventStore
 from app.projections.registry import PROJECTIONS
 from app.projections.runner import rebuild, rebuild_together
-from app.service import DealService
-from app.simulation import run_workload
+from app.service.deals import DealService
+from app.service.simulation import run_workload
 from tests.support import (
     caught_up,
     environment,

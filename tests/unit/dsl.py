@@ -11,8 +11,8 @@ import pytest
 from app.domain.commands import Command
 from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DomainError
+from app.domain.events import DomainEvent
 from app.domain.state import DealState, Recorded, fold
-from app.events.schemas import DomainEvent
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 REP = Actor(id="rick", role="rep")

@@ -6,17 +6,17 @@ import uuid
 from datetime import date
 
 from app.domain import commands as c
-from app.domain.decide import OverrideNotAllowed
+from app.domain import events as e
 from app.domain.errors import (
     CriteriaNotMet,
     DealAlreadyExists,
     DealClosed,
     DealNotFound,
     InvalidTransition,
+    OverrideNotAllowed,
     UnknownValue,
 )
 from app.domain.pipeline import DEFAULT_PIPELINE
-from app.events import schemas as e
 from tests.unit.dsl import MANAGER, NOW, given
 
 OPENED = e.DealOpened(

@@ -9,8 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.domain import commands as c
+from app.domain import events as e
 from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DomainError
+from app.domain.events import event_data, parse_event
 from app.domain.pipeline import (
     BLOCKER_CATEGORIES,
     DEFAULT_PIPELINE,
@@ -19,8 +21,6 @@ from app.domain.pipeline import (
     STAKEHOLDER_ROLES,
 )
 from app.domain.state import DealState, Recorded, evolve, fold
-from app.events import schemas as e
-from app.events.schemas import event_data, parse_event
 from tests.unit.dsl import NOW
 
 STAGES = DEFAULT_PIPELINE.stage_keys

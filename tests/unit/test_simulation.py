@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from app.domain.errors import DomainError
 from app.domain.pipeline import DEFAULT_PIPELINE
 from app.domain.state import DealState
-from app.simulation import History, decide_step
+from app.service.simulation import History, decide_step
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -1,21 +1,29 @@
 """Domain events: frozen, versioned data. Stored by `type` name, never by import path.
 
-The store keeps `type` in its own column and the rest of the model as `data`.
+The store keeps `type` and `schema_version` in columns of their own and the rest of the
+model as `data`. Stored bytes are never rewritten (hashes cover them): an event read back at
+an older schema version is upgraded step by step by its upcasters before validation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    schema_version: int = 1
+    SCHEMA_VERSION: ClassVar[int] = 1
+    """The version new events of this class are stored at; raise it with an upcaster."""
+
+    @property
+    def schema_version(self) -> int:
+        return self.SCHEMA_VERSION
 
 
 class ExternalRef(BaseModel):
@@ -213,14 +221,54 @@ DomainEvent = Annotated[
     Field(discriminator="type"),
 ]
 
-_ADAPTER: TypeAdapter[DomainEvent] = TypeAdapter(DomainEvent)
+# type name -> the class that reads it now (a new schema version replaces the entry).
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["type"].default: cls for cls in get_args(get_args(DomainEvent)[0])
+}
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (type name, version n) -> turns the data of version n into the data of version n + 1.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UnknownSchemaVersion(ValueError):
+    """A stored event this code cannot read: no upcaster, or newer than the code."""
+
+
+def upcaster(type_: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register the step that upgrades `type_`'s data from `from_version` to the next."""
+
+    def register(step: Upcaster) -> Upcaster:
+        UPCASTERS[(type_, from_version)] = step
+        return step
+
+    return register
 
 
 def event_data(event: Event) -> dict[str, Any]:
-    """The JSON stored as `data`: all but type and schema version, which have columns."""
-    return event.model_dump(mode="json", exclude={"type", "schema_version"})
+    """The JSON stored as `data`: all but type, which has a column (so has the version)."""
+    return event.model_dump(mode="json", exclude={"type"})
+
+
+def upcast(type_: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` as stored at `schema_version`, upgraded step by step to the current version."""
+    current = EVENT_TYPES[type_].SCHEMA_VERSION
+    if schema_version > current:
+        raise UnknownSchemaVersion(
+            f"{type_} v{schema_version} is newer than this code (v{current}): upgrade it"
+        )
+    for version in range(schema_version, current):
+        step = UPCASTERS.get((type_, version))
+        if step is None:
+            raise UnknownSchemaVersion(f"no upcaster from {type_} v{version} to v{version + 1}")
+        data = step(dict(data))
+    return data
 
 
 def parse_event(type_: str, schema_version: int, data: dict[str, Any]) -> DomainEvent:
-    """Rebuild an event from its stored columns; upcasters of old versions would go here."""
-    return _ADAPTER.validate_python({**data, "type": type_, "schema_version": schema_version})
+    """Rebuild an event from its stored columns, upcast to the current schema version."""
+    cls = EVENT_TYPES.get(type_)
+    if cls is None:
+        raise UnknownSchemaVersion(f"unknown event type {type_!r}")
+    event = cls.model_validate({**upcast(type_, schema_version, data), "type": type_})
+    return event  # type: ignore[return-value]  # every class in EVENT_TYPES is in DomainEvent

@@ -2,47 +2,40 @@
 
 from __future__ import annotations
 
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from app.domain.commands import Command, OpenDeal
 from app.domain.decide import Actor, Context, decide
-from app.domain.errors import DealNotFound, DomainError
+from app.domain.errors import ConcurrentModification, DealNotFound, DomainError, PreconditionFailed
+from app.domain.events import DomainEvent, event_data
+from app.domain.identifiers import (
+    command_event_id,
+    deal_id_for_external_ref,
+    follow_on_event_id,
+    new_deal_id,
+)
 from app.domain.state import DealState, Recorded, fold
+from app.events.log import AppendResult, EventLog, NewEvent, RecordedEvent, VersionConflict
 from app.events.recorded import to_recorded
-from app.events.schemas import DomainEvent, event_data
-from app.events.store import AppendResult, EventStore, NewEvent, RecordedEvent, VersionConflict
+from app.service.heads import HeadCache
+from app.service.ingest import Ingestible
 
-if TYPE_CHECKING:
-    from app.ingest import Ingestible
-
-# Event ids derived from an Idempotency-Key make a retried command a no-op in the store
-# itself, even if the process died before it could remember the response.
-_IDEMPOTENT_IDS = uuid.UUID("6f1c1d4e-2a4b-4f57-9a51-0d2f3c4b5a69")
-_EXTERNAL_REF_IDS = uuid.UUID("0b6f6a52-5d8e-4b7e-8f3e-5b1c2a9d7e41")
 MAX_ATTEMPTS = 5
 
 
-class PreconditionFailed(DomainError):
-    status = 412
-    title = "Precondition failed"
-    slug = "precondition-failed"
+@dataclass(frozen=True)
+class CommandContext:
+    """Who sends a command and how: what travels with every command besides its content."""
 
-
-class ConcurrentModification(DomainError):
-    status = 409
-    title = "Concurrent modification"
-    slug = "concurrent-modification"
-
-
-def deal_id_for_external_ref(source: str, external_id: str) -> UUID:
-    """Deals opened with an external reference get an id derived from it: one deal per ref."""
-    return uuid.uuid5(_EXTERNAL_REF_IDS, f"{source}\x00{external_id}")
+    actor: Actor
+    request_id: str | None = None
+    expected_version: int | None = None
+    """If-Match: decide only on this version of the deal, else PreconditionFailed."""
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,44 +57,10 @@ class Outcome:
     error: DomainError | None = None
 
 
-class HeadCache:
-    """Each recently commanded deal's state and last hash, at the version they hold (LRU).
-
-    A command decides on the cached state and appends right after its version; if another
-    process moved the deal meanwhile, the (stream, version) key refuses the insert and the
-    deal is read again. A refusal or no-op decided on a cached state is checked on a fresh
-    read too, so a stale cache can cost a retry but never change an answer.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._heads: OrderedDict[UUID, tuple[DealState, bytes | None]] = OrderedDict()
-
-    def get(self, deal_id: UUID) -> tuple[DealState, bytes | None] | None:
-        head = self._heads.get(deal_id)
-        if head is not None:
-            self._heads.move_to_end(deal_id)
-        return head
-
-    def put(self, deal_id: UUID, state: DealState, head_hash: bytes | None) -> None:
-        if not state.exists:
-            return  # "no such deal" is always asked of the log: another process may open it
-        current = self._heads.get(deal_id)
-        if current is not None and current[0].version > state.version:
-            return  # a concurrent command already cached a later version
-        self._heads[deal_id] = (state, head_hash)
-        self._heads.move_to_end(deal_id)
-        while len(self._heads) > self.size:
-            self._heads.popitem(last=False)
-
-    def forget(self, deal_id: UUID) -> None:
-        self._heads.pop(deal_id, None)
-
-
 class DealService:
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         clock: Callable[[], datetime] | None = None,
         heads: HeadCache | None = None,
     ) -> None:
@@ -154,19 +113,13 @@ class DealService:
         return fold(deal_id, [to_recorded(event) for event in events])
 
     async def execute(
-        self,
-        deal_id: UUID,
-        command: Command,
-        actor: Actor,
-        *,
-        expected_version: int | None = None,
-        idempotency_key: str | None = None,
-        request_id: str | None = None,
+        self, deal_id: UUID, command: Command, context: CommandContext
     ) -> CommandResult:
         """Decide and append; a lost race is re-decided on the new state a few times.
 
-        With `expected_version` (If-Match) there is no re-deciding: a mismatch is 412.
+        With `context.expected_version` (If-Match) there is no re-deciding: a mismatch is 412.
         """
+        actor, expected_version = context.actor, context.expected_version
         fresh = False  # after a conflict or a doubt about the cached head: read the log
         for _ in range(MAX_ATTEMPTS):
             cached = None if fresh else self.heads.get(deal_id)
@@ -192,7 +145,9 @@ class DealService:
                 if cached is not None:
                     continue
                 return CommandResult(state, None, 0)
-            new_events = self.to_new_events(deal_id, events, actor, idempotency_key, request_id)
+            new_events = self.to_new_events(
+                deal_id, events, actor, context.idempotency_key, context.request_id
+            )
             try:
                 result = await self.store.append_at_head(
                     deal_id,
@@ -218,28 +173,12 @@ class DealService:
             f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
         )
 
-    async def open(
-        self,
-        command: OpenDeal,
-        actor: Actor,
-        *,
-        idempotency_key: str | None = None,
-        request_id: str | None = None,
-    ) -> CommandResult:
+    async def open(self, command: OpenDeal, context: CommandContext) -> CommandResult:
         if command.external_ref is not None:
             deal_id = deal_id_for_external_ref(command.external_ref.source, command.external_ref.id)
-        elif idempotency_key is not None:
-            deal_id = uuid.uuid5(_IDEMPOTENT_IDS, f"deal:{actor.id}:{idempotency_key}")
         else:
-            deal_id = uuid.uuid4()
-        return await self.execute(
-            deal_id,
-            command,
-            actor,
-            expected_version=None,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-        )
+            deal_id = new_deal_id(context.actor.id, context.idempotency_key)
+        return await self.execute(deal_id, command, replace(context, expected_version=None))
 
     async def ingest(
         self, items: list[Ingestible], actor: Actor, *, request_id: str | None = None
@@ -333,7 +272,7 @@ class DealService:
                             data=event_data(event),
                             event_id=item.event_id
                             if offset == 0
-                            else uuid.uuid5(item.event_id, str(offset)),
+                            else follow_on_event_id(item.event_id, offset),
                             schema_version=event.schema_version,
                             metadata=metadata,
                             occurred_at=occurred_at,
@@ -369,12 +308,6 @@ class DealService:
             if outcomes[index] is None:
                 outcomes[index] = Outcome("rejected", deal_id, error=busy)
 
-    @staticmethod
-    def _event_id(idempotency_key: str | None, deal_id: UUID, index: int) -> UUID:
-        if idempotency_key is None:
-            return uuid.uuid4()
-        return uuid.uuid5(_IDEMPOTENT_IDS, f"{deal_id}:{idempotency_key}:{index}")
-
     @classmethod
     def to_new_events(
         cls,
@@ -389,7 +322,7 @@ class DealService:
             NewEvent(
                 type=event.type,
                 data=event_data(event),
-                event_id=cls._event_id(idempotency_key, deal_id, index),
+                event_id=command_event_id(deal_id, idempotency_key, index),
                 schema_version=event.schema_version,
                 metadata=cls._metadata(actor, request_id, idempotency_key),
                 occurred_at=getattr(event, "occurred_at", None),

@@ -7,7 +7,6 @@ from it: the same CloudEvent posted again, now or a month later, maps to the sam
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,9 +18,14 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from app.domain import commands as c
+from app.domain.errors import InvalidCloudEvent, UnknownEventType
+from app.domain.events import EvidenceSource, ExternalRef
+from app.domain.identifiers import (
+    cloudevent_event_id,
+    cloudevent_evidence_id,
+    deal_id_for_external_ref,
+)
 from app.domain.pipeline import ACTIVITY_TYPES
-from app.events.schemas import EvidenceSource, ExternalRef
-from app.service import deal_id_for_external_ref
 
 ACTIVITY_PREFIX = "com.dealledger.activity."
 EVIDENCE_TYPE = "com.dealledger.evidence.recorded"
@@ -29,29 +33,8 @@ SUPPORTED_TYPES = (*(ACTIVITY_PREFIX + kind for kind in ACTIVITY_TYPES), EVIDENC
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 MAX_BATCH = 1000
-_CLOUDEVENT_IDS = uuid.UUID("3d7e1f0c-8a51-4c3e-9b8e-2f6a4d1c7b90")
 _FORMAT = JSONFormat()
 Short = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class Rejected(Exception):
-    """One CloudEvent that cannot be taken, and why (an RFC 9457 problem)."""
-
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.title, self.detail = status, slug, title, detail
-
-    def problem(self) -> dict[str, Any]:
-        return {
-            "type": f"/problems/{self.slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-
-
-def _invalid(detail: str) -> Rejected:
-    return Rejected(422, "invalid-cloudevent", "Invalid CloudEvent", detail)
 
 
 class _Data(BaseModel):
@@ -103,10 +86,6 @@ class Ingestible:
     event_id: UUID
 
 
-def event_id_for(source: str, ce_id: str) -> UUID:
-    return uuid.uuid5(_CLOUDEVENT_IDS, f"{source}\x00{ce_id}")
-
-
 def identity_of(raw: Any) -> tuple[str | None, str | None]:
     """(source, id) of a raw item as far as it has them, for results about bad items."""
     if not isinstance(raw, dict):
@@ -119,41 +98,45 @@ def identity_of(raw: Any) -> tuple[str | None, str | None]:
 
 
 def parse(raw: Any, received_at: datetime) -> Ingestible:
-    """One structured-mode CloudEvent (already JSON-decoded) -> what to do, or Rejected."""
+    """One structured-mode CloudEvent (already JSON-decoded) -> what to do, or InvalidCloudEvent."""
     if not isinstance(raw, dict):
-        raise _invalid("a CloudEvent must be a JSON object")
+        raise InvalidCloudEvent("a CloudEvent must be a JSON object")
     missing = [name for name in ("specversion", "id", "source", "type") if name not in raw]
     if missing:
         # Checked first: the SDK would invent an id, which would defeat deduplication.
-        raise _invalid(f"missing required attributes: {', '.join(missing)}")
+        raise InvalidCloudEvent(f"missing required attributes: {', '.join(missing)}")
     if raw["specversion"] != "1.0":
-        raise _invalid(f"specversion must be 1.0, not {raw['specversion']!r}")
+        raise InvalidCloudEvent(f"specversion must be 1.0, not {raw['specversion']!r}")
     if "data_base64" in raw:
-        raise _invalid("data must be JSON (data_base64 is not accepted)")
+        raise InvalidCloudEvent("data must be JSON (data_base64 is not accepted)")
     text = json.dumps(raw)
     if "\\u0000" in text:
-        raise _invalid("text must not contain NUL characters (PostgreSQL cannot store them)")
+        raise InvalidCloudEvent(
+            "text must not contain NUL characters (PostgreSQL cannot store them)"
+        )
     try:
         event = _FORMAT.read(CloudEvent, text)
     except (BaseCloudEventException, ValueError, TypeError, OverflowError) as exc:
-        raise _invalid(f"not a valid CloudEvent: {exc}") from None
+        raise InvalidCloudEvent(f"not a valid CloudEvent: {exc}") from None
     source, ce_id, ce_type = event.get_source(), event.get_id(), event.get_type()
     if not ce_id or not source:
-        raise _invalid("id and source must not be empty")
+        raise InvalidCloudEvent("id and source must not be empty")
     if len(ce_id) > 500 or len(source) > 500:
-        raise _invalid("id and source must be at most 500 characters")
+        raise InvalidCloudEvent("id and source must be at most 500 characters")
     time = event.get_time() if "time" in raw else None
     if time is not None and time.tzinfo is None:
-        raise _invalid("time must carry a UTC offset (RFC 3339)")
+        raise InvalidCloudEvent("time must carry a UTC offset (RFC 3339)")
     subject = event.get_subject()
     envelope = Envelope(source, ce_id, ce_type, time, subject)
     data = event.get_data()
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _invalid("data must be a JSON object")
+        raise InvalidCloudEvent("data must be a JSON object")
     command, deal_ref = _command(ce_type, data, time or received_at, source, ce_id)
-    return Ingestible(envelope, _deal_of(subject, deal_ref), command, event_id_for(source, ce_id))
+    return Ingestible(
+        envelope, _deal_of(subject, deal_ref), command, cloudevent_event_id(source, ce_id)
+    )
 
 
 def _command(
@@ -164,7 +147,7 @@ def _command(
             evidence = EvidenceData.model_validate(data)
             return (
                 c.RecordEvidence(
-                    evidence_id=uuid.uuid5(_CLOUDEVENT_IDS, f"evidence\x00{source}\x00{ce_id}"),
+                    evidence_id=cloudevent_evidence_id(source, ce_id),
                     kind=evidence.kind,
                     criteria=tuple(evidence.criteria),
                     summary=evidence.summary,
@@ -188,12 +171,9 @@ def _command(
         where = "; ".join(
             f"data.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise _invalid(where) from None
-    raise Rejected(
-        422,
-        "unknown-event-type",
-        "Unknown event type",
-        f"type {ce_type!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}",
+        raise InvalidCloudEvent(where) from None
+    raise UnknownEventType(
+        f"type {ce_type!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
     )
 
 
@@ -202,7 +182,9 @@ def _deal_of(subject: str | None, deal_ref: ExternalRef | None) -> UUID:
         try:
             return UUID(subject)
         except ValueError:
-            raise _invalid(f"subject must be a deal id (a UUID), not {subject!r}") from None
+            raise InvalidCloudEvent(
+                f"subject must be a deal id (a UUID), not {subject!r}"
+            ) from None
     if deal_ref is not None:
         return deal_id_for_external_ref(deal_ref.source, deal_ref.id)
-    raise _invalid("name the deal: subject (a deal id) or data.deal_ref {source, id}")
+    raise InvalidCloudEvent("name the deal: subject (a deal id) or data.deal_ref {source, id}")

@@ -19,6 +19,7 @@ from uuid import UUID
 from app.domain import commands as c
 from app.domain.decide import Actor, Context, decide
 from app.domain.errors import DomainError
+from app.domain.events import DomainEvent, EvidenceSource
 from app.domain.pipeline import (
     ACTIVITY_TYPES,
     BLOCKER_CATEGORIES,
@@ -29,9 +30,9 @@ from app.domain.pipeline import (
     STAKEHOLDER_ROLES,
 )
 from app.domain.state import DealState, Recorded, fold
-from app.events.schemas import DomainEvent, EvidenceSource
 from app.events.store import EventStore
-from app.service import DealService, HeadCache
+from app.service.deals import CommandContext, DealService
+from app.service.heads import HeadCache
 
 OWNERS = ("ann.rep", "bob.rep", "cho.rep", "dev.rep", "eve.rep")
 MANAGER = Actor("maria.manager", "manager")
@@ -223,7 +224,7 @@ async def run_workload(
     for index in range(deals):
         deal_id = uuid.UUID(int=rng.getrandbits(128), version=4)
         opened = await service.execute(
-            deal_id, open_command(rng, index, today), Actor("crm", "rep")
+            deal_id, open_command(rng, index, today), CommandContext(Actor("crm", "rep"))
         )
         states[deal_id] = opened.state
         result.deals.append(deal_id)
@@ -245,7 +246,7 @@ async def run_workload(
                 continue
             command, actor = picked
             try:
-                done = await service.execute(deal_id, command, actor)
+                done = await service.execute(deal_id, command, CommandContext(actor))
             except DomainError:
                 result.refused += 1
                 states[deal_id] = await service.load(deal_id)
@@ -351,7 +352,7 @@ async def lay_down_history(
     while (step := history.next()) is not None:
         clock[0] = step.at
         try:
-            done = await service.execute(step.deal_id, step.command, step.actor)
+            done = await service.execute(step.deal_id, step.command, CommandContext(step.actor))
         except DomainError:
             result.refused += 1
             history.settled(step, history.states[step.deal_id])

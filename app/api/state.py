@@ -1,0 +1,34 @@
+"""What the lifespan builds once per process and every request uses, typed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.domain.flags import FlagRules
+from app.events.store import EventStore
+from app.service.heads import HeadCache
+from app.settings import Settings
+
+STATE_KEY = "services"
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    store: EventStore
+    heads: HeadCache
+    """Deal heads shared by the requests of this process (see HeadCache)."""
+    flag_rules: FlagRules
+
+
+def app_state(state: Mapping[str, Any]) -> AppState:
+    """The AppState in an ASGI scope's lifespan state (what the lifespan yielded)."""
+    services = state.get(STATE_KEY)
+    if not isinstance(services, AppState):
+        raise RuntimeError("the app's lifespan has not run: serve it with an ASGI server")
+    return services

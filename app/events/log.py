@@ -1,0 +1,123 @@
+"""The log's vocabulary: what is appended, what is read back, where a reader stands, and
+the `EventLog` protocol that the PostgreSQL store (and the tests' in-memory one) satisfy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; `occurred_at` defaults to the time it is recorded."""
+
+    type: str
+    data: dict[str, Any]
+    event_id: UUID = field(default_factory=uuid4)
+    schema_version: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    position: int
+    stream_id: UUID
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    transaction_id: int
+    prev_hash: bytes | None
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: UUID
+    stream_version: int
+    positions: list[int]
+    duplicate: bool = False
+    recorded_at: datetime | None = None
+    head_hash: bytes | None = None
+    """The hash of the stream's new last event (unset for a duplicate)."""
+
+    @property
+    def last_position(self) -> int:
+        return max(self.positions)
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Where a gap-safe reader stands: the (transaction id, position) of its last event."""
+
+    transaction_id: int = 0
+    position: int = 0
+
+
+class VersionConflict(Exception):
+    """The stream moved on since the caller read it: re-read and decide again."""
+
+    def __init__(self, stream_id: UUID, expected_version: int | None, actual_version: int) -> None:
+        super().__init__(
+            f"stream {stream_id} is at version {actual_version}, expected {expected_version}"
+        )
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+class EventLog(Protocol):
+    """An append-only log of deal streams: what the service layer needs of a store."""
+
+    async def append(
+        self,
+        stream_id: UUID,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        recorded_at: datetime | None = None,
+    ) -> AppendResult:
+        """All events or none, after `expected_version` (None: no check); a stale version
+        raises VersionConflict; event ids the stream holds come back as a duplicate."""
+        ...
+
+    async def append_at_head(
+        self,
+        stream_id: UUID,
+        version: int,
+        head_hash: bytes | None,
+        events: Sequence[NewEvent],
+        *,
+        recorded_at: datetime | None = None,
+    ) -> AppendResult:
+        """`append` after a head the caller knows (version and last hash)."""
+        ...
+
+    async def read_stream(
+        self,
+        stream_id: UUID,
+        *,
+        up_to_version: int | None = None,
+        up_to_position: int | None = None,
+        recorded_up_to: datetime | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """Where events with these ids were stored, in any stream: id -> (stream, position)."""
+        ...
+
+    async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
+        """(position, stream id) of streams' first events after a position, in log order."""
+        ...
+
+    async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
+        """The next committed events after `after`, in gap-safe order."""
+        ...

@@ -1,0 +1,1 @@
+"""The service layer: command handling, ingestion, simulated history (API above, log below)."""

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from app.events.hashing import encode_events
-from app.events.log import AppendResult, Checkpoint, NewEvent, RecordedEvent, VersionConflict
+from app.events.log import (
+    AppendResult,
+    Checkpoint,
+    ClaimedElsewhere,
+    NewEvent,
+    RecordedEvent,
+    VersionConflict,
+)
 
 
 class InMemoryEventStore:
@@ -23,6 +30,8 @@ class InMemoryEventStore:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.events: list[RecordedEvent] = []
         self._streams: dict[UUID, list[RecordedEvent]] = {}
+        self.claimed: dict[UUID, tuple[UUID, int]] = {}
+        """Ids unique across the whole log (ingested CloudEvents): id -> (stream, position)."""
         self.appends = 0
         """How many appends wrote something (a test can tell a write from a no-op)."""
 
@@ -60,6 +69,7 @@ class InMemoryEventStore:
         events: Sequence[NewEvent],
         *,
         recorded_at: datetime | None = None,
+        claims: Sequence[UUID] = (),
     ) -> AppendResult:
         # The (stream, version) key is the check: the head the caller knows must be the head.
         stream = self._streams.get(stream_id, [])
@@ -68,7 +78,12 @@ class InMemoryEventStore:
             if known := self._known(stream_id, events):
                 return AppendResult(stream_id, current, known, duplicate=True)
             raise VersionConflict(stream_id, version, current)
-        return await self.append(stream_id, version, events, recorded_at=recorded_at)
+        if lost := sorted(claim for claim in claims if claim in self.claimed):
+            raise ClaimedElsewhere(lost)
+        result = await self.append(stream_id, version, events, recorded_at=recorded_at)
+        by_id = dict(zip((event.event_id for event in events), result.positions, strict=True))
+        self.claimed.update({claim: (stream_id, by_id[claim]) for claim in claims})
+        return result
 
     def _write(
         self,

@@ -194,7 +194,7 @@ async def record_evidence(
     service: ServiceDep,
     context: BuyerCommand,
 ) -> s.Created:
-    evidence_id = entity_id(deal_id, "evidence", context.idempotency_key)
+    evidence_id = entity_id(deal_id, "evidence", context.actor.id, context.idempotency_key)
     command = c.RecordEvidence(
         evidence_id=evidence_id,
         kind=body.kind,
@@ -328,7 +328,7 @@ async def raise_blocker(
     service: ServiceDep,
     context: DealCommand,
 ) -> s.Created:
-    blocker_id = entity_id(deal_id, "blocker", context.idempotency_key)
+    blocker_id = entity_id(deal_id, "blocker", context.actor.id, context.idempotency_key)
     command = c.RaiseBlocker(
         blocker_id=blocker_id, category=body.category, description=body.description
     )
@@ -376,7 +376,7 @@ async def add_stakeholder(
     service: ServiceDep,
     context: DealCommand,
 ) -> s.Created:
-    stakeholder_id = entity_id(deal_id, "stakeholder", context.idempotency_key)
+    stakeholder_id = entity_id(deal_id, "stakeholder", context.actor.id, context.idempotency_key)
     command = c.AddStakeholder(
         stakeholder_id=stakeholder_id, name=body.name, role=body.role, title=body.title
     )

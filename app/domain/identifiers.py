@@ -30,11 +30,12 @@ def new_deal_id(actor_id: str, idempotency_key: str | None) -> UUID:
     return uuid.uuid5(_IDEMPOTENT_IDS, f"deal:{actor_id}:{idempotency_key}")
 
 
-def command_event_id(deal_id: UUID, idempotency_key: str | None, index: int) -> UUID:
-    """The id of a command's `index`-th event: derived from its Idempotency-Key, else random."""
+def command_event_id(deal_id: UUID, actor_id: str, idempotency_key: str | None, index: int) -> UUID:
+    """The id of a command's `index`-th event: derived from the caller's Idempotency-Key (keys
+    are scoped per API key, so two callers reusing one never collide), else random."""
     if idempotency_key is None:
         return uuid.uuid4()
-    return uuid.uuid5(_IDEMPOTENT_IDS, f"{deal_id}:{idempotency_key}:{index}")
+    return uuid.uuid5(_IDEMPOTENT_IDS, f"{deal_id}:{actor_id}:{idempotency_key}:{index}")
 
 
 def follow_on_event_id(first_event_id: UUID, offset: int) -> UUID:
@@ -42,11 +43,12 @@ def follow_on_event_id(first_event_id: UUID, offset: int) -> UUID:
     return uuid.uuid5(first_event_id, str(offset))
 
 
-def entity_id(deal_id: UUID, entity: Entity, idempotency_key: str | None) -> UUID:
-    """The id of an evidence item, blocker or stakeholder a command creates."""
+def entity_id(deal_id: UUID, entity: Entity, actor_id: str, idempotency_key: str | None) -> UUID:
+    """The id of an evidence item, blocker or stakeholder a command creates (scoped like
+    `command_event_id`)."""
     if idempotency_key is None:
         return uuid.uuid4()
-    return uuid.uuid5(deal_id, f"{entity}:{idempotency_key}")
+    return uuid.uuid5(deal_id, f"{entity}:{actor_id}:{idempotency_key}")
 
 
 def cloudevent_event_id(source: str, ce_id: str) -> UUID:

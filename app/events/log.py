@@ -74,6 +74,14 @@ class VersionConflict(Exception):
         self.actual_version = actual_version
 
 
+class ClaimedElsewhere(Exception):
+    """Ids that must be unique across the log are already held by another stream."""
+
+    def __init__(self, event_ids: list[UUID]) -> None:
+        super().__init__(f"already stored elsewhere: {', '.join(map(str, event_ids))}")
+        self.event_ids = event_ids
+
+
 class EventLog(Protocol):
     """An append-only log of deal streams: what the service layer needs of a store."""
 
@@ -97,8 +105,10 @@ class EventLog(Protocol):
         events: Sequence[NewEvent],
         *,
         recorded_at: datetime | None = None,
+        claims: Sequence[UUID] = (),
     ) -> AppendResult:
-        """`append` after a head the caller knows (version and last hash)."""
+        """`append` after a head the caller knows (version and last hash); `claims` are ids
+        that must be unique across every stream (else ClaimedElsewhere, nothing written)."""
         ...
 
     async def read_stream(

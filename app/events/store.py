@@ -27,6 +27,7 @@ from app.events.hashing import (
 from app.events.log import (
     AppendResult,
     Checkpoint,
+    ClaimedElsewhere,
     NewEvent,
     RecordedEvent,
     VersionConflict,
@@ -179,13 +180,20 @@ class EventStore:
         events: Sequence[NewEvent],
         *,
         recorded_at: datetime | None = None,
+        claims: Sequence[UUID] = (),
     ) -> AppendResult:
         """Append after a head the caller already knows (the stream's version and last hash),
         in one INSERT: the (stream, version) unique key is the concurrency check, so a stale
         head raises VersionConflict and nothing is written. Two round trips (the database
-        clock, then the insert) where `append` needs a transaction of four."""
+        clock, then the insert) where `append` needs a transaction of four.
+
+        `claims`: ids of these events that must be unique across the whole log (ingested
+        CloudEvents); claimed in the same transaction, so if another stream holds one, nothing
+        is written and ClaimedElsewhere names them."""
         if not events:
             raise ValueError("append needs at least one event")
+        if claims:
+            return await self._append_claiming(stream_id, version, head_hash, events, claims)
         if len(events) == 1 and recorded_at is None:
             return await self._append_one(stream_id, version, head_hash, events[0])
         async with driver_connection(self.engine) as connection:
@@ -204,6 +212,46 @@ class EventStore:
             stream_id,
             version + len(events),
             [r["position"] for r in rows],
+            recorded_at=recorded_at,
+            head_hash=encoded[-1][-1],
+        )
+
+    async def _append_claiming(
+        self,
+        stream_id: UUID,
+        version: int,
+        head_hash: bytes | None,
+        events: Sequence[NewEvent],
+        claims: Sequence[UUID],
+    ) -> AppendResult:
+        async with driver_connection(self.engine) as connection:
+            try:
+                async with connection.transaction():
+                    recorded_at = await connection.fetchval("SELECT now()")
+                    encoded = encode_events(stream_id, version, head_hash, events, recorded_at)
+                    columns = [list(column) for column in zip(*encoded, strict=True)]
+                    # The event insert is the transaction's first write (gap-safe order).
+                    rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
+                    positions = [r["position"] for r in rows]
+                    by_id = dict(zip((e.event_id for e in events), positions, strict=True))
+                    # ON CONFLICT waits for a concurrent claimant to commit or roll back.
+                    won = await connection.fetch(
+                        "INSERT INTO cloudevent_ids (event_id, stream_id, position)"
+                        " SELECT unnest($1::uuid[]), $2, unnest($3::bigint[])"
+                        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                        list(claims),
+                        stream_id,
+                        [by_id[claim] for claim in claims],
+                    )
+                    lost = set(claims) - {row["event_id"] for row in won}
+                    if lost:
+                        raise ClaimedElsewhere(sorted(lost))
+            except asyncpg.UniqueViolationError:
+                return await self._after_lost_race(connection, stream_id, version, events)
+        return AppendResult(
+            stream_id,
+            version + len(events),
+            positions,
             recorded_at=recorded_at,
             head_hash=encoded[-1][-1],
         )

@@ -19,7 +19,14 @@ from app.domain.identifiers import (
     new_deal_id,
 )
 from app.domain.state import DealState, Recorded, fold
-from app.events.log import AppendResult, EventLog, NewEvent, RecordedEvent, VersionConflict
+from app.events.log import (
+    AppendResult,
+    ClaimedElsewhere,
+    EventLog,
+    NewEvent,
+    RecordedEvent,
+    VersionConflict,
+)
 from app.events.recorded import to_recorded
 from app.service.heads import HeadCache
 from app.service.ingest import Ingestible
@@ -225,6 +232,7 @@ class DealService:
         request_id: str | None,
     ) -> None:
         fresh = False
+        elsewhere: dict[UUID, tuple[UUID, int]] = {}  # stored meanwhile in another deal
         for _ in range(MAX_ATTEMPTS):
             for index in indexes:
                 outcomes[index] = None
@@ -250,6 +258,9 @@ class DealService:
             firsts: list[tuple[int, int]] = []  # (item index, offset of its first event)
             for index in indexes:
                 item = items[index]
+                if item.event_id in elsewhere:
+                    outcomes[index] = Outcome("duplicate", *elsewhere[item.event_id])
+                    continue
                 if item.event_id in in_stream:
                     outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
                     continue
@@ -292,10 +303,18 @@ class DealService:
                 return
             try:
                 result = await self.store.append_at_head(
-                    deal_id, state.version, head_hash, new_events
+                    deal_id,
+                    state.version,
+                    head_hash,
+                    new_events,
+                    claims=[new_events[offset].event_id for _, offset in firsts],
                 )
             except VersionConflict:
                 self.heads.forget(deal_id)
+                continue
+            except ClaimedElsewhere as lost:
+                # The same CloudEvent, naming another deal, was stored first: a duplicate.
+                elsewhere.update(await self.store.find_events(lost.event_ids))
                 continue
             if result.duplicate:
                 continue  # a concurrent retry stored some of these: re-read and sort them out
@@ -322,7 +341,7 @@ class DealService:
             NewEvent(
                 type=event.type,
                 data=event_data(event),
-                event_id=command_event_id(deal_id, idempotency_key, index),
+                event_id=command_event_id(deal_id, actor.id, idempotency_key, index),
                 schema_version=event.schema_version,
                 metadata=cls._metadata(actor, request_id, idempotency_key),
                 occurred_at=getattr(event, "occurred_at", None),

@@ -4,6 +4,7 @@ and idempotency. Given stored events, when a command, then the whole events it s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -227,16 +228,17 @@ class BusyLog(InMemoryEventStore):
         stream_id: UUID,
         version: int,
         head_hash: bytes | None,
-        events: list[NewEvent],  # type: ignore[override]
+        events: Sequence[NewEvent],
         *,
         recorded_at: datetime | None = None,
+        claims: Sequence[UUID] = (),
     ) -> AppendResult:
         if version > 0:
             call = {"activity_type": "call_held", "occurred_at": NOW.isoformat(), "details": {}}
             other = NewEvent("BuyerActivityRecorded", call)
             await self.append(stream_id, None, [other])
         return await super().append_at_head(
-            stream_id, version, head_hash, events, recorded_at=recorded_at
+            stream_id, version, head_hash, events, recorded_at=recorded_at, claims=claims
         )
 
 
@@ -332,3 +334,27 @@ async def test_an_item_the_decider_refuses_is_rejected_alone(store: InMemoryEven
     assert [o.status for o in outcomes] == ["rejected", "accepted"]
     assert isinstance(outcomes[0].error, UnknownValue)
     assert [type(event) for event in await stored(store, deal)][2:] == [e.BuyerActivityRecorded]
+
+
+async def test_a_cloudevent_already_stored_for_another_deal_is_a_duplicate(
+    store: InMemoryEventStore,
+) -> None:
+    first, second = await opened(process(store)), await opened(process(store))
+    raw = cloud_event("m-7", first)
+    (accepted,) = await process(store).ingest([parse(raw, NOW)], RICK.actor)
+    looked_up = store.find_events
+
+    async def saw_nothing_the_first_time(ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """A race: the look-up before deciding missed the other delivery."""
+        store.find_events = looked_up  # type: ignore[method-assign]
+        return {}
+
+    store.find_events = saw_nothing_the_first_time  # type: ignore[method-assign,assignment]
+    moved = parse({**raw, "subject": str(second)}, NOW)
+    (answer,) = await process(store).ingest([moved], RICK.actor)
+    assert (answer.status, answer.deal_id, answer.position) == (
+        "duplicate",
+        first,
+        accepted.position,
+    )
+    assert len(await stored(store, second)) == 2  # nothing stored in the second deal

@@ -1,0 +1,123 @@
+"""The record cannot be bent: nothing acknowledged is dropped, keys are scoped per caller,
+CloudEvents are stored once under any race, and a write lost in transit is safely retried."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.api.conftest import MANAGER, REP, WHEN, Deals, criteria_of
+from tests.keys import KEYS
+
+INGEST = KEYS["ingest"].headers
+
+
+async def test_two_callers_reusing_an_idempotency_key_each_get_their_command_recorded(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open(amount="48000", currency="EUR", close_date="2027-03-31")
+    await deals.evidence(deal["id"], *criteria_of("discovery"))
+    activity = {"type": "email_replied", "occurred_at": WHEN}
+    url = f"/v1/deals/{deal['id']}"
+    rep = await client.post(
+        f"{url}/activities", json=activity, headers={**REP, "Idempotency-Key": "k1"}
+    )
+    assert rep.status_code == 201, rep.text
+    advanced = deals.saw(
+        await client.post(
+            f"{url}/advance",
+            json={"to_stage": "qualification"},
+            headers={**MANAGER, "Idempotency-Key": "k1"},
+        )
+    )
+    assert advanced.status_code == 200, advanced.text
+    assert advanced.json()["stage"] == "qualification"
+    types = [item["type"] for item in (await deals.read(f"{url}/history"))["items"]]
+    assert types.count("BuyerActivityRecorded") == 1
+    assert "StageAdvanced" in types
+
+
+async def test_evidence_ids_derived_from_a_reused_key_exist_for_each_caller(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    url = f"/v1/deals/{deal['id']}/evidence"
+    ids = []
+    for headers in (REP, MANAGER):
+        body = {
+            "kind": "meeting_notes",
+            "criteria": ["budget_confirmed"],
+            "summary": f"confirmed to {headers['Authorization'][-12:]}",
+            "occurred_at": WHEN,
+        }
+        response = deals.saw(
+            await client.post(url, json=body, headers={**headers, "Idempotency-Key": "same"})
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["evidence_id"])
+    assert ids[0] != ids[1]
+    (budget,) = [
+        c for c in (await deals.get(deal["id"]))["exit_criteria"] if c["key"] == "budget_confirmed"
+    ]
+    assert set(budget["evidence_ids"]) == set(ids)
+
+
+def cloud_event(ce_id: str, subject: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": ce_id,
+        "source": "//gmail/acme",
+        "type": "com.dealledger.activity.email_replied",
+        "subject": subject,
+        "time": WHEN,
+        "data": {"response_time_hours": 2},
+    }
+
+
+async def test_a_cloudevent_posted_at_once_for_two_deals_is_stored_once(
+    deals: Deals, client: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    first, second = (await deals.open(name="A"))["id"], (await deals.open(name="B"))["id"]
+    headers = {**INGEST, "content-type": "application/cloudevents+json"}
+    for round_ in range(25):
+        ce_id = f"race-{round_}"
+        answers = await asyncio.gather(
+            *(
+                client.post("/v1/events", json=cloud_event(ce_id, subject), headers=headers)
+                for subject in (first, second, first, second)
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [
+            a.text for a in answers
+        ]
+        stored = await pg.fetchval(
+            "SELECT count(*) FROM events WHERE metadata->'cloudevent'->>'id' = $1", ce_id
+        )
+        assert stored == 1, f"round {round_}: (source, id) stored {stored} times"
+        positions = {a.json()["position"] for a in answers}
+        assert len(positions) == 1  # duplicates answer with the original's position
+
+
+async def test_a_write_whose_response_was_lost_is_retried_safely(
+    deals: Deals, client: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    """The command committed but its answer never reached the client, nor was it remembered
+    (the process died in between): a retry with the same key stores nothing new."""
+    deal = await deals.open()
+    url = f"/v1/deals/{deal['id']}/activities"
+    body = {"type": "call_held", "occurred_at": WHEN}
+    headers = {**REP, "Idempotency-Key": "lost-1"}
+    first = await client.post(url, json=body, headers=headers)
+    assert first.status_code == 201
+    await pg.execute("DELETE FROM idempotency_keys")  # as if the response was never stored
+    retried = await client.post(url, json=body, headers=headers)
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["position"] == first.json()["position"]
+    versions = await pg.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1", uuid.UUID(deal["id"])
+    )
+    assert versions == deal["version"] + 1

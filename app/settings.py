@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     stuck_blocker_days: float = Field(default=14, gt=0)
     ghosting_multiplier: float = Field(default=3.0, gt=0)
     ghosting_floor_days: float = Field(default=2.0, ge=0)
+    # How far in the future (database clock) an `occurred_at` or CloudEvent `time` may lie.
+    max_clock_skew_seconds: float = Field(default=300, ge=0)
     # Deal-size bands for analytics: upper bounds of each band but the last (amounts).
     size_bands: list[int] = Field(default_factory=lambda: [10_000, 50_000, 250_000])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import asyncpg
@@ -42,7 +42,8 @@ def get_store(services: ServicesDep) -> EventStore:
 
 
 def get_service(services: ServicesDep) -> DealService:
-    return DealService(services.store, heads=services.heads)
+    skew = timedelta(seconds=services.settings.max_clock_skew_seconds)
+    return DealService(services.store, heads=services.heads, max_clock_skew=skew)
 
 
 ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.api.auth import require
-from app.api.deps import RequestIdDep, ServiceDep
+from app.api.deps import RequestIdDep, ServiceDep, ServicesDep
 from app.api.problems import PROBLEM_JSON
 from app.domain.decide import Actor
 from app.domain.errors import DomainError
@@ -126,7 +126,11 @@ def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
     },
 )
 async def post_events(
-    request: Request, service: ServiceDep, actor: Ingester, request_id: RequestIdDep
+    request: Request,
+    services: ServicesDep,
+    service: ServiceDep,
+    actor: Ingester,
+    request_id: RequestIdDep,
 ) -> JSONResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in (STRUCTURED, BATCH):
@@ -150,10 +154,11 @@ async def post_events(
         raws = [decoded]
 
     received_at = datetime.now(UTC)
+    skew = timedelta(seconds=services.settings.max_clock_skew_seconds)
     parsed: list[Ingestible | DomainError] = []
     for raw in raws:
         try:
-            parsed.append(parse(raw, received_at))
+            parsed.append(parse(raw, received_at, skew))
         except DomainError as refusal:  # an invalid CloudEvent rejects that item alone
             parsed.append(refusal)
     good = [item for item in parsed if not isinstance(item, DomainError)]

@@ -23,6 +23,7 @@ from app.domain.errors import (
     InvalidCommand,
     InvalidTransition,
     NotFound,
+    OccurredInFuture,
     OverrideNotAllowed,
     UnknownValue,
 )
@@ -57,6 +58,15 @@ class Actor:
 class Context:
     now: datetime
     actor: Actor
+    max_clock_skew: timedelta = timedelta(seconds=300)
+    """How far past `now` a reported time may lie (clocks differ); later is the future."""
+
+
+def _not_in_future(field: str, moment: datetime, ctx: Context) -> None:
+    """Evidence or activity from the future would meet criteria and silence flags for years."""
+    latest = ctx.now + ctx.max_clock_skew
+    if moment > latest:
+        raise OccurredInFuture(field, moment, latest)
 
 
 def _one_of(field: str, value: str, allowed: Sequence[str]) -> None:
@@ -245,6 +255,7 @@ def _open(state: DealState, cmd: c.OpenDeal, ctx: Context) -> list[e.DomainEvent
 
 def _record_evidence(state: DealState, cmd: c.RecordEvidence, ctx: Context) -> list[e.DomainEvent]:
     _one_of("kind", cmd.kind, EVIDENCE_KINDS)
+    _not_in_future("occurred_at", cmd.occurred_at, ctx)
     if not cmd.criteria:
         raise InvalidCommand("evidence must support at least one exit criterion")
     known = state.pipeline.criterion_keys
@@ -317,6 +328,7 @@ def _decide(state: DealState, command: c.Command, ctx: Context) -> list[e.Domain
             raise AssertionError("handled above")
         case c.RecordBuyerActivity():
             _one_of("type", command.activity_type, ACTIVITY_TYPES)
+            _not_in_future("occurred_at", command.occurred_at, ctx)
             return [
                 e.BuyerActivityRecorded(
                     activity_type=command.activity_type,

@@ -7,6 +7,7 @@ an RFC 9457 problem+json response, so routes contain no try/except ladders.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 
@@ -91,6 +92,20 @@ class UnknownValue(DomainError):
             field=field,
             value=value,
             allowed=list(allowed),
+        )
+
+
+class OccurredInFuture(DomainError):
+    title = "Time lies in the future"
+    slug = "occurred-in-future"
+
+    def __init__(self, field: str, moment: datetime, latest: datetime) -> None:
+        super().__init__(
+            f"{field} {moment.isoformat()} lies in the future: at most {latest.isoformat()}"
+            " (now plus the allowed clock skew)",
+            field=field,
+            value=moment.isoformat(),
+            latest_allowed=latest.isoformat(),
         )
 
 

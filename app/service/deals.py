@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -70,6 +70,7 @@ class DealService:
         store: EventLog,
         clock: Callable[[], datetime] | None = None,
         heads: HeadCache | None = None,
+        max_clock_skew: timedelta = timedelta(seconds=300),
     ) -> None:
         """`clock` simulates time (the demo and benchmark generator lay down months of
         history in seconds); without it, decisions use now and events the database clock.
@@ -77,6 +78,7 @@ class DealService:
         self.store = store
         self.clock = clock
         self.heads = heads if heads is not None else HeadCache(size=0)
+        self.max_clock_skew = max_clock_skew
 
     async def _read_head(
         self, deal_id: UUID
@@ -143,7 +145,7 @@ class DealService:
                 )
             now = self.clock() if self.clock else datetime.now(UTC)
             try:
-                events = decide(state, command, Context(now=now, actor=actor))
+                events = decide(state, command, Context(now, actor, self.max_clock_skew))
             except DomainError:
                 if cached is not None:
                     continue
@@ -265,7 +267,7 @@ class DealService:
                     outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
                     continue
                 try:
-                    events = decide(working, item.command, Context(now=now, actor=actor))
+                    events = decide(working, item.command, Context(now, actor, self.max_clock_skew))
                 except DomainError as error:
                     outcomes[index] = Outcome("rejected", deal_id, error=error)
                     continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -18,7 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from app.domain import commands as c
-from app.domain.errors import InvalidCloudEvent, UnknownEventType
+from app.domain.errors import InvalidCloudEvent, OccurredInFuture, UnknownEventType
 from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.identifiers import (
     cloudevent_event_id,
@@ -97,7 +97,9 @@ def identity_of(raw: Any) -> tuple[str | None, str | None]:
     )
 
 
-def parse(raw: Any, received_at: datetime) -> Ingestible:
+def parse(
+    raw: Any, received_at: datetime, max_clock_skew: timedelta = timedelta(seconds=300)
+) -> Ingestible:
     """One structured-mode CloudEvent (already JSON-decoded) -> what to do, or InvalidCloudEvent."""
     if not isinstance(raw, dict):
         raise InvalidCloudEvent("a CloudEvent must be a JSON object")
@@ -126,6 +128,9 @@ def parse(raw: Any, received_at: datetime) -> Ingestible:
     time = event.get_time() if "time" in raw else None
     if time is not None and time.tzinfo is None:
         raise InvalidCloudEvent("time must carry a UTC offset (RFC 3339)")
+    latest = received_at + max_clock_skew
+    if time is not None and time > latest:
+        raise OccurredInFuture("time", time, latest)
     subject = event.get_subject()
     envelope = Envelope(source, ce_id, ce_type, time, subject)
     data = event.get_data()
@@ -134,6 +139,8 @@ def parse(raw: Any, received_at: datetime) -> Ingestible:
     if not isinstance(data, dict):
         raise InvalidCloudEvent("data must be a JSON object")
     command, deal_ref = _command(ce_type, data, time or received_at, source, ce_id)
+    if isinstance(command, c.RecordEvidence) and command.occurred_at > latest:
+        raise OccurredInFuture("data.occurred_at", command.occurred_at, latest)
     return Ingestible(
         envelope, _deal_of(subject, deal_ref), command, cloudevent_event_id(source, ce_id)
     )

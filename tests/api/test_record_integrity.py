@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -121,3 +122,69 @@ async def test_a_write_whose_response_was_lost_is_retried_safely(
         "SELECT count(*) FROM events WHERE stream_id = $1", uuid.UUID(deal["id"])
     )
     assert versions == deal["version"] + 1
+
+
+def in_seconds(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+async def test_evidence_and_activity_from_the_future_are_refused_naming_the_field(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    url = f"/v1/deals/{deal['id']}"
+    evidence = {
+        "kind": "meeting_notes",
+        "criteria": ["budget_confirmed"],
+        "summary": "signed in 2031",
+        "occurred_at": "2031-01-01T00:00:00+00:00",
+    }
+    for path, body in [
+        ("evidence", evidence),
+        ("activities", {"type": "email_replied", "occurred_at": "2030-06-01T00:00:00Z"}),
+    ]:
+        refused = await client.post(f"{url}/{path}", json=body, headers=REP)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "/problems/occurred-in-future"
+        assert refused.json()["field"] == "occurred_at"
+    # Within the allowed skew (300 s by default) a sender's clock may run ahead.
+    ahead = {"type": "email_replied", "occurred_at": in_seconds(120)}
+    assert (await client.post(f"{url}/activities", json=ahead, headers=REP)).status_code == 201
+    assert (await deals.get(deal["id"]))["exit_criteria"][0]["met"] is False
+
+
+async def test_a_cloudevent_from_the_future_is_rejected_alone_naming_time(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = (await deals.open())["id"]
+    future = {**cloud_event("f-1", deal), "time": "2030-01-01T00:00:00Z"}
+    single = await client.post(
+        "/v1/events",
+        json=future,
+        headers={**INGEST, "content-type": "application/cloudevents+json"},
+    )
+    assert single.status_code == 422, single.text
+    assert (single.json()["type"], single.json()["field"]) == (
+        "/problems/occurred-in-future",
+        "time",
+    )
+    evidence_later = {
+        **cloud_event("f-2", deal),
+        "type": "com.dealledger.evidence.recorded",
+        "data": {
+            "kind": "meeting_notes",
+            "criteria": ["budget_confirmed"],
+            "summary": "x",
+            "occurred_at": "2031-01-01T00:00:00Z",
+        },
+    }
+    batch = await client.post(
+        "/v1/events",
+        json=[future, cloud_event("f-3", deal), evidence_later],
+        headers={**INGEST, "content-type": "application/cloudevents-batch+json"},
+    )
+    assert batch.status_code == 207, batch.text
+    results = batch.json()["results"]
+    assert [r["status"] for r in results] == ["rejected", "accepted", "rejected"]
+    assert [r["problem"]["field"] for r in (results[0], results[2])] == ["time", "data.occurred_at"]

@@ -24,7 +24,7 @@ from app.api.deps import (
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.domain import commands as c
-from app.domain.errors import DealNotFound
+from app.domain.errors import DealNotFound, InvalidRequest
 from app.domain.identifiers import entity_id
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
@@ -126,13 +126,13 @@ async def get_deal(
     ] = None,
     min_position: MinPosition = None,
 ) -> s.DealOut:
+    if as_of is not None and as_of_position is not None:
+        raise InvalidRequest("give as_of or as_of_position, not both")
     replay = as_of is not None or as_of_position is not None
-    state = None
-    if not replay:
-        state = await load_deal(connection, deal_id)
-    if state is None:
-        # A replay, or a deal the read model has not reached yet: the log is the truth.
+    if replay:
         state = await service.load(deal_id, up_to_position=as_of_position, recorded_up_to=as_of)
+    else:
+        state = await service.current(deal_id, *await load_deal(connection, deal_id))
     if not state.exists:
         raise DealNotFound(f"deal {deal_id} {'did not exist then' if replay else 'does not exist'}")
     return _deal(CommandResult(state, None, 0), response)

@@ -115,6 +115,11 @@ class OverrideNotAllowed(DomainError):
     slug = "override-not-allowed"
 
 
+class InvalidRequest(DomainError):
+    title = "Request is not valid"
+    slug = "validation"
+
+
 class InvalidCommand(DomainError):
     title = "Command is not valid"
     slug = "invalid-command"

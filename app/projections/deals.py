@@ -78,9 +78,16 @@ class DealsProjection:
         await connection.execute(_UPSERT, *columns)
 
 
-async def load_deal(connection: asyncpg.Connection, deal_id: UUID) -> DealState | None:
-    text = await connection.fetchval("SELECT state::text FROM deals WHERE deal_id = $1", deal_id)
-    return STATE.validate_json(text) if text is not None else None
+async def load_deal(connection: asyncpg.Connection, deal_id: UUID) -> tuple[DealState | None, int]:
+    """The deal as the read model has it (None if it has not seen it) and the version of the
+    deal's last event in the log (0: no such deal); one round trip."""
+    row = await connection.fetchrow(
+        "SELECT (SELECT state::text FROM deals WHERE deal_id = $1) AS state,"
+        " (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) AS head",
+        deal_id,
+    )
+    state = STATE.validate_json(row["state"]) if row["state"] is not None else None
+    return state, int(row["head"])
 
 
 async def list_deals(

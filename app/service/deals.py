@@ -121,6 +121,19 @@ class DealService:
         )
         return fold(deal_id, [to_recorded(event) for event in events])
 
+    async def current(
+        self, deal_id: UUID, projected: DealState | None, head_version: int
+    ) -> DealState:
+        """The deal now, at least at `head_version` (the log's): the read model's state when
+        it has reached the head, else this process's cached head, else a replay of the log. A
+        read right after any acknowledged write shows that write."""
+        if projected is not None and projected.version >= head_version:
+            return projected
+        cached = self.heads.get(deal_id)
+        if cached is not None and cached[0].version >= head_version:
+            return cached[0]
+        return await self.load(deal_id)
+
     async def execute(
         self, deal_id: UUID, command: Command, context: CommandContext
     ) -> CommandResult:

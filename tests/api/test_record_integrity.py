@@ -11,8 +11,10 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.settings import Settings
 from tests.api.conftest import MANAGER, REP, WHEN, Deals, criteria_of
 from tests.keys import KEYS
+from tests.support import app_client
 
 INGEST = KEYS["ingest"].headers
 
@@ -188,3 +190,35 @@ async def test_a_cloudevent_from_the_future_is_rejected_alone_naming_time(
     results = batch.json()["results"]
     assert [r["status"] for r in results] == ["rejected", "accepted", "rejected"]
     assert [r["problem"]["field"] for r in (results[0], results[2])] == ["time", "data.occurred_at"]
+
+
+async def test_a_read_right_after_a_write_shows_it_from_any_process(
+    deals: Deals, client: httpx.AsyncClient, database_url: str
+) -> None:
+    deal = await deals.open()
+    url = f"/v1/deals/{deal['id']}"
+    async with app_client(database_url, Settings()) as other_process:
+        for round_ in range(250):
+            body = {"type": "call_held", "occurred_at": WHEN}
+            written = await client.post(f"{url}/activities", json=body, headers=REP)
+            assert written.status_code == 201
+            version = written.json()["version"]
+            for reader in (client, other_process):
+                read = await reader.get(url)  # no min_position
+                assert read.json()["version"] >= version, f"round {round_}: a stale read"
+                assert read.headers["etag"] == f'"{read.json()["version"]}"'
+        # The ETag of such a read is good for If-Match at once.
+        etag = (await other_process.get(url)).headers["etag"]
+        step = {"description": "Send the proposal", "due_date": "2026-12-01"}
+        strict = await client.put(f"{url}/next-step", json=step, headers={**REP, "If-Match": etag})
+        assert strict.status_code == 200, strict.text
+
+
+async def test_as_of_and_as_of_position_together_are_refused(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    both = await client.get(f"/v1/deals/{deal['id']}", params={"as_of": WHEN, "as_of_position": 1})
+    assert both.status_code == 422
+    assert both.headers["content-type"] == "application/problem+json"
+    assert "as_of" in both.json()["detail"]

@@ -127,15 +127,33 @@ def _override(reason: str | None, ctx: Context) -> e.Override | None:
     return e.Override(reason=reason, by=ctx.actor.id)
 
 
+def evidence_needed(
+    state: DealState, target: str | None
+) -> tuple[dict[str, tuple[UUID, ...]], list[str]]:
+    """What moving forward to `target` (None: won) stands on: each exit criterion of the
+    stages it leaves, and any criterion of earlier stages a regression reopened, with the
+    evidence meeting it now; and the criteria nothing meets."""
+    pipeline = state.pipeline
+    met, unmet = _evidence_map(state, pipeline.stages_between(state.stage, target))
+    end = len(pipeline.stages) if target is None else pipeline.index(target)
+    before = {criterion.key for stage in pipeline.stages[:end] for criterion in stage.exit_criteria}
+    for criterion in state.reopened:
+        if criterion in before and criterion not in met:
+            met[criterion] = state.evidence_for(criterion)
+            if not met[criterion]:
+                unmet.append(criterion)
+    return met, unmet
+
+
 def _judge_forward(
-    state: DealState, stages_left: Sequence[Stage], target: str, override: e.Override | None
+    state: DealState, target: str | None, override: e.Override | None
 ) -> dict[str, tuple[UUID, ...]]:
-    met, unmet = _evidence_map(state, stages_left)
-    missing = state.missing_required_fields(target) if target in state.pipeline.stage_keys else []
+    met, unmet = evidence_needed(state, target)
+    missing = state.missing_required_fields(target) if target is not None else []
     if override is not None:
         unmet = []
     if unmet or missing:
-        raise CriteriaNotMet(target, unmet, missing)
+        raise CriteriaNotMet(target or "won", unmet, missing)
     return met
 
 
@@ -150,8 +168,7 @@ def _advance(state: DealState, cmd: c.AdvanceStage, ctx: Context) -> list[e.Doma
             stage=state.stage,
         )
     override = _override(cmd.override_reason, ctx)
-    stages_left = pipeline.stages_between(state.stage, cmd.to_stage)
-    criteria = _judge_forward(state, stages_left, cmd.to_stage, override)
+    criteria = _judge_forward(state, cmd.to_stage, override)
     advanced = e.StageAdvanced(
         from_stage=state.stage,
         to_stage=cmd.to_stage,
@@ -167,16 +184,26 @@ def _win(state: DealState, cmd: c.WinDeal, ctx: Context) -> list[e.DomainEvent]:
     _require_open(state)
     override = _override(cmd.override_reason, ctx)
     pipeline = state.pipeline
-    criteria = _judge_forward(state, pipeline.stages_between(state.stage, None), "won", override)
-    return [
-        e.DealWon(
-            from_stage=state.stage,
-            criteria=criteria,
-            pipeline_version=pipeline.version,
-            override=override,
-            note=cmd.note,
-        )
+    criteria = _judge_forward(state, None, override)
+    won = e.DealWon(
+        from_stage=state.stage,
+        criteria=criteria,
+        pipeline_version=pipeline.version,
+        override=override,
+        note=cmd.note,
+    )
+    return [won, *_close_open_work(state, "deal won")]
+
+
+def _close_open_work(state: DealState, outcome: str) -> list[e.DomainEvent]:
+    """An outcome closes the deal's open blockers and next step, with the outcome as why."""
+    closing: list[e.DomainEvent] = [
+        e.BlockerResolved(blocker_id=blocker_id, resolution=outcome)
+        for blocker_id in state.blockers
     ]
+    if state.next_step is not None:
+        closing.append(e.NextStepCancelled(description=state.next_step.description, reason=outcome))
+    return closing
 
 
 def _regress(state: DealState, cmd: c.RegressStage, ctx: Context) -> list[e.DomainEvent]:
@@ -228,7 +255,8 @@ def _disqualify(state: DealState, cmd: c.DisqualifyDeal) -> list[e.DomainEvent]:
     _one_of("reason", cmd.reason, DISQUALIFICATION_REASONS)
     if state.is_terminal:
         raise DealClosed(f"deal is already {state.status}")
-    return [e.DealDisqualified(from_stage=state.stage, reason=cmd.reason, note=cmd.note)]
+    disqualified = e.DealDisqualified(from_stage=state.stage, reason=cmd.reason, note=cmd.note)
+    return [disqualified, *_close_open_work(state, f"deal disqualified: {cmd.reason}")]
 
 
 def _open(state: DealState, cmd: c.OpenDeal, ctx: Context) -> list[e.DomainEvent]:

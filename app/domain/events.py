@@ -161,6 +161,14 @@ class NextStepCompleted(Event):
     description: str
 
 
+class NextStepCancelled(Event):
+    """The open next step dropped undone, e.g. because the deal was won or disqualified."""
+
+    type: Literal["NextStepCancelled"] = "NextStepCancelled"
+    description: str
+    reason: str
+
+
 class StakeholderAdded(Event):
     type: Literal["StakeholderAdded"] = "StakeholderAdded"
     stakeholder_id: UUID
@@ -212,6 +220,7 @@ DomainEvent = Annotated[
     | BlockerResolved
     | NextStepSet
     | NextStepCompleted
+    | NextStepCancelled
     | StakeholderAdded
     | StakeholderChanged
     | StakeholderLeft

@@ -30,6 +30,7 @@ FlagKind = Literal[
     "ghosting",
     "stuck_blocker",
     "nurture_resume_due",
+    "stage_evidence_retracted",
 ]
 KINDS: tuple[str, ...] = get_args(FlagKind)
 RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
@@ -189,6 +190,27 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
     ghost = _ghosting(subject.buyer_times, as_of, rules)
     if ghost is not None:
         flags.append(ghost)
+
+    unsupported = state.unsupported_earned_criteria()
+    if unsupported:
+        retracted = [state.evidence[i] for ids in unsupported.values() for i in ids]
+        stages = [
+            stage.key
+            for stage in state.pipeline.stages
+            if any(criterion.key in unsupported for criterion in stage.exit_criteria)
+        ]
+        flags.append(
+            Flag(
+                "stage_evidence_retracted",
+                "critical",
+                max(item.retracted_at or entered for item in retracted),
+                {
+                    "stages": stages,
+                    "criteria": sorted(unsupported),
+                    "retracted_evidence_ids": sorted({str(i.evidence_id) for i in retracted}),
+                },
+            )
+        )
 
     oldest = min(state.blockers.values(), key=lambda b: b.raised_at, default=None)
     if oldest is not None and as_of - oldest.raised_at >= rules.stuck_blocker_days * DAY:

@@ -99,11 +99,22 @@ class Stage(Frozen):
     next_step_templates: tuple[NextStepTemplate, ...]
 
 
+class RegressionTrigger(Frozen):
+    """Why a deal moved back, and which exit criteria that reopens: evidence recorded before
+    the regression no longer meets them, so advancing again needs fresh evidence."""
+
+    key: str
+    reopens: tuple[str, ...] = ()
+    reopens_target_and_later: bool = False
+    """Reopen every criterion of the stage moved back to and of each stage after it."""
+
+
 class Pipeline(Frozen):
     key: str
     version: int
     stages: tuple[Stage, ...]
     """The active stages in order; leaving the last one forward means won."""
+    regression_triggers: tuple[RegressionTrigger, ...]
 
     @cached_property
     def stage_keys(self) -> tuple[str, ...]:
@@ -122,6 +133,16 @@ class Pipeline(Frozen):
     @property
     def criterion_keys(self) -> tuple[str, ...]:
         return tuple(c.key for stage in self.stages for c in stage.exit_criteria)
+
+    def reopened_by(self, trigger: str, to_stage: str) -> tuple[str, ...]:
+        """The exit criteria a regression to `to_stage` with `trigger` reopens."""
+        rule = next((t for t in self.regression_triggers if t.key == trigger), None)
+        if rule is None:
+            return ()
+        if rule.reopens_target_and_later:
+            later = self.stages[self.index(to_stage) :]
+            return tuple(criterion.key for stage in later for criterion in stage.exit_criteria)
+        return rule.reopens
 
     def stages_between(self, from_stage: str, to_stage: str | None) -> tuple[Stage, ...]:
         """Stages left when moving from `from_stage` forward to `to_stage` (None: to won)."""
@@ -225,6 +246,34 @@ DEFAULT_PIPELINE = Pipeline(
                 ("Collect the signed contract or PO number", 5),
             ),
         ),
+    ),
+    regression_triggers=(
+        RegressionTrigger(key="qualification_assumption_wrong", reopens_target_and_later=True),
+        RegressionTrigger(
+            key="stakeholder_changed",
+            reopens=(
+                "decision_maker_identified",
+                "economic_buyer_engaged",
+                "stakeholders_aligned",
+            ),
+        ),
+        RegressionTrigger(
+            key="requirements_changed",
+            reopens=(
+                "technical_requirements_documented",
+                "evaluation_criteria_confirmed",
+                "scope_agreed",
+            ),
+        ),
+        RegressionTrigger(
+            key="decision_maker_pushed_back",
+            reopens=("proposal_reviewed", "contract_terms_agreed"),
+        ),
+        RegressionTrigger(
+            key="timeline_extended",
+            reopens=("timeline_committed", "implementation_timeline_confirmed"),
+        ),
+        RegressionTrigger(key="buying_process_restarted", reopens_target_and_later=True),
     ),
 )
 

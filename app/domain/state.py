@@ -23,6 +23,7 @@ from app.domain.events import (
     EvidenceRecorded,
     EvidenceRetracted,
     ExternalRef,
+    NextStepCancelled,
     NextStepCompleted,
     NextStepSet,
     OwnerAssigned,
@@ -44,6 +45,9 @@ class Evidence:
     occurred_at: datetime
     recorded_at: datetime
     retracted: bool = False
+    version: int = 0
+    """The deal's version when it was recorded (a regression reopens what came before)."""
+    retracted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,11 @@ class DealState:
     nurture_reason: str | None = None
     nurture_resume_on: date | None = None
     opened_at: datetime | None = None
+    reopened: dict[str, int] = field(default_factory=dict)
+    """Criteria a regression reopened -> its version: only later evidence meets them."""
+    earned: dict[str, tuple[UUID, ...]] = field(default_factory=dict)
+    """Exit criteria of the stages this deal has left forward (and not returned to since),
+    with the evidence that met each when it advanced."""
 
     @property
     def exists(self) -> bool:
@@ -119,12 +128,26 @@ class DealState:
         return PIPELINES[self.pipeline_key]
 
     def evidence_for(self, criterion: str) -> tuple[UUID, ...]:
-        """Unretracted evidence supporting `criterion`, oldest first."""
+        """Unretracted evidence supporting `criterion`, oldest first; after a regression that
+        reopened it, only evidence recorded since."""
+        since = self.reopened.get(criterion, 0)
         return tuple(
             e.evidence_id
             for e in self.evidence.values()
-            if criterion in e.criteria and not e.retracted
+            if criterion in e.criteria and not e.retracted and e.version > since
         )
+
+    def unsupported_earned_criteria(self) -> dict[str, tuple[UUID, ...]]:
+        """Criteria an advance was earned on whose evidence has all been retracted since, and
+        that nothing else supports now: criterion -> the retracted evidence."""
+        return {
+            criterion: ids
+            for criterion, ids in self.earned.items()
+            if ids and self._all_retracted(ids) and not self.evidence_for(criterion)
+        }
+
+    def _all_retracted(self, ids: tuple[UUID, ...]) -> bool:
+        return all(self.evidence[i].retracted for i in ids if i in self.evidence)
 
     def has_field(self, key: str) -> bool:
         if key == "amount":
@@ -196,14 +219,43 @@ def evolve(state: DealState, recorded: Recorded) -> DealState:
             return state
         case EvidenceRecorded():
             item = Evidence(
-                event.evidence_id, event.kind, event.criteria, event.summary, event.occurred_at, at
+                event.evidence_id,
+                event.kind,
+                event.criteria,
+                event.summary,
+                event.occurred_at,
+                at,
+                version=recorded.version,
             )
             return replace(state, evidence={**state.evidence, event.evidence_id: item})
         case EvidenceRetracted():
-            retracted = replace(state.evidence[event.evidence_id], retracted=True)
+            retracted = replace(state.evidence[event.evidence_id], retracted=True, retracted_at=at)
             return replace(state, evidence={**state.evidence, event.evidence_id: retracted})
-        case StageAdvanced() | StageRegressed():
-            return _enter(state, event.to_stage, at, pipeline_version=event.pipeline_version)
+        case StageAdvanced():
+            earned = {**state.earned, **event.criteria}
+            return _enter(
+                state, event.to_stage, at, pipeline_version=event.pipeline_version, earned=earned
+            )
+        case StageRegressed():
+            pipeline = state.pipeline
+            back = pipeline.stages[pipeline.index(event.to_stage) :]
+            again = {criterion.key for stage in back for criterion in stage.exit_criteria}
+            reopened = dict.fromkeys(
+                pipeline.reopened_by(event.trigger, event.to_stage), recorded.version
+            )
+            return _enter(
+                state,
+                event.to_stage,
+                at,
+                pipeline_version=event.pipeline_version,
+                reopened={**state.reopened, **reopened},
+                # Moving back re-judges what it passes, and owns up to retracted evidence.
+                earned={
+                    k: v
+                    for k, v in state.earned.items()
+                    if k not in again and not state._all_retracted(v)
+                },
+            )
         case DealNurtured():
             return _enter(
                 state,
@@ -238,7 +290,7 @@ def evolve(state: DealState, recorded: Recorded) -> DealState:
         case NextStepSet():
             step = NextStep(event.description, event.due_date, event.origin, at)
             return replace(state, next_step=step)
-        case NextStepCompleted():
+        case NextStepCompleted() | NextStepCancelled():
             return replace(state, next_step=None)
         case StakeholderAdded():
             person = Stakeholder(event.stakeholder_id, event.name, event.role, event.title)

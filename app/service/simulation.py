@@ -17,7 +17,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from app.domain import commands as c
-from app.domain.decide import Actor, Context, decide
+from app.domain.decide import Actor, Context, decide, evidence_needed
 from app.domain.errors import DomainError
 from app.domain.events import DomainEvent, EvidenceSource
 from app.domain.pipeline import (
@@ -73,7 +73,7 @@ def next_command(
     stages = state.pipeline.stage_keys
     here = stages.index(state.stage)
     stage = state.pipeline.stage(state.stage)
-    unmet = [k.key for k in stage.exit_criteria if not state.evidence_for(k.key)]
+    _, unmet = evidence_needed(state, stages[here + 1] if here + 1 < len(stages) else None)
     live_evidence = [i for i, item in state.evidence.items() if not item.retracted]
     open_blockers = list(state.blockers)
     choices: list[tuple[float, Callable[[], tuple[c.Command, Actor]]]] = [

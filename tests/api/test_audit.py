@@ -33,7 +33,7 @@ async def test_stage_durations_follow_the_recorded_stage_changes(deals: Deals) -
     deal_id = deal["id"]
     steps: list[tuple[str, dict[str, Any]]] = [
         ("advance", {"to_stage": "qualification"}),
-        ("regress", {"to_stage": "discovery", "trigger": "stakeholder_changed"}),
+        ("regress", {"to_stage": "discovery", "trigger": "decision_maker_pushed_back"}),
         ("advance", {"to_stage": "qualification"}),
         ("nurture", {"reason": "budget freeze", "resume_on": "2027-01-15"}),
         ("reactivate", {}),

@@ -156,10 +156,27 @@ async def test_regression_needs_a_known_trigger_and_an_earlier_stage(deals: Deal
     )
     assert back.status_code == 200
     assert back.json()["stage"] == "discovery"
-    # Evidence still stands: the deal may advance again at once.
+    # The trigger reopened the criteria it concerns: the old evidence no longer meets them.
+    again = await deals.command(deal["id"], "advance", {"to_stage": "qualification"})
+    assert again.status_code == 422
+    assert again.json()["unmet_criteria"] == ["decision_maker_identified"]
+    await deals.evidence(deal["id"], "decision_maker_identified")
     assert (
         await deals.command(deal["id"], "advance", {"to_stage": "qualification"})
     ).status_code == 200
+
+
+async def test_the_pipeline_shows_which_criteria_each_regression_trigger_reopens(
+    deals: Deals,
+) -> None:
+    pipeline = await deals.read("/v1/pipelines/default")
+    triggers = {t["key"]: t for t in pipeline["regression_triggers"]}
+    assert triggers["stakeholder_changed"]["reopens"] == [
+        "decision_maker_identified",
+        "economic_buyer_engaged",
+        "stakeholders_aligned",
+    ]
+    assert triggers["buying_process_restarted"]["reopens_target_and_later"] is True
 
 
 async def test_nurture_and_reactivation(deals: Deals) -> None:

@@ -222,3 +222,57 @@ async def test_as_of_and_as_of_position_together_are_refused(
     assert both.status_code == 422
     assert both.headers["content-type"] == "application/problem+json"
     assert "as_of" in both.json()["detail"]
+
+
+async def test_retracting_the_evidence_that_earned_a_stage_raises_a_critical_flag(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open(amount="48000", currency="EUR", close_date="2027-03-31")
+    proof = await deals.evidence(deal["id"], *criteria_of("discovery"))
+    assert (await deals.command(deal["id"], "advance", {"to_stage": "qualification"})).is_success
+    retracted = await deals.command(
+        deal["id"], f"evidence/{proof}/retract", {"reason": "the budget did not exist"}
+    )
+    assert retracted.status_code == 200
+    assert retracted.json()["stage"] == "qualification"  # the deal does not move by itself
+    flags = (await deals.read(f"/v1/deals/{deal['id']}/flags"))["flags"]
+    (flag,) = [f for f in flags if f["kind"] == "stage_evidence_retracted"]
+    assert flag["severity"] == "critical" and flag["cleared_at"] is None
+    assert flag["numbers"]["stages"] == ["discovery"]
+    assert flag["numbers"]["criteria"] == sorted(criteria_of("discovery"))
+    assert flag["numbers"]["retracted_evidence_ids"] == [proof]
+    team = await client.get(
+        "/v1/flags", params=deals.fresh(kind="stage_evidence_retracted"), headers=MANAGER
+    )
+    assert [f["deal_id"] for f in team.json()["items"]] == [deal["id"]]
+
+    await deals.evidence(deal["id"], *criteria_of("discovery"), kind="email")
+    flags = (await deals.read(f"/v1/deals/{deal['id']}/flags"))["flags"]
+    (flag,) = [f for f in flags if f["kind"] == "stage_evidence_retracted"]
+    assert flag["cleared_at"] is not None
+
+
+async def test_an_outcome_closes_the_deals_open_blockers_and_next_step(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    raised = await deals.command(
+        deal["id"], "blockers", {"category": "risk_aversion", "description": "legal worries"}
+    )
+    blocker = raised.json()["blocker_id"]
+    won = await deals.command(
+        deal["id"], "win", {"override": {"reason": "signed at the CEO dinner"}}, headers=MANAGER
+    )
+    assert won.status_code == 200, won.text
+    assert won.json()["open_blockers"] == [] and won.json()["next_step"] is None
+    history = (await deals.read(f"/v1/deals/{deal['id']}/history"))["items"]
+    assert [(h["type"], h["data"]) for h in history[-3:]] == [
+        ("DealWon", history[-3]["data"]),
+        ("BlockerResolved", {"blocker_id": blocker, "resolution": "deal won"}),
+        (
+            "NextStepCancelled",
+            {"description": deal["next_step"]["description"], "reason": "deal won"},
+        ),
+    ]
+    by_category = await client.get("/v1/analytics/blockers", params=deals.fresh(), headers=MANAGER)
+    assert [(row["category"], row["open"]) for row in by_category.json()] == [("risk_aversion", 0)]

@@ -142,3 +142,120 @@ def test_open_twice_and_commands_on_missing_deals_are_refused() -> None:
 def test_patch_with_same_values_changes_nothing() -> None:
     assert given(OPENED).when(c.ChangeDeal(owner="rick")).then() == []
     given(OPENED).when(c.ChangeDeal(owner="olga")).then(e.OwnerAssigned)
+
+
+def criteria_of(stage: str) -> tuple[str, ...]:
+    return tuple(criterion.key for criterion in DEFAULT_PIPELINE.stage(stage).exit_criteria)
+
+
+QUALIFICATION_DONE = evidence(*criteria_of("qualification"))
+TO_QUALIFICATION = e.StageAdvanced(
+    from_stage="discovery",
+    to_stage="qualification",
+    criteria=dict.fromkeys(criteria_of("discovery"), (DISCOVERY_DONE.evidence_id,)),
+    pipeline_version=1,
+)
+TO_PROPOSAL = e.StageAdvanced(
+    from_stage="qualification",
+    to_stage="proposal",
+    criteria=dict.fromkeys(criteria_of("qualification"), (QUALIFICATION_DONE.evidence_id,)),
+    pipeline_version=1,
+)
+SPONSOR = e.StakeholderAdded(stakeholder_id=uuid.uuid4(), name="Eve", role="economic_buyer")
+STAKEHOLDER_CHANGED = e.StageRegressed(
+    from_stage="proposal",
+    to_stage="qualification",
+    trigger="stakeholder_changed",
+    pipeline_version=1,
+)
+
+
+def test_a_regression_reopens_the_criteria_its_trigger_concerns() -> None:
+    back_in_qualification = given(
+        OPENED, SPONSOR, DISCOVERY_DONE, TO_QUALIFICATION, QUALIFICATION_DONE, TO_PROPOSAL,
+        STAKEHOLDER_CHANGED,
+    )  # fmt: skip
+    refused = back_in_qualification.when(c.AdvanceStage(to_stage="proposal")).then_refused(
+        CriteriaNotMet
+    )
+    assert refused.extensions["unmet_criteria"] == [
+        "economic_buyer_engaged",
+        "decision_maker_identified",
+    ]
+    fresh = evidence("economic_buyer_engaged", "decision_maker_identified")
+    advanced, _ = (
+        given(*back_in_qualification.history, fresh)
+        .when(c.AdvanceStage(to_stage="proposal"))
+        .then(e.StageAdvanced, e.NextStepSet)
+    )
+    assert advanced == e.StageAdvanced(
+        from_stage="qualification",
+        to_stage="proposal",
+        criteria={
+            "economic_buyer_engaged": (fresh.evidence_id,),
+            "technical_requirements_documented": (QUALIFICATION_DONE.evidence_id,),
+            "evaluation_criteria_confirmed": (QUALIFICATION_DONE.evidence_id,),
+            "proposal_requested": (QUALIFICATION_DONE.evidence_id,),
+            "decision_maker_identified": (fresh.evidence_id,),
+        },
+        pipeline_version=1,
+    )
+
+
+def test_a_restarted_buying_process_reopens_the_target_stage_and_everything_after() -> None:
+    restarted = e.StageRegressed(
+        from_stage="proposal",
+        to_stage="qualification",
+        trigger="buying_process_restarted",
+        pipeline_version=1,
+    )
+    state = given(
+        OPENED, DISCOVERY_DONE, TO_QUALIFICATION, QUALIFICATION_DONE, TO_PROPOSAL, restarted
+    ).state()
+    assert set(state.reopened) == {
+        key for stage in DEFAULT_PIPELINE.stages[1:] for key in criteria_of(stage.key)
+    }
+    assert state.evidence_for("budget_confirmed") == (DISCOVERY_DONE.evidence_id,)
+    assert state.evidence_for("proposal_requested") == ()
+
+
+BLOCKER = e.BlockerRaised(blocker_id=uuid.uuid4(), category="risk_aversion", description="?")
+STEP = e.NextStepSet(description="Call the CFO", due_date=date(2026, 12, 1))
+
+
+def test_winning_closes_the_open_blockers_and_next_step_with_the_outcome() -> None:
+    assert given(OPENED, BLOCKER, STEP).when(
+        c.WinDeal(override_reason="signed early"), MANAGER
+    ).then(e.DealWon, e.BlockerResolved, e.NextStepCancelled)[1:] == [
+        e.BlockerResolved(blocker_id=BLOCKER.blocker_id, resolution="deal won"),
+        e.NextStepCancelled(description="Call the CFO", reason="deal won"),
+    ]
+
+
+def test_disqualifying_closes_the_open_work_with_the_reason() -> None:
+    assert given(OPENED, BLOCKER, STEP).when(c.DisqualifyDeal(reason="cannot_afford")).then(
+        e.DealDisqualified, e.BlockerResolved, e.NextStepCancelled
+    )[1:] == [
+        e.BlockerResolved(
+            blocker_id=BLOCKER.blocker_id, resolution="deal disqualified: cannot_afford"
+        ),
+        e.NextStepCancelled(description="Call the CFO", reason="deal disqualified: cannot_afford"),
+    ]
+
+
+def test_evidence_for_a_criterion_the_deal_does_not_face_yet_is_kept() -> None:
+    signed = evidence("contract_signed")
+    (recorded,) = (
+        given(OPENED)
+        .when(
+            c.RecordEvidence(
+                evidence_id=signed.evidence_id,
+                kind="signed_contract",
+                criteria=("contract_signed",),
+                summary="signed early",
+                occurred_at=NOW,
+            )
+        )
+        .then(e.EvidenceRecorded)
+    )
+    assert given(OPENED, recorded).state().evidence_for("contract_signed") == (signed.evidence_id,)

@@ -60,6 +60,38 @@ def flags_of(kind: str, events: History, as_of: datetime) -> list[Flag]:
     return [flag for flag in evaluate(subject_at(events, as_of), as_of) if flag.kind == kind]
 
 
+PROOF = uuid.UUID("00000000-0000-4000-8000-000000000002")
+DISCOVERY = (
+    "budget_confirmed",
+    "decision_maker_identified",
+    "pain_documented",
+    "timeline_committed",
+)
+EARNED = history(
+    (0 * DAY, opened(amount=1000, close_date=date(2027, 1, 1))),
+    (0 * DAY, STEP),
+    (
+        0 * DAY,
+        e.EvidenceRecorded(
+            evidence_id=PROOF,
+            kind="meeting_notes",
+            criteria=DISCOVERY,
+            summary="all of it",
+            occurred_at=T0,
+            recorded_by="rick",
+        ),
+    ),
+    (
+        DAY,
+        e.StageAdvanced(
+            from_stage="discovery",
+            to_stage="qualification",
+            criteria=dict.fromkeys(DISCOVERY, (PROOF,)),
+            pipeline_version=1,
+        ),
+    ),
+    (3 * DAY, e.EvidenceRetracted(evidence_id=PROOF, reason="no budget", retracted_by="maria")),
+)
 QUIET = history((0 * DAY, opened(close_date=date(2027, 1, 1))), (0 * DAY, STEP))
 CASES: list[tuple[str, History, datetime, datetime, Flag]] = [
     (
@@ -232,6 +264,22 @@ CASES: list[tuple[str, History, datetime, datetime, Flag]] = [
         ),
     ),
     (
+        "stage_evidence_retracted",
+        EARNED,
+        T0 + 2.9 * DAY,
+        T0 + 3 * DAY,
+        Flag(
+            "stage_evidence_retracted",
+            "critical",
+            T0 + 3 * DAY,
+            {
+                "stages": ["discovery"],
+                "criteria": sorted(DISCOVERY),
+                "retracted_evidence_ids": [str(PROOF)],
+            },
+        ),
+    ),
+    (
         "nurture_resume_due",
         history(
             (0 * DAY, opened()),
@@ -286,3 +334,41 @@ def test_every_kind_has_a_case() -> None:
 def test_a_closed_deal_raises_no_flag(closing: e.DomainEvent) -> None:
     events = history((0 * DAY, opened(close_date=date(2026, 10, 2))), (DAY, closing))
     assert evaluate(subject_at(events, T0 + 90 * DAY), T0 + 90 * DAY) == []
+
+
+def fresh_evidence(at: datetime, *criteria: str) -> e.EvidenceRecorded:
+    return e.EvidenceRecorded(
+        evidence_id=uuid.uuid4(),
+        kind="email",
+        criteria=criteria,
+        summary="confirmed again",
+        occurred_at=at,
+        recorded_by="rick",
+    )
+
+
+@pytest.mark.parametrize(
+    "remedy",
+    [
+        fresh_evidence(T0 + 4 * DAY, *DISCOVERY),
+        e.StageRegressed(
+            from_stage="qualification",
+            to_stage="discovery",
+            trigger="qualification_assumption_wrong",
+            pipeline_version=1,
+        ),
+    ],
+    ids=["fresh evidence", "regression"],
+)
+def test_retracted_stage_evidence_clears_on_fresh_evidence_or_a_regression(
+    remedy: e.DomainEvent,
+) -> None:
+    assert flags_of("stage_evidence_retracted", EARNED, T0 + 3.5 * DAY)
+    remedied = (*EARNED, (4 * DAY, remedy))
+    assert flags_of("stage_evidence_retracted", remedied, T0 + 4 * DAY) == []
+
+
+def test_partly_fresh_evidence_leaves_the_flag_on_what_is_still_unsupported() -> None:
+    partly = (*EARNED, (4 * DAY, fresh_evidence(T0 + 4 * DAY, "budget_confirmed")))
+    (flag,) = flags_of("stage_evidence_retracted", partly, T0 + 4 * DAY)
+    assert flag.numbers["criteria"] == sorted(set(DISCOVERY) - {"budget_confirmed"})

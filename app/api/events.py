@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -15,7 +15,7 @@ from app.api.auth import require
 from app.api.deps import RequestIdDep, ServiceDep, ServicesDep
 from app.api.problems import PROBLEM_JSON
 from app.domain.decide import Actor
-from app.domain.errors import DomainError
+from app.domain.errors import DomainError, InvalidRequest, UnsupportedMediaType
 from app.service.deals import Outcome
 from app.service.ingest import (
     BATCH,
@@ -23,6 +23,7 @@ from app.service.ingest import (
     STRUCTURED,
     SUPPORTED_TYPES,
     Ingestible,
+    from_binary,
     identity_of,
     parse,
 )
@@ -92,7 +93,9 @@ def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
     summary="Ingest CloudEvents: buyer activity and evidence from other systems",
     description=(
         f"`{STRUCTURED}`: one CloudEvent; 201 accepted, 200 a duplicate (its original"
-        f" position), else a problem. `{BATCH}`: a JSON array of up to {MAX_BATCH}; 200 when"
+        " position), else a problem. Binary mode (`ce-*` headers, the data as an"
+        " `application/json` body): the same, for one CloudEvent."
+        f" `{BATCH}`: a JSON array of up to {MAX_BATCH}; 200 when"
         " every item was accepted or a duplicate, 207 when some were rejected (each with its"
         " problem). (`source`, `id`) is the permanent deduplication key."
     ),
@@ -102,6 +105,14 @@ def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
             "required": True,
             "content": {
                 STRUCTURED: {"schema": _CLOUDEVENT},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "Binary mode: the CloudEvent's data as the body, its"
+                        " attributes in headers: ce-specversion, ce-id, ce-source, ce-type,"
+                        " ce-subject, ce-time.",
+                    }
+                },
                 BATCH: {
                     "schema": {
                         "type": "array",
@@ -133,25 +144,25 @@ async def post_events(
     request_id: RequestIdDep,
 ) -> JSONResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in (STRUCTURED, BATCH):
-        raise HTTPException(
-            415, f"Content-Type must be {STRUCTURED} (one event) or {BATCH} (a JSON array)"
+    binary = "ce-specversion" in request.headers
+    if binary:
+        raws: list[Any] = [from_binary(request.headers, await request.body())]
+    elif media_type not in (STRUCTURED, BATCH):
+        raise UnsupportedMediaType(
+            f"Content-Type must be {STRUCTURED} (one event), {BATCH} (a JSON array), or a"
+            " binary-mode CloudEvent (ce-* headers, JSON data as the body)"
         )
-    try:
-        decoded = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(422, "the body is not valid JSON") from None
-    batch = media_type == BATCH
-    if batch:
-        if not isinstance(decoded, list) or not decoded:
-            raise HTTPException(422, "a batch must be a non-empty JSON array of CloudEvents")
-        if len(decoded) > MAX_BATCH:
-            raise HTTPException(
-                422, f"a batch holds at most {MAX_BATCH} CloudEvents, not {len(decoded)}"
-            )
-        raws = decoded
     else:
-        raws = [decoded]
+        try:
+            decoded = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not valid JSON") from None
+        raws = decoded if media_type == BATCH else [decoded]
+        if media_type == BATCH and (not isinstance(decoded, list) or not decoded):
+            raise InvalidRequest("a batch must be a non-empty JSON array of CloudEvents")
+        if len(raws) > MAX_BATCH:
+            raise InvalidRequest(f"a batch holds at most {MAX_BATCH} CloudEvents, not {len(raws)}")
+    batch = media_type == BATCH and not binary
 
     received_at = datetime.now(UTC)
     skew = timedelta(seconds=services.settings.max_clock_skew_seconds)

@@ -120,6 +120,12 @@ class InvalidRequest(DomainError):
     slug = "validation"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported Media Type"
+    slug = "unsupported-media-type"
+
+
 class InvalidCommand(DomainError):
     title = "Command is not valid"
     slug = "invalid-command"

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from app.domain.commands import Command, OpenDeal
 from app.domain.decide import Actor, Context, decide
-from app.domain.errors import ConcurrentModification, DealNotFound, DomainError, PreconditionFailed
+from app.domain.errors import ConcurrentModification, DomainError, PreconditionFailed
 from app.domain.events import DomainEvent, event_data
 from app.domain.identifiers import (
     command_event_id,
@@ -262,8 +262,8 @@ class DealService:
                 in_stream = {event.event_id: event.position for event in stored}
             fresh = True
             if not state.exists:
-                missing = DealNotFound(f"deal {deal_id} does not exist")
                 for index in indexes:
+                    missing = items[index].unknown_deal()
                     outcomes[index] = Outcome("rejected", deal_id, error=missing)
                 return
             now = datetime.now(UTC)

@@ -7,9 +7,11 @@ from it: the same CloudEvent posted again, now or a month later, maps to the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import unquote
 from uuid import UUID
 
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -18,7 +20,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from app.domain import commands as c
-from app.domain.errors import InvalidCloudEvent, OccurredInFuture, UnknownEventType
+from app.domain.errors import DealNotFound, InvalidCloudEvent, OccurredInFuture, UnknownEventType
 from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.identifiers import (
     cloudevent_event_id,
@@ -84,6 +86,18 @@ class Ingestible:
     deal_id: UUID
     command: c.Command
     event_id: UUID
+    deal_ref: ExternalRef | None = None
+    """How the sender named the deal, when by its external reference (for problems)."""
+
+    def unknown_deal(self) -> DealNotFound:
+        """The problem for a deal nobody opened, in the sender's own terms."""
+        if self.deal_ref is not None and not self.envelope.subject:
+            ref = self.deal_ref
+            return DealNotFound(
+                f"no deal was opened with external_ref source={ref.source!r} id={ref.id!r}",
+                deal_ref={"source": ref.source, "id": ref.id},
+            )
+        return DealNotFound(f"deal {self.deal_id} does not exist")
 
 
 def identity_of(raw: Any) -> tuple[str | None, str | None]:
@@ -95,6 +109,25 @@ def identity_of(raw: Any) -> tuple[str | None, str | None]:
         source if isinstance(source, str) else None,
         ce_id if isinstance(ce_id, str) else None,
     )
+
+
+def from_binary(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """A binary-mode CloudEvent (attributes as `ce-*` headers, the data as the body) in the
+    structured form `parse` reads. Knative and other brokers deliver this way by default."""
+    attributes: dict[str, Any] = {
+        name.removeprefix("ce-"): unquote(value)
+        for name, value in headers.items()
+        if name.lower().startswith("ce-")
+    }
+    content_type = headers.get("content-type", "application/json")
+    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+        raise InvalidCloudEvent(f"binary-mode data must be application/json, not {content_type}")
+    if body.strip():
+        try:
+            attributes["data"] = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidCloudEvent("binary-mode data (the body) is not valid JSON") from None
+    return attributes
 
 
 def parse(
@@ -142,7 +175,11 @@ def parse(
     if isinstance(command, c.RecordEvidence) and command.occurred_at > latest:
         raise OccurredInFuture("data.occurred_at", command.occurred_at, latest)
     return Ingestible(
-        envelope, _deal_of(subject, deal_ref), command, cloudevent_event_id(source, ce_id)
+        envelope,
+        _deal_of(subject, deal_ref),
+        command,
+        cloudevent_event_id(source, ce_id),
+        deal_ref,
     )
 
 
@@ -187,11 +224,19 @@ def _command(
 def _deal_of(subject: str | None, deal_ref: ExternalRef | None) -> UUID:
     if subject:
         try:
-            return UUID(subject)
+            deal_id = UUID(subject)
         except ValueError:
             raise InvalidCloudEvent(
                 f"subject must be a deal id (a UUID), not {subject!r}"
             ) from None
+        if deal_ref is not None and deal_id != deal_id_for_external_ref(
+            deal_ref.source, deal_ref.id
+        ):
+            raise InvalidCloudEvent(
+                f"subject {subject} and data.deal_ref (source={deal_ref.source!r},"
+                f" id={deal_ref.id!r}) name different deals: send one, or make them agree"
+            )
+        return deal_id
     if deal_ref is not None:
         return deal_id_for_external_ref(deal_ref.source, deal_ref.id)
     raise InvalidCloudEvent("name the deal: subject (a deal id) or data.deal_ref {source, id}")

@@ -276,3 +276,65 @@ async def test_an_outcome_closes_the_deals_open_blockers_and_next_step(
     ]
     by_category = await client.get("/v1/analytics/blockers", params=deals.fresh(), headers=MANAGER)
     assert [(row["category"], row["open"]) for row in by_category.json()] == [("risk_aversion", 0)]
+
+
+async def test_a_binary_mode_cloudevent_is_taken_like_a_structured_one(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = (await deals.open())["id"]
+    headers = {
+        **INGEST,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": "bin-1",
+        "ce-source": "//knative/broker",
+        "ce-type": "com.dealledger.activity.meeting_held",
+        "ce-subject": deal,
+        "ce-time": WHEN,
+    }
+    body = {"attendees": 4, "minutes": 45}
+    first = await client.post("/v1/events", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "accepted"
+    again = await client.post("/v1/events", json=body, headers=headers)
+    assert (again.status_code, again.json()["position"]) == (200, first.json()["position"])
+    deals.saw(first)
+    history = (await deals.read(f"/v1/deals/{deal}/history"))["items"]
+    assert history[-1]["data"]["details"] == body
+    assert history[-1]["metadata"]["cloudevent"]["source"] == "//knative/broker"
+
+
+async def test_a_cloudevent_whose_subject_and_deal_ref_disagree_is_refused(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = (await deals.open())["id"]
+    ref = {"source": "hubspot", "id": "d-77"}
+    await deals.open(name="Other", external_ref=ref)
+    both = {**cloud_event("m-1", deal), "data": {"deal_ref": ref}}
+    headers = {**INGEST, "content-type": "application/cloudevents+json"}
+    refused = await client.post("/v1/events", json=both, headers=headers)
+    assert refused.status_code == 422
+    assert "name different deals" in refused.json()["detail"]
+
+
+async def test_an_unknown_deal_ref_is_named_as_the_sender_sent_it(
+    client: httpx.AsyncClient,
+) -> None:
+    nobody = {**cloud_event("m-2", ""), "data": {"deal_ref": {"source": "crm", "id": "x-9"}}}
+    del nobody["subject"]
+    headers = {**INGEST, "content-type": "application/cloudevents+json"}
+    refused = await client.post("/v1/events", json=nobody, headers=headers)
+    assert refused.status_code == 404
+    problem = refused.json()
+    assert problem["deal_ref"] == {"source": "crm", "id": "x-9"}
+    assert "x-9" in problem["detail"] and "crm" in problem["detail"]
+
+
+async def test_patching_owner_to_null_is_a_clear_422(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open()
+    refused = await client.patch(f"/v1/deals/{deal['id']}", json={"owner": None}, headers=REP)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "owner" in refused.json()["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from app.db import asyncpg_dsn, create_engine, prepare
+from app.db import asyncpg_dsn, create_engine, owner_url, prepare
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
@@ -80,8 +81,26 @@ def serve(
             "[bold red]WARNING: dev mode: requests without an API key act as ADMIN."
             " Never expose this server.[/bold red]"
         )
+    if not settings.database_url:
+        console.print(
+            f"embedded PostgreSQL, data in [bold]{settings.data_dir}[/bold];"
+            ' open it with: psql "$(dealledger db-url)"'
+        )
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
     uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_level="info")
+
+
+@cli.command("db-url")
+def db_url(
+    owner: bool = typer.Option(
+        False, "--owner", help="The schema owner's URL (migrations), not the service role's."
+    ),
+) -> None:
+    """Print the database URL the service uses (starting the embedded server if it is the
+    one), e.g. for `psql "$(dealledger db-url)"`."""
+    settings = load_settings()
+    url = _database_url()
+    typer.echo(owner_url(settings) if owner else url)
 
 
 async def _verify(url: str, deal: UUID | None) -> VerifyResult:
@@ -273,8 +292,8 @@ def demo(
         raise typer.Exit(1)
     typer.echo(
         f"{len(result.deals)} deals, {result.events:,} events ({result.refused:,} commands"
-        " refused by the rules, as in life). `dealledger serve --dev`, then"
-        " curl localhost:8000/v1/pipeline"
+        " refused by the rules, as in life). `dealledger serve --dev --port 8001` (a port"
+        " of its own if another server runs), then curl localhost:8001/v1/pipeline"
     )
 
 
@@ -290,14 +309,28 @@ async def _with_connection(url: str, work: Callable[[asyncpg.Connection], Awaita
         await connection.close()
 
 
+def _login_name(role: str) -> str:
+    """A name for a key created without one (`--name "$USER"` with USER unset)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment or the password database
+        return f"{role} (cli)"
+
+
 @keys_cli.command("create")
 def keys_create(
     role: str = typer.Option(..., help=f"One of: {', '.join(ROLES)}."),
-    name: str = typer.Option(..., help="Who or what uses it, e.g. gmail-sync or rick.rep."),
+    name: str = typer.Option(
+        "", help="Who or what uses it, e.g. gmail-sync or rick.rep (default: your login)."
+    ),
 ) -> None:
     """Create a key and print its token once (only a hash is stored)."""
     if role not in ROLES:
         console.print(f"[red]role must be one of: {', '.join(ROLES)}[/red]")
+        raise typer.Exit(2)
+    name = name.strip() or _login_name(role)
+    if len(name) > 200:
+        console.print("[red]name must be at most 200 characters[/red]")
         raise typer.Exit(2)
     url = _database_url()
     key, token = asyncio.run(

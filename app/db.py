@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -39,21 +40,32 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
+@contextmanager
+def _quiet_runtime_dir() -> Iterator[None]:
+    # pgserver asks platformdirs for a runtime dir, which warns on every command where
+    # XDG_RUNTIME_DIR is unset (containers, CI); the fallback it takes is fine.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        yield
+
+
 def start_embedded(data_dir: Path, cleanup_mode: str | None = "stop") -> str:
     """Start (or reuse) the embedded PostgreSQL under data_dir; returns its URL."""
-    from pgserver import postgres_server  # lazily: only the embedded path needs it
+    with _quiet_runtime_dir():
+        from pgserver import postgres_server  # lazily: only the embedded path needs it
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = postgres_server.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = postgres_server.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)
     return str(server.get_uri())
 
 
 def stop_embedded(data_dir: Path) -> None:
     """Stop the embedded PostgreSQL this process started under data_dir (if it is the last
     process using it); with cleanup_mode "delete", its data goes too."""
-    from pgserver import postgres_server
+    with _quiet_runtime_dir():
+        from pgserver import postgres_server
 
-    postgres_server.get_server(data_dir / "pgdata").cleanup()
+        postgres_server.get_server(data_dir / "pgdata").cleanup()
 
 
 # The role the service connects as: it may read and append events, never change them.

@@ -41,9 +41,18 @@ async def test_migrate_uses_database_url_when_set(server_url: str) -> None:
 
 @pytest.mark.db  # starts an embedded PostgreSQL of its own
 def test_migrate_starts_embedded_postgres_when_database_url_is_unset(tmp_path: Path) -> None:
-    result = dealledger("migrate", env=environment(DEALLEDGER_DATA_DIR=str(tmp_path)))
+    env = {k: v for k, v in environment(DEALLEDGER_DATA_DIR=str(tmp_path)).items()}
+    env.pop("XDG_RUNTIME_DIR", None)
+    result = dealledger("migrate", env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    assert "XDG_RUNTIME_DIR" not in result.stderr  # no warning on every command
+    # How a newcomer opens psql on it: the URL of the service's role, and of the owner.
+    url = dealledger("db-url", env=env)
+    assert url.returncode == 0 and url.stdout.startswith("postgresql://dealledger_app@")
+    assert str(tmp_path) in url.stdout
+    owner = dealledger("db-url", "--owner", env=env)
+    assert owner.returncode == 0 and "dealledger_app" not in owner.stdout
     # Idempotent: a second run finds the data and the migrations already there.
     assert dealledger("migrate", env=environment(DEALLEDGER_DATA_DIR=str(tmp_path))).returncode == 0
 
@@ -90,6 +99,7 @@ def test_serve_on_a_fresh_embedded_database_becomes_ready(tmp_path: Path) -> Non
         output, _ = process.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in output
     assert "WARNING: dev mode" in output
+    assert str(tmp_path) in output and "dealledger db-url" in output  # where the data is
     # The embedded PostgreSQL started for serve stops with it.
     time.sleep(0.5)
     pid_file = tmp_path / "pgdata" / "postmaster.pid"
@@ -158,6 +168,15 @@ async def test_keys_create_prints_the_token_once_and_stores_only_its_hash(
     assert await pg.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = 'zoom-sync'")
     bad_role = dealledger("keys", "create", "--role", "god", "--name", "x", env=env)
     assert bad_role.returncode == 2 and "role must be one of" in bad_role.stderr
+    # The README's `--name "$USER"` with USER unset: a sensible default name, no traceback.
+    anonymous = {k: v for k, v in env.items() if k not in ("USER", "LOGNAME")}
+    unnamed = dealledger("keys", "create", "--role", "rep", "--name", "", env=anonymous)
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert "Traceback" not in unnamed.stderr
+    named = await pg.fetchval(
+        "SELECT name FROM api_keys WHERE role = 'rep' ORDER BY created_at DESC LIMIT 1"
+    )
+    assert named.strip()
 
 
 async def test_demo_lays_down_months_of_pipeline_once(

@@ -255,16 +255,25 @@ async def rebuild(
         on_delegate()
     connection = await asyncpg.connect(dsn)
     try:
-        head = await connection.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        # The last event in gap-safe order: the runner is done when its checkpoint reaches
+        # that (transaction id, position) pair; positions alone commit out of order.
+        row = await connection.fetchrow(
+            "SELECT transaction_id::text::bigint AS xid, position FROM events"
+            " ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1"
+        )
+        head = Checkpoint(row["xid"], row["position"]) if row else Checkpoint()
         await reset(connection, projection)
         while True:
             at = await load_checkpoint(connection, projection.name)
             done = await connection.fetchval(
-                "SELECT count(*) FROM events WHERE position <= $1", at.position
+                "SELECT count(*) FROM events"
+                " WHERE (transaction_id, position) <= ($1::text::xid8, $2)",
+                str(at.transaction_id),
+                at.position,
             )
             if on_progress is not None:
                 on_progress(done)
-            if at.position >= head:
+            if at >= head:
                 return int(done)
             await asyncio.sleep(poll_interval)
     finally:

@@ -124,7 +124,9 @@ def _override(reason: str | None, ctx: Context) -> e.Override | None:
         )
     if not reason.strip():
         raise InvalidCommand("an override needs a reason")
-    return e.Override(reason=reason, by=ctx.actor.id)
+    return e.Override(
+        reason=reason, by=ctx.actor.id, by_name=ctx.actor.name or None, by_role=ctx.actor.role
+    )
 
 
 def evidence_needed(

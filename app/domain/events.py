@@ -38,6 +38,9 @@ class Override(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     reason: str
     by: str
+    """The acting API key's id."""
+    by_name: str | None = None
+    by_role: str | None = None
 
 
 class EvidenceSource(BaseModel):

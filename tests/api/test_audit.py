@@ -132,7 +132,12 @@ async def test_provenance_lists_the_evidence_that_met_each_criterion_then(
     assert jumped.status_code == 200, jumped.text
     (forced,) = (await deals.read(f"/v1/deals/{deal_id}/provenance", stage="proposal"))["entries"]
     manager = KEYS["manager"]
-    assert forced["override"] == {"reason": "board-level deal", "by": str(manager.key_id)}
+    assert forced["override"] == {
+        "reason": "board-level deal",
+        "by": str(manager.key_id),
+        "by_name": "maria.manager",  # who, not just which key
+        "by_role": "manager",
+    }
     assert forced["actor"] == {"id": str(manager.key_id), "name": manager.name, "role": "manager"}
     assert all(items == [] for items in forced["criteria"].values())
 

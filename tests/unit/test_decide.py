@@ -92,7 +92,7 @@ def test_override_needs_a_manager() -> None:
     given(OPENED).when(command).then_refused(OverrideNotAllowed)
     advanced, _ = given(OPENED).when(command, MANAGER).then(e.StageAdvanced, e.NextStepSet)
     assert isinstance(advanced, e.StageAdvanced)
-    assert advanced.override == e.Override(reason="exec sponsor", by="maria")
+    assert advanced.override == e.Override(reason="exec sponsor", by="maria", by_role="manager")
 
 
 def test_terminal_deals_refuse_every_stage_change() -> None:

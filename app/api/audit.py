@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from app.api.deps import (
-    READ,
-    MinPosition,
-    ServiceDep,
-    StoreDep,
-    deal_states,
-    get_services,
-    projected,
-)
+from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, StoreDep, projected
 from app.api.schemas import DealOut, IsoTime
-from app.db import driver_connection
 from app.domain.errors import DealNotFound, UnknownValue
 from app.domain.events import EvidenceSource, Override
 from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
 from app.domain.provenance import EvidenceAtTheTime, provenance
 from app.events.recorded import to_recorded
 from app.projections.stage_intervals import intervals_of
+from app.service import snapshots
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[READ])
 SECONDS_PER_DAY = 86_400
@@ -55,10 +46,9 @@ class StageHistory(BaseModel):
     dependencies=[Depends(projected("stage_intervals"))],
 )
 async def stage_history(
-    deal_id: UUID, request: Request, min_position: MinPosition = None
+    deal_id: UUID, connection: ConnectionDep, min_position: MinPosition = None
 ) -> StageHistory:
-    async with driver_connection(get_services(request).engine) as connection:
-        intervals = await intervals_of(connection, deal_id)
+    intervals = await intervals_of(connection, deal_id)
     if not intervals:
         raise DealNotFound(f"no stage history for deal {deal_id}")
     now = datetime.now(UTC)
@@ -236,7 +226,7 @@ class PipelineSnapshot(BaseModel):
     dependencies=[Depends(projected("deals"))],
 )
 async def pipeline_snapshot(
-    request: Request,
+    connection: ConnectionDep,
     service: ServiceDep,
     as_of: Annotated[
         IsoTime | None,
@@ -244,20 +234,11 @@ async def pipeline_snapshot(
     ] = None,
     min_position: MinPosition = None,
 ) -> PipelineSnapshot:
-    states = await deal_states(get_services(request), service, as_of)
-    stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
-    counts: dict[str, int] = defaultdict(int)
-    amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for state in states:
-        counts[state.stage] += 1
-        if state.amount is not None:
-            amounts[state.stage][state.currency or ""] += state.amount
-    order = stage_order + sorted(set(counts) - set(stage_order))
+    snapshot = await snapshots.pipeline_snapshot(connection, service, as_of)
     return PipelineSnapshot(
         as_of=as_of,
         stages=[
-            StageTotal(stage=stage, count=counts[stage], amounts=dict(amounts[stage]))
-            for stage in order
+            StageTotal.model_validate(total, from_attributes=True) for total in snapshot.stages
         ],
-        deals=[DealOut.of(state) for state in states],
+        deals=[DealOut.of(state) for state in snapshot.deals],
     )

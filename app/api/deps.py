@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
@@ -17,9 +17,7 @@ from app.api.auth import require
 from app.api.state import AppState, app_state
 from app.db import driver_connection
 from app.domain.decide import Actor
-from app.domain.state import DealState
 from app.events.store import EventStore
-from app.projections.deals import list_deals
 from app.projections.runner import wait_for_position
 from app.service.deals import CommandContext, DealService
 
@@ -190,32 +188,3 @@ def projected(*names: str) -> Callable[..., Awaitable[None]]:
             )
 
     return wait
-
-
-async def deal_states(
-    services: AppState,
-    service: DealService,
-    as_of: datetime | None,
-    *,
-    owner: str | None = None,
-    status: str | None = None,
-) -> list[DealState]:
-    """Every deal: now, from the deals read model (filtered by owner and status); or as it
-    stood at `as_of`, each replayed from the log (unfiltered: the past state decides)."""
-    states: list[DealState] = []
-    after = 0
-    if as_of is None:
-        async with driver_connection(services.engine) as connection:
-            while page := await list_deals(
-                connection, stage=None, owner=owner, status=status, after_position=after, limit=1000
-            ):
-                states += [state for _, state in page]
-                after = page[-1][0]
-        return states
-    while starts := await service.store.stream_starts(after, 1000):
-        for _, deal_id in starts:
-            state = await service.load(deal_id, recorded_up_to=as_of)
-            if state.exists:
-                states.append(state)
-        after = starts[-1][0]
-    return states

@@ -1,8 +1,10 @@
-"""The `blocker_log` read model: every blocker, when it was raised and resolved (recorded)."""
+"""The `blocker_log` read model: every blocker, when it was raised and resolved (recorded);
+and the analytics per blocker category."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -10,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from app.domain import events as e
+from app.projections.analytics import Filters
 from app.projections.runner import Envelope
 
 _UPSERT = """
@@ -53,3 +56,41 @@ class BlockersProjection:
         if rows:
             columns = [list(column) for column in zip(*rows.values(), strict=True)]
             await connection.execute(_UPSERT, *columns)
+
+
+@dataclass(frozen=True)
+class BlockerCategory:
+    category: str
+    open: int
+    resolved: int
+    median_days_to_resolve: float | None
+
+
+async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list[BlockerCategory]:
+    """Blockers raised in the window, per category: open, resolved, median days to resolve
+    (by the deal's current owner and pipeline; the size band does not apply)."""
+    rows = await connection.fetch(
+        "SELECT b.category, count(*) FILTER (WHERE b.resolved_at IS NULL) AS open,"
+        " count(*) FILTER (WHERE b.resolved_at IS NOT NULL) AS resolved,"
+        " percentile_cont(0.5) WITHIN GROUP"
+        "  (ORDER BY extract(epoch FROM b.resolved_at - b.raised_at) / 86400.0) AS median"
+        " FROM blocker_log b JOIN deals d USING (deal_id)"
+        " WHERE ($1::text IS NULL OR d.owner = $1)"
+        " AND ($2::text IS NULL OR d.state->>'pipeline_key' = $2)"
+        " AND ($3::timestamptz IS NULL OR b.raised_at >= $3)"
+        " AND ($4::timestamptz IS NULL OR b.raised_at < $4)"
+        " GROUP BY b.category ORDER BY b.category",
+        f.owner,
+        f.pipeline,
+        f.start,
+        f.end,
+    )
+    return [
+        BlockerCategory(
+            category=r["category"],
+            open=r["open"],
+            resolved=r["resolved"],
+            median_days_to_resolve=round(float(r["median"]), 4) if r["median"] else None,
+        )
+        for r in rows
+    ]

@@ -9,9 +9,9 @@ projector) raises what time alone has brought. Time never clears a flag; events 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -130,9 +130,13 @@ async def _open_rows(
     )
     found: dict[UUID, dict[str, FlagRow]] = {}
     for r in rows:
-        row = FlagRow(**{**dict(r), "numbers": json.loads(r["numbers"])})
+        row = _flag_row(dict(r))
         found.setdefault(row.deal_id, {})[row.kind] = row
     return found
+
+
+def _flag_row(record: Mapping[str, Any]) -> FlagRow:
+    return FlagRow(**{**record, "numbers": json.loads(record["numbers"])})
 
 
 class FlagsProjection:
@@ -223,3 +227,97 @@ async def subject_of(connection: asyncpg.Connection, deal_id: UUID) -> Subject |
         "SELECT subject::text FROM flag_subjects WHERE deal_id = $1", deal_id
     )
     return SUBJECT.validate_json(text) if text is not None else None
+
+
+async def flags_of(connection: asyncpg.Connection, deal_id: UUID) -> list[FlagRow]:
+    """The deal's flags, open and cleared, oldest first."""
+    rows = await connection.fetch(
+        "SELECT deal_id, kind, raised_at, cleared_at, severity, numbers::text AS numbers,"
+        " evaluated_at FROM deal_flags WHERE deal_id = $1 ORDER BY raised_at, kind",
+        deal_id,
+    )
+    return [_flag_row(dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class FlagFilter:
+    kind: str | None = None
+    severity: str | None = None
+    owner: str | None = None
+    stage: str | None = None
+
+    def admits_deal(self, state: DealState) -> bool:
+        return (self.owner is None or state.owner == self.owner) and (
+            self.stage is None or state.stage == self.stage
+        )
+
+    def admits(self, flag: Flag) -> bool:
+        return (self.kind is None or flag.kind == self.kind) and (
+            self.severity is None or flag.severity == self.severity
+        )
+
+
+# Open flags are listed by (raised_at in microseconds since the epoch, deal_id, kind).
+FlagKey = tuple[int, int, str]
+FIRST_KEY: FlagKey = (-(2**53), -1, "")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def flag_key(flag: FlagRow) -> FlagKey:
+    micros = (flag.raised_at - EPOCH) // timedelta(microseconds=1)
+    return micros, flag.deal_id.int, flag.kind
+
+
+@dataclass(frozen=True)
+class FlagOnDeal:
+    flag: FlagRow
+    state: DealState
+    """The deal as the flag was judged on."""
+
+
+async def open_flags(
+    connection: asyncpg.Connection, where: FlagFilter, after: FlagKey, limit: int
+) -> list[FlagOnDeal]:
+    """Open flags of deals as they are now, after `after` in key order, at most `limit`."""
+    rows = await connection.fetch(
+        "SELECT f.deal_id, f.kind, f.severity, f.raised_at, f.cleared_at,"
+        " f.numbers::text AS numbers, f.evaluated_at, s.subject::text AS subject"
+        " FROM deal_flags f JOIN flag_subjects s USING (deal_id)"
+        " WHERE f.cleared_at IS NULL"
+        " AND ($1::text IS NULL OR f.kind = $1) AND ($2::text IS NULL OR f.severity = $2)"
+        " AND ($3::text IS NULL OR s.owner = $3) AND ($4::text IS NULL OR s.stage = $4)"
+        ' AND (f.raised_at, f.deal_id, f.kind COLLATE "C")'
+        " > ('epoch'::timestamptz + $5::bigint * interval '1 microsecond',"
+        ' $6::uuid, $7::text COLLATE "C")'
+        ' ORDER BY f.raised_at, f.deal_id, f.kind COLLATE "C" LIMIT $8',
+        where.kind,
+        where.severity,
+        where.owner,
+        where.stage,
+        after[0],
+        UUID(int=max(after[1], 0)),
+        after[2],
+        limit,
+    )
+    found = []
+    for r in rows:
+        row = dict(r)
+        subject = SUBJECT.validate_json(row.pop("subject"))
+        found.append(FlagOnDeal(_flag_row(row), subject.state))
+    return found
+
+
+async def subjects_recorded_by(
+    connection: asyncpg.Connection, as_of: datetime
+) -> list[tuple[UUID, Subject | None]]:
+    """Every deal's stored flag subject, or None where it has events recorded after `as_of`
+    (the caller replays those)."""
+    rows = await connection.fetch(
+        "SELECT deal_id, CASE WHEN last_recorded_at <= $1 THEN subject::text END AS subject"
+        " FROM flag_subjects",
+        as_of,
+    )
+    return [
+        (r["deal_id"], SUBJECT.validate_json(r["subject"]) if r["subject"] is not None else None)
+        for r in rows
+    ]

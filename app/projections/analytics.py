@@ -1,0 +1,297 @@
+"""Manager analytics over the `stage_intervals` read model: time in stage, conversion,
+velocity, regressions, disqualifications and overrides.
+
+Stays are filtered by the deal's owner, pipeline and size band while in the stage, and by
+when the stay began (`from` <= entered_at < `to`). Durations are in days, from the recorded
+times of the stage changes; only finished stays count toward time-in-stage.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import asyncpg
+
+from app.domain.pipeline import NURTURE, PIPELINES
+
+DAYS = "(extract(epoch FROM left_at - entered_at) / 86400.0)"
+
+
+def band_labels(bounds: list[int]) -> list[str]:
+    """The size bands' labels for these bounds, smallest first (without "unknown")."""
+    edges = sorted(bounds)
+    labels = [f"<{edges[0]}"] if edges else []
+    labels += [f"{a}-{b}" for a, b in itertools.pairwise(edges)]
+    labels += [f"{edges[-1]}+"] if edges else ["all"]
+    return labels
+
+
+def band_of(amount: Decimal | None, bounds: list[int]) -> str:
+    if amount is None:
+        return "unknown"
+    edges = sorted(bounds)
+    labels = band_labels(edges)
+    for edge, label in zip(edges, labels, strict=False):
+        if amount < edge:
+            return label
+    return labels[-1]
+
+
+def _band_sql(bounds: list[int]) -> str:
+    edges = sorted(bounds)
+    labels = band_labels(edges)
+    cases = " ".join(
+        f"WHEN amount < {edge} THEN '{label}'" for edge, label in zip(edges, labels, strict=False)
+    )
+    return f"(CASE WHEN amount IS NULL THEN 'unknown' {cases} ELSE '{labels[-1]}' END)"
+
+
+@dataclass(frozen=True)
+class Filters:
+    owner: str | None
+    pipeline: str | None
+    start: datetime | None
+    end: datetime | None
+    size_band: str | None
+    size_bands: list[int]
+    """The configured band bounds `size_band` is a label of."""
+
+    @property
+    def band_sql(self) -> str:
+        return _band_sql(self.size_bands)
+
+    def where(self, first: int = 1) -> tuple[str, list[Any]]:
+        """A WHERE clause over stage_intervals, with its arguments from $first on."""
+        n = first
+        sql = (
+            f"($%d::text IS NULL OR owner = $%d) AND ($%d::text IS NULL OR pipeline = $%d)"
+            f" AND ($%d::timestamptz IS NULL OR entered_at >= $%d)"
+            f" AND ($%d::timestamptz IS NULL OR entered_at < $%d)"
+            f" AND ($%d::text IS NULL OR {self.band_sql} = $%d)"
+        ) % (n, n, n + 1, n + 1, n + 2, n + 2, n + 3, n + 3, n + 4, n + 4)
+        return sql, [self.owner, self.pipeline, self.start, self.end, self.size_band]
+
+
+@dataclass(frozen=True)
+class Durations:
+    stage: str
+    group: str | None
+    count: int
+    mean_days: float
+    median_days: float
+    p90_days: float
+
+
+async def durations(
+    connection: asyncpg.Connection, f: Filters, by: Literal["owner", "size_band"] | None
+) -> list[Durations]:
+    """Days of the finished stays per stage (and per owner or size band): count, mean,
+    median, p90."""
+    group_sql = {None: "NULL::text", "owner": "owner", "size_band": f.band_sql}[by]
+    where, args = f.where()
+    rows = await connection.fetch(
+        f"SELECT stage, {group_sql} AS grp, count(*) AS n, avg({DAYS}) AS mean,"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {DAYS}) AS median,"
+        f" percentile_cont(0.9) WITHIN GROUP (ORDER BY {DAYS}) AS p90"
+        f" FROM stage_intervals WHERE left_at IS NOT NULL AND {where}"
+        f" GROUP BY stage, grp ORDER BY stage, grp",
+        *args,
+    )
+    return [
+        Durations(
+            stage=r["stage"],
+            group=r["grp"],
+            count=r["n"],
+            mean_days=round(float(r["mean"]), 4),
+            median_days=round(float(r["median"]), 4),
+            p90_days=round(float(r["p90"]), 4),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class StageConversion:
+    stage: str
+    entered: int
+    moved_forward: int
+    regressed: int
+    disqualified: int
+    nurtured: int
+    still_there: int
+    won: int
+    to_next_rate: float | None
+    to_won_rate: float | None
+
+
+async def conversion(connection: asyncpg.Connection, f: Filters) -> list[StageConversion]:
+    """Per stage in pipeline order: deals entered (once each), how their last stay there
+    ended, how many were won later, and the rates."""
+    where, args = f.where()
+    rows = await connection.fetch(
+        "WITH stays AS (SELECT * FROM stage_intervals WHERE " + where + "),"
+        " last_stay AS (SELECT DISTINCT ON (deal_id, stage) deal_id, stage, left_how"
+        "   FROM stays ORDER BY deal_id, stage, seq DESC),"
+        " won AS (SELECT DISTINCT deal_id FROM stage_intervals WHERE left_how = 'won')"
+        " SELECT stage, count(*) AS entered,"
+        " count(*) FILTER (WHERE left_how IN ('advanced', 'won')) AS forward,"
+        " count(*) FILTER (WHERE left_how = 'regressed') AS regressed,"
+        " count(*) FILTER (WHERE left_how = 'disqualified') AS disqualified,"
+        " count(*) FILTER (WHERE left_how IN ('nurtured', 'reactivated')) AS nurtured,"
+        " count(*) FILTER (WHERE left_how IS NULL) AS still,"
+        " count(*) FILTER (WHERE won.deal_id IS NOT NULL) AS won"
+        " FROM last_stay LEFT JOIN won USING (deal_id) GROUP BY stage",
+        *args,
+    )
+    by_stage = {r["stage"]: r for r in rows}
+    order = [*PIPELINES[f.pipeline or "default"].stage_keys, NURTURE]
+    out = []
+    for stage in [s for s in order if s in by_stage] + sorted(set(by_stage) - set(order)):
+        r = by_stage[stage]
+        entered = r["entered"]
+        out.append(
+            StageConversion(
+                stage=stage,
+                entered=entered,
+                moved_forward=r["forward"],
+                regressed=r["regressed"],
+                disqualified=r["disqualified"],
+                nurtured=r["nurtured"],
+                still_there=r["still"],
+                won=r["won"],
+                to_next_rate=round(r["forward"] / entered, 4) if entered else None,
+                to_won_rate=round(r["won"] / entered, 4) if entered else None,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class WeekPoint:
+    week: date
+    stage: str
+    median_days: float
+    stays_finished: int
+    advanced: int
+
+
+async def velocity(connection: asyncpg.Connection, f: Filters) -> list[WeekPoint]:
+    """Per week and stage: median days of the stays finished that week, and advances."""
+    where, args = f.where()
+    rows = await connection.fetch(
+        f"SELECT (date_trunc('week', left_at AT TIME ZONE 'UTC'))::date AS week, stage,"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {DAYS}) AS median, count(*) AS n,"
+        f" count(*) FILTER (WHERE left_how IN ('advanced', 'won')) AS advanced"
+        f" FROM stage_intervals WHERE left_at IS NOT NULL AND {where}"
+        f" GROUP BY week, stage ORDER BY week, stage",
+        *args,
+    )
+    return [
+        WeekPoint(
+            week=r["week"],
+            stage=r["stage"],
+            median_days=round(float(r["median"]), 4),
+            stays_finished=r["n"],
+            advanced=r["advanced"],
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class StageRegressions:
+    stage: str
+    stays_finished: int
+    regressed: int
+    rate: float
+    by_trigger: dict[str, int]
+
+
+async def regressions(connection: asyncpg.Connection, f: Filters) -> list[StageRegressions]:
+    """Per stage: finished stays, how many ended in a regression, and on which trigger."""
+    where, args = f.where()
+    rows = await connection.fetch(
+        "SELECT stage, left_how, left_reason, count(*) AS n FROM stage_intervals"
+        " WHERE left_at IS NOT NULL AND " + where + " GROUP BY stage, left_how, left_reason",
+        *args,
+    )
+    finished: dict[str, int] = defaultdict(int)
+    triggers: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in rows:
+        finished[r["stage"]] += r["n"]
+        if r["left_how"] == "regressed":
+            triggers[r["stage"]][r["left_reason"]] = r["n"]
+    return [
+        StageRegressions(
+            stage=stage,
+            stays_finished=total,
+            regressed=sum(triggers[stage].values()),
+            rate=round(sum(triggers[stage].values()) / total, 4),
+            by_trigger=dict(sorted(triggers[stage].items())),
+        )
+        for stage, total in sorted(finished.items())
+    ]
+
+
+@dataclass(frozen=True)
+class Disqualifications:
+    total: int
+    by_reason: dict[str, int]
+    by_stage: dict[str, int]
+
+
+async def disqualifications(connection: asyncpg.Connection, f: Filters) -> Disqualifications:
+    """Disqualified deals: how many, by reason and by the stage they left."""
+    where, args = f.where()
+    rows = await connection.fetch(
+        "SELECT stage, left_reason, count(*) AS n FROM stage_intervals"
+        " WHERE left_how = 'disqualified' AND " + where + " GROUP BY stage, left_reason",
+        *args,
+    )
+    by_reason: dict[str, int] = defaultdict(int)
+    by_stage: dict[str, int] = defaultdict(int)
+    for r in rows:
+        by_reason[r["left_reason"]] += r["n"]
+        by_stage[r["stage"]] += r["n"]
+    return Disqualifications(
+        total=sum(by_reason.values()),
+        by_reason=dict(sorted(by_reason.items())),
+        by_stage=dict(sorted(by_stage.items())),
+    )
+
+
+@dataclass(frozen=True)
+class OverrideCount:
+    manager: str
+    stage: str
+    overrides: int
+    share_of_forward_moves: float
+
+
+async def overrides(connection: asyncpg.Connection, f: Filters) -> list[OverrideCount]:
+    """Per manager and stage: forward moves made on the manager's override, and their share
+    of all forward moves from that stage."""
+    where, args = f.where()
+    rows = await connection.fetch(
+        "WITH forward AS (SELECT stage, left_override_by FROM stage_intervals"
+        " WHERE left_how IN ('advanced', 'won') AND " + where + "),"
+        " totals AS (SELECT stage, count(*) AS n FROM forward GROUP BY stage)"
+        " SELECT f.left_override_by AS manager, f.stage, count(*) AS n, t.n AS total"
+        " FROM forward f JOIN totals t USING (stage) WHERE f.left_override_by IS NOT NULL"
+        " GROUP BY f.left_override_by, f.stage, t.n ORDER BY manager, stage",
+        *args,
+    )
+    return [
+        OverrideCount(
+            manager=r["manager"],
+            stage=r["stage"],
+            overrides=r["n"],
+            share_of_forward_moves=round(r["n"] / r["total"], 4),
+        )
+        for r in rows
+    ]

@@ -1,0 +1,218 @@
+"""The pipeline and its flags as they stand now (the read models) or as they stood at a past
+time (each deal replayed from the log): deal states, stage totals, forecast, flags."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from app.domain.errors import DealNotFound
+from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
+from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
+from app.domain.state import DealState
+from app.events.recorded import to_recorded
+from app.projections.deals import list_deals
+from app.projections.flags import (
+    FlagFilter,
+    FlagKey,
+    FlagOnDeal,
+    FlagRow,
+    flag_key,
+    flags_of,
+    open_flags,
+    subject_of,
+    subjects_recorded_by,
+)
+from app.service.deals import DealService
+
+
+async def deal_states(
+    connection: asyncpg.Connection,
+    service: DealService,
+    as_of: datetime | None,
+    *,
+    owner: str | None = None,
+    status: str | None = None,
+) -> list[DealState]:
+    """Every deal: now, from the deals read model (filtered by owner and status); or as it
+    stood at `as_of`, each replayed from the log (unfiltered: the past state decides)."""
+    states: list[DealState] = []
+    after = 0
+    if as_of is None:
+        while page := await list_deals(
+            connection, stage=None, owner=owner, status=status, after_position=after, limit=1000
+        ):
+            states += [state for _, state in page]
+            after = page[-1][0]
+        return states
+    while starts := await service.store.stream_starts(after, 1000):
+        for _, deal_id in starts:
+            state = await service.load(deal_id, recorded_up_to=as_of)
+            if state.exists:
+                states.append(state)
+        after = starts[-1][0]
+    return states
+
+
+@dataclass(frozen=True)
+class StageTotal:
+    stage: str
+    count: int
+    amounts: dict[str, Decimal]
+    """Sum of deal amounts per currency (deals without a currency under "")."""
+
+
+@dataclass(frozen=True)
+class PipelineSnapshot:
+    stages: list[StageTotal]
+    deals: list[DealState]
+
+
+async def pipeline_snapshot(
+    connection: asyncpg.Connection, service: DealService, as_of: datetime | None
+) -> PipelineSnapshot:
+    """Every deal, now or as of a time, and the count and amounts per stage (every stage of
+    the default pipeline and the closed ones, then any other in name order)."""
+    states = await deal_states(connection, service, as_of)
+    stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
+    counts: dict[str, int] = defaultdict(int)
+    amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for state in states:
+        counts[state.stage] += 1
+        if state.amount is not None:
+            amounts[state.stage][state.currency or ""] += state.amount
+    order = stage_order + sorted(set(counts) - set(stage_order))
+    return PipelineSnapshot(
+        stages=[StageTotal(stage, counts[stage], dict(amounts[stage])) for stage in order],
+        deals=states,
+    )
+
+
+@dataclass(frozen=True)
+class ForecastRow:
+    close_month: str | None
+    owner: str
+    currency: str | None
+    deals: int
+    amount: Decimal
+    weighted: Decimal
+    """Amount x the stage's probability, summed."""
+
+
+@dataclass(frozen=True)
+class Forecast:
+    total_weighted: dict[str, Decimal]
+    """Per currency ("" for none)."""
+    rows: list[ForecastRow]
+
+
+def forecast_of(states: list[DealState], owner: str | None) -> list[ForecastRow]:
+    sums: dict[tuple[str | None, str, str | None], list[Any]] = {}
+    for state in states:
+        if state.status != "open" or state.amount is None:
+            continue
+        if owner is not None and state.owner != owner:
+            continue
+        probability = Decimal(str(state.pipeline.stage(state.stage).probability))
+        month = state.close_date.strftime("%Y-%m") if state.close_date else None
+        entry = sums.setdefault((month, state.owner, state.currency), [0, Decimal(0), Decimal(0)])
+        entry[0] += 1
+        entry[1] += state.amount
+        entry[2] += state.amount * probability
+    return [
+        ForecastRow(
+            close_month=month,
+            owner=who,
+            currency=currency,
+            deals=n,
+            amount=amount,
+            weighted=weighted.quantize(Decimal("0.01")),
+        )
+        for (month, who, currency), (n, amount, weighted) in sorted(
+            sums.items(), key=lambda item: (item[0][0] or "", item[0][1], item[0][2] or "")
+        )
+    ]
+
+
+async def forecast(
+    connection: asyncpg.Connection,
+    service: DealService,
+    as_of: datetime | None,
+    *,
+    owner: str | None = None,
+) -> Forecast:
+    """The open pipeline (now or as of a time) weighted by stage probability, per close
+    month, owner and currency, with the weighted totals per currency."""
+    states = await deal_states(connection, service, as_of, owner=owner, status="open")
+    rows = forecast_of(states, owner)
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        totals[row.currency or ""] += row.weighted
+    return Forecast(total_weighted=dict(totals), rows=rows)
+
+
+async def subject_as_of(service: DealService, deal_id: UUID, as_of: datetime) -> Subject:
+    """The deal's flag subject from its events recorded up to `as_of` (replayed)."""
+    subject = Subject(DealState(deal_id=deal_id))
+    for event in await service.store.read_stream(deal_id, recorded_up_to=as_of):
+        subject = advance(subject, to_recorded(event))
+    return subject
+
+
+def _standing(deal_id: UUID, flag: Flag, as_of: datetime) -> FlagRow:
+    return FlagRow(deal_id, flag.kind, flag.raised_at, None, flag.severity, flag.numbers, as_of)
+
+
+async def deal_flags(
+    connection: asyncpg.Connection,
+    service: DealService,
+    rules: FlagRules,
+    deal_id: UUID,
+    as_of: datetime | None,
+) -> list[FlagOnDeal]:
+    """The deal's flags: open and cleared (read model), or those standing at `as_of`
+    (evaluated on the deal replayed). DealNotFound if there was no such deal."""
+    if as_of is not None:
+        subject = await subject_as_of(service, deal_id, as_of)
+        if not subject.state.exists:
+            raise DealNotFound(f"deal {deal_id} did not exist then")
+        flags = evaluate(subject, as_of, rules)
+        return [FlagOnDeal(_standing(deal_id, flag, as_of), subject.state) for flag in flags]
+    stored = await subject_of(connection, deal_id)
+    rows = await flags_of(connection, deal_id)
+    if stored is None:
+        raise DealNotFound(f"deal {deal_id} does not exist")
+    return [FlagOnDeal(row, stored.state) for row in rows]
+
+
+async def standing_flags(
+    connection: asyncpg.Connection,
+    service: DealService,
+    rules: FlagRules,
+    as_of: datetime | None,
+    where: FlagFilter,
+    after: FlagKey,
+    limit: int,
+) -> list[FlagOnDeal]:
+    """Open flags across deals after `after` in key order, at most `limit`: now (read model),
+    or standing at `as_of` (stored subjects; deals with events recorded since are replayed)."""
+    if as_of is None:
+        return await open_flags(connection, where, after, limit)
+    found: list[FlagOnDeal] = []
+    for deal_id, stored in await subjects_recorded_by(connection, as_of):
+        subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
+        if not subject.state.exists or not where.admits_deal(subject.state):
+            continue
+        found += [
+            FlagOnDeal(_standing(deal_id, flag, as_of), subject.state)
+            for flag in evaluate(subject, as_of, rules)
+            if where.admits(flag)
+        ]
+    found = [item for item in found if flag_key(item.flag) > after]
+    return sorted(found, key=lambda item: flag_key(item.flag))[:limit]

@@ -12,8 +12,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.domain.errors import DatabaseUnavailable
 from app.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -169,11 +171,66 @@ def head_revision() -> str:
     return head
 
 
-@asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection as the asyncpg driver sees it, for hot paths with explicit SQL."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
+# Errors that mean the connection or the server is gone, not that a statement failed.
+_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, crash, starting up
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _lost(error: BaseException, connection: asyncpg.Connection | None = None) -> bool:
+    if isinstance(error, (*_LOST, asyncpg.exceptions.InternalClientError)):
+        return True  # the latter: a protocol state an interrupted operation left behind
+    if isinstance(error, asyncpg.InterfaceError):  # e.g. "connection is closed"
+        return connection is None or connection.is_closed()
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or _lost(error.orig or Exception(), connection)
+    cause = error.__cause__
+    return cause is not None and cause is not error and _lost(cause, connection)
+
+
+async def _checkout(engine: AsyncEngine) -> tuple[AsyncConnection, asyncpg.Connection]:
+    """A pooled connection that is not known dead: one the server closed (a restart) is
+    dropped with the rest of the pool made before it, and a fresh one taken."""
+    for _ in range(2):
+        try:
+            connection = await engine.connect()
+            raw = await connection.get_raw_connection()
+        except Exception as error:
+            if _lost(error):
+                raise DatabaseUnavailable(f"the database cannot be reached: {error}") from error
+            raise
         driver = raw.driver_connection
         assert driver is not None
+        if not driver.is_closed():
+            return connection, driver
+        await _drop(engine, connection)
+    raise DatabaseUnavailable("the database keeps closing new connections")
+
+
+async def _drop(engine: AsyncEngine, connection: AsyncConnection) -> None:
+    await connection.invalidate()
+    await connection.close()
+    await engine.dispose(close=False)  # connections made before the outage are all suspect
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection as the asyncpg driver sees it, for hot paths with explicit SQL.
+
+    A lost connection or server raises DatabaseUnavailable (503 with Retry-After) and drops
+    the pool, so connections made before an outage are replaced, never reused dead.
+    """
+    connection, driver = await _checkout(engine)
+    try:
         yield driver
+    except Exception as error:
+        if not _lost(error, driver):
+            raise
+        await _drop(engine, connection)
+        raise DatabaseUnavailable(f"the database connection was lost: {error}") from error
+    finally:
+        await connection.close()

@@ -15,7 +15,7 @@ from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
-from app.api.problems import document_problems, install_problem_handlers
+from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url
 from app.events.store import EventStore
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         per_path={"/v1/events": settings.max_batch_body_bytes},
     )
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
+    app.add_middleware(UnavailableGuard)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(events.router)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.api.state import app_state
 from app.db import driver_connection
+from app.domain.errors import DatabaseUnavailable
 
 _REPLAYED_HEADERS = (b"content-type", b"etag", b"location")
 
@@ -24,6 +26,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+log = logging.getLogger("dealledger.idempotency")
 
 
 class IdempotencyMiddleware:
@@ -104,14 +109,20 @@ class IdempotencyMiddleware:
                 for k, v in start.get("headers", [])
                 if k.lower() in _REPLAYED_HEADERS
             ]
-            async with driver_connection(engine) as connection:
-                await connection.execute(
-                    "INSERT INTO idempotency_keys (actor, key, fingerprint, status, headers, body)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    actor,
-                    key,
-                    fingerprint,
-                    status,
-                    json.dumps(headers),
-                    b"".join(response_chunks),
-                )
+            try:
+                async with driver_connection(engine) as connection:
+                    await connection.execute(
+                        "INSERT INTO idempotency_keys"
+                        " (actor, key, fingerprint, status, headers, body)"
+                        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        actor,
+                        key,
+                        fingerprint,
+                        status,
+                        json.dumps(headers),
+                        b"".join(response_chunks),
+                    )
+            except DatabaseUnavailable:
+                # The answer is sent and the command committed; a retry is still safe, as
+                # its event ids derive from the key: it is answered from the log instead.
+                log.warning("could not remember the response to Idempotency-Key %r", key)

@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.domain.errors import DomainError
+from app.domain.errors import DatabaseUnavailable, DomainError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -62,8 +63,39 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    problem = exc.problem()
-    return JSONResponse(problem, status_code=exc.status, media_type=PROBLEM_JSON)
+    return problem_of(exc)
+
+
+def problem_of(error: DomainError) -> JSONResponse:
+    return JSONResponse(
+        error.problem(), status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers
+    )
+
+
+class UnavailableGuard:
+    """Outermost: a database outage met outside a route (authentication, idempotent replay)
+    is a 503 problem with Retry-After too, not a bare 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except DatabaseUnavailable as outage:
+            if started:
+                raise
+            await problem_of(outage)(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

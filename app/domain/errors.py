@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 
 class DomainError(Exception):
     status = 422
     title = "Command rejected"
     slug = "rejected"
+    headers: ClassVar[dict[str, str]] = {}
+    """HTTP headers the problem response carries (e.g. Retry-After)."""
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -158,3 +160,12 @@ class InvalidEventData(DomainError):
 
     title = "Request is not valid"
     slug = "validation"
+
+
+class DatabaseUnavailable(DomainError):
+    """The database cannot be reached (restarting, stopped, network): retry shortly."""
+
+    status = 503
+    title = "Service unavailable"
+    slug = "database-unavailable"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}

@@ -180,12 +180,17 @@ class ForecastRow(BaseModel):
     deals: int
     amount: Decimal
     weighted: Decimal
-    """Amount x the stage's probability, summed."""
+    """Amount x the stage's probability, summed (0 for overdue rows)."""
+    overdue: bool
+    """close_month is "overdue": the deals' close month has passed while they are open."""
 
 
 class Forecast(BaseModel):
     as_of: datetime | None
     total_weighted: dict[str, Decimal]
+    """Per currency; overdue deals are not in it."""
+    overdue_amount: dict[str, Decimal]
+    """Open amounts whose close month has passed, per currency: to re-date or close."""
     rows: list[ForecastRow]
 
 
@@ -206,12 +211,18 @@ async def forecast(
 ) -> Forecast:
     found = await snapshots.forecast(connection, service, as_of, owner=owner)
     return Forecast(
-        as_of=as_of, total_weighted=found.total_weighted, rows=_all(ForecastRow, found.rows)
+        as_of=as_of,
+        total_weighted=found.total_weighted,
+        overdue_amount=found.overdue_amount,
+        rows=_all(ForecastRow, found.rows),
     )
 
 
 class OverrideCount(BaseModel):
     manager: str
+    """The overriding API key's id."""
+    manager_name: str | None
+    manager_role: str | None
     stage: str
     overrides: int
     share_of_forward_moves: float

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -77,6 +78,12 @@ class Filters:
         return sql, [self.owner, self.pipeline, self.start, self.end, self.size_band]
 
 
+def stage_order(pipeline: str | None) -> Callable[[str], tuple[int, str]]:
+    """A sort key: the pipeline's stages in their order, then nurture, then any others."""
+    order = [*PIPELINES[pipeline or "default"].stage_keys, NURTURE]
+    return lambda stage: (order.index(stage) if stage in order else len(order), stage)
+
+
 @dataclass(frozen=True)
 class Durations:
     stage: str
@@ -99,9 +106,11 @@ async def durations(
         f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {DAYS}) AS median,"
         f" percentile_cont(0.9) WITHIN GROUP (ORDER BY {DAYS}) AS p90"
         f" FROM stage_intervals WHERE left_at IS NOT NULL AND {where}"
-        f" GROUP BY stage, grp ORDER BY stage, grp",
+        f" GROUP BY stage, grp",
         *args,
     )
+    key = stage_order(f.pipeline)
+    rows = sorted(rows, key=lambda r: (key(r["stage"]), r["grp"] or ""))
     return [
         Durations(
             stage=r["stage"],
@@ -131,21 +140,26 @@ class StageConversion:
 
 async def conversion(connection: asyncpg.Connection, f: Filters) -> list[StageConversion]:
     """Per stage in pipeline order: deals entered (once each), how their last stay there
-    ended, how many were won later, and the rates."""
+    ended (but `regressed` counts every stay that ended in a regression), how many were won
+    later, and the rates."""
     where, args = f.where()
     rows = await connection.fetch(
         "WITH stays AS (SELECT * FROM stage_intervals WHERE " + where + "),"
         " last_stay AS (SELECT DISTINCT ON (deal_id, stage) deal_id, stage, left_how"
         "   FROM stays ORDER BY deal_id, stage, seq DESC),"
-        " won AS (SELECT DISTINCT deal_id FROM stage_intervals WHERE left_how = 'won')"
+        " won AS (SELECT DISTINCT deal_id FROM stage_intervals WHERE left_how = 'won'),"
+        # Every stay that ended in a regression, as /analytics/regressions counts them.
+        " regressed AS (SELECT stage, count(*) AS n FROM stays"
+        "   WHERE left_how = 'regressed' GROUP BY stage)"
         " SELECT stage, count(*) AS entered,"
         " count(*) FILTER (WHERE left_how IN ('advanced', 'won')) AS forward,"
-        " count(*) FILTER (WHERE left_how = 'regressed') AS regressed,"
+        " coalesce(min(regressed.n), 0) AS regressed,"
         " count(*) FILTER (WHERE left_how = 'disqualified') AS disqualified,"
         " count(*) FILTER (WHERE left_how IN ('nurtured', 'reactivated')) AS nurtured,"
         " count(*) FILTER (WHERE left_how IS NULL) AS still,"
         " count(*) FILTER (WHERE won.deal_id IS NOT NULL) AS won"
-        " FROM last_stay LEFT JOIN won USING (deal_id) GROUP BY stage",
+        " FROM last_stay LEFT JOIN won USING (deal_id) LEFT JOIN regressed USING (stage)"
+        " GROUP BY stage",
         *args,
     )
     by_stage = {r["stage"]: r for r in rows}
@@ -188,9 +202,11 @@ async def velocity(connection: asyncpg.Connection, f: Filters) -> list[WeekPoint
         f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {DAYS}) AS median, count(*) AS n,"
         f" count(*) FILTER (WHERE left_how IN ('advanced', 'won')) AS advanced"
         f" FROM stage_intervals WHERE left_at IS NOT NULL AND {where}"
-        f" GROUP BY week, stage ORDER BY week, stage",
+        f" GROUP BY week, stage",
         *args,
     )
+    key = stage_order(f.pipeline)
+    rows = sorted(rows, key=lambda r: (r["week"], key(r["stage"])))
     return [
         WeekPoint(
             week=r["week"],
@@ -222,6 +238,7 @@ async def regressions(connection: asyncpg.Connection, f: Filters) -> list[StageR
     )
     finished: dict[str, int] = defaultdict(int)
     triggers: dict[str, dict[str, int]] = defaultdict(dict)
+    key = stage_order(f.pipeline)
     for r in rows:
         finished[r["stage"]] += r["n"]
         if r["left_how"] == "regressed":
@@ -234,7 +251,7 @@ async def regressions(connection: asyncpg.Connection, f: Filters) -> list[StageR
             rate=round(sum(triggers[stage].values()) / total, 4),
             by_trigger=dict(sorted(triggers[stage].items())),
         )
-        for stage, total in sorted(finished.items())
+        for stage, total in sorted(finished.items(), key=lambda item: key(item[0]))
     ]
 
 
@@ -268,6 +285,8 @@ async def disqualifications(connection: asyncpg.Connection, f: Filters) -> Disqu
 @dataclass(frozen=True)
 class OverrideCount:
     manager: str
+    manager_name: str | None
+    manager_role: str | None
     stage: str
     overrides: int
     share_of_forward_moves: float
@@ -281,14 +300,19 @@ async def overrides(connection: asyncpg.Connection, f: Filters) -> list[Override
         "WITH forward AS (SELECT stage, left_override_by FROM stage_intervals"
         " WHERE left_how IN ('advanced', 'won') AND " + where + "),"
         " totals AS (SELECT stage, count(*) AS n FROM forward GROUP BY stage)"
-        " SELECT f.left_override_by AS manager, f.stage, count(*) AS n, t.n AS total"
-        " FROM forward f JOIN totals t USING (stage) WHERE f.left_override_by IS NOT NULL"
-        " GROUP BY f.left_override_by, f.stage, t.n ORDER BY manager, stage",
+        " SELECT f.left_override_by AS manager, k.name, k.role, f.stage, count(*) AS n,"
+        " t.n AS total FROM forward f JOIN totals t USING (stage)"
+        # The key's name and role, as the API keys table has them (keys are never deleted).
+        " LEFT JOIN api_keys k ON k.key_id::text = f.left_override_by"
+        " WHERE f.left_override_by IS NOT NULL"
+        " GROUP BY f.left_override_by, k.name, k.role, f.stage, t.n ORDER BY manager, stage",
         *args,
     )
     return [
         OverrideCount(
             manager=r["manager"],
+            manager_name=r["name"],
+            manager_role=r["role"],
             stage=r["stage"],
             overrides=r["n"],
             share_of_forward_moves=round(r["n"] / r["total"], 4),

@@ -68,7 +68,7 @@ class BlockerCategory:
 
 async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list[BlockerCategory]:
     """Blockers raised in the window, per category: open, resolved, median days to resolve
-    (by the deal's current owner and pipeline; the size band does not apply)."""
+    (by the deal's current owner, pipeline and size band)."""
     rows = await connection.fetch(
         "SELECT b.category, count(*) FILTER (WHERE b.resolved_at IS NULL) AS open,"
         " count(*) FILTER (WHERE b.resolved_at IS NOT NULL) AS resolved,"
@@ -79,18 +79,20 @@ async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list
         " AND ($2::text IS NULL OR d.state->>'pipeline_key' = $2)"
         " AND ($3::timestamptz IS NULL OR b.raised_at >= $3)"
         " AND ($4::timestamptz IS NULL OR b.raised_at < $4)"
+        f" AND ($5::text IS NULL OR {f.band_sql} = $5)"
         " GROUP BY b.category ORDER BY b.category",
         f.owner,
         f.pipeline,
         f.start,
         f.end,
+        f.size_band,
     )
     return [
         BlockerCategory(
             category=r["category"],
             open=r["open"],
             resolved=r["resolved"],
-            median_days_to_resolve=round(float(r["median"]), 4) if r["median"] else None,
+            median_days_to_resolve=None if r["median"] is None else round(float(r["median"]), 4),
         )
         for r in rows
     ]

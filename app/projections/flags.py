@@ -36,12 +36,13 @@ class FlagRow:
     numbers: dict[str, Any]
     evaluated_at: datetime
     dropped: bool = False
-    """A sweep raised it later than this event's time (the event was still on its way):
-    it is removed, and raised again when it truly stands."""
+    """Removed, never having stood: a sweep raised it later than this event's time (the
+    event was still on its way; it is raised again when it truly stands), or it ends the
+    instant it began (e.g. `no_next_step` between a command's DealOpened and NextStepSet)."""
 
 
 def _end(row: FlagRow, at: datetime) -> FlagRow:
-    return replace(row, dropped=True) if row.raised_at > at else replace(row, cleared_at=at)
+    return replace(row, dropped=True) if row.raised_at >= at else replace(row, cleared_at=at)
 
 
 def reconcile(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -102,7 +102,9 @@ class ForecastRow:
     deals: int
     amount: Decimal
     weighted: Decimal
-    """Amount x the stage's probability, summed."""
+    """Amount x the stage's probability, summed (0 for overdue rows: no month's revenue)."""
+    overdue: bool = False
+    """The close month has passed with the deal still open: shown, never forecast."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,17 @@ class Forecast:
     total_weighted: dict[str, Decimal]
     """Per currency ("" for none)."""
     rows: list[ForecastRow]
+    overdue_amount: dict[str, Decimal]
+    """Open amounts whose close month has passed, per currency: to re-date or close."""
 
 
-def forecast_of(states: list[DealState], owner: str | None) -> list[ForecastRow]:
+OVERDUE = "overdue"
+
+
+def forecast_of(states: list[DealState], owner: str | None, today: date) -> list[ForecastRow]:
+    """Open deals weighted by stage probability per close month, owner and currency; deals
+    whose close month is before `today`'s fall in an `overdue` row, weighted 0."""
+    this_month = today.strftime("%Y-%m")
     sums: dict[tuple[str | None, str, str | None], list[Any]] = {}
     for state in states:
         if state.status != "open" or state.amount is None:
@@ -121,6 +131,8 @@ def forecast_of(states: list[DealState], owner: str | None) -> list[ForecastRow]
             continue
         probability = Decimal(str(state.pipeline.stage(state.stage).probability))
         month = state.close_date.strftime("%Y-%m") if state.close_date else None
+        if month is not None and month < this_month:
+            month, probability = OVERDUE, Decimal(0)
         entry = sums.setdefault((month, state.owner, state.currency), [0, Decimal(0), Decimal(0)])
         entry[0] += 1
         entry[1] += state.amount
@@ -133,6 +145,7 @@ def forecast_of(states: list[DealState], owner: str | None) -> list[ForecastRow]
             deals=n,
             amount=amount,
             weighted=weighted.quantize(Decimal("0.01")),
+            overdue=month == OVERDUE,
         )
         for (month, who, currency), (n, amount, weighted) in sorted(
             sums.items(), key=lambda item: (item[0][0] or "", item[0][1], item[0][2] or "")
@@ -150,11 +163,15 @@ async def forecast(
     """The open pipeline (now or as of a time) weighted by stage probability, per close
     month, owner and currency, with the weighted totals per currency."""
     states = await deal_states(connection, service, as_of, owner=owner, status="open")
-    rows = forecast_of(states, owner)
+    rows = forecast_of(states, owner, (as_of or datetime.now(UTC)).astimezone(UTC).date())
     totals: dict[str, Decimal] = defaultdict(Decimal)
+    overdue: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
-        totals[row.currency or ""] += row.weighted
-    return Forecast(total_weighted=dict(totals), rows=rows)
+        if row.overdue:
+            overdue[row.currency or ""] += row.amount
+        else:
+            totals[row.currency or ""] += row.weighted
+    return Forecast(total_weighted=dict(totals), rows=rows, overdue_amount=dict(overdue))
 
 
 async def subject_as_of(service: DealService, deal_id: UUID, as_of: datetime) -> Subject:

@@ -338,3 +338,10 @@ async def test_patching_owner_to_null_is_a_clear_422(
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert "owner" in refused.json()["detail"]
+
+
+async def test_a_new_deal_has_no_flag_that_ends_the_instant_it_begins(deals: Deals) -> None:
+    deal = await deals.open()
+    flags = (await deals.read(f"/v1/deals/{deal['id']}/flags"))["flags"]
+    assert [f for f in flags if f["raised_at"] == f["cleared_at"]] == []
+    assert "no_next_step" not in {f["kind"] for f in flags}

@@ -162,11 +162,13 @@ class DealService:
             except DomainError:
                 if cached is not None:
                     continue
+                if (done := await self._already_done(deal_id, context)) is not None:
+                    return CommandResult(state, done, 0)
                 raise
             if not events:
                 if cached is not None:
                     continue
-                return CommandResult(state, None, 0)
+                return CommandResult(state, await self._already_done(deal_id, context), 0)
             new_events = self.to_new_events(
                 deal_id, events, actor, context.idempotency_key, context.request_id
             )
@@ -194,6 +196,18 @@ class DealService:
         raise ConcurrentModification(
             f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
         )
+
+    async def _already_done(self, deal_id: UUID, context: CommandContext) -> int | None:
+        """Where a copy of this keyed command is stored, if one is: a copy that arrives just
+        after the first committed would be refused on the new state ("already in
+        qualification"); it is answered as the original instead."""
+        key = context.idempotency_key
+        if key is None:
+            return None
+        # The position of its last event: ids are derived per index (commands write a few).
+        ids = [command_event_id(deal_id, context.actor.id, key, i) for i in range(64)]
+        found = await self.store.find_events(ids)
+        return max((position for _, position in found.values()), default=None)
 
     async def open(self, command: OpenDeal, context: CommandContext) -> CommandResult:
         if command.external_ref is not None:

@@ -125,6 +125,8 @@ async def test_manager_override_is_recorded_and_a_rep_cannot_override(
     assert advanced["data"]["override"] == {
         "reason": "CEO referral, known budget",
         "by": str(manager.key_id),
+        "by_name": "maria.manager",
+        "by_role": "manager",
     }
     assert advanced["metadata"]["actor"] == {
         "id": str(manager.key_id),

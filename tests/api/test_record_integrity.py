@@ -345,3 +345,19 @@ async def test_a_new_deal_has_no_flag_that_ends_the_instant_it_begins(deals: Dea
     flags = (await deals.read(f"/v1/deals/{deal['id']}/flags"))["flags"]
     assert [f for f in flags if f["raised_at"] == f["cleared_at"]] == []
     assert "no_next_step" not in {f["kind"] for f in flags}
+
+
+async def test_concurrent_copies_of_one_keyed_command_all_answer_as_the_original(
+    deals: Deals, client: httpx.AsyncClient
+) -> None:
+    deal = await deals.open(amount="48000", currency="EUR", close_date="2027-03-31")
+    await deals.evidence(deal["id"], *criteria_of("discovery"))
+    url = f"/v1/deals/{deal['id']}/advance"
+    headers = {**REP, "Idempotency-Key": "advance-once"}
+    answers = await asyncio.gather(
+        *(client.post(url, json={"to_stage": "qualification"}, headers=headers) for _ in range(20))
+    )
+    assert {a.status_code for a in answers} == {200}, {a.text for a in answers}
+    assert {a.json()["stage"] for a in answers} == {"qualification"}
+    history = (await deals.read(f"/v1/deals/{deal['id']}/history"))["items"]
+    assert [h["type"] for h in history].count("StageAdvanced") == 1

@@ -21,6 +21,7 @@ from app.domain.errors import (
     DealNotFound,
     DomainError,
     InvalidCommand,
+    InvalidTransition,
     PreconditionFailed,
     UnknownEventType,
     UnknownValue,
@@ -358,3 +359,18 @@ async def test_a_cloudevent_already_stored_for_another_deal_is_a_duplicate(
         accepted.position,
     )
     assert len(await stored(store, second)) == 2  # nothing stored in the second deal
+
+
+async def test_a_copy_of_a_keyed_command_arriving_after_it_is_answered_as_the_original(
+    store: InMemoryEventStore,
+) -> None:
+    a, b = process(store), process(store)
+    deal = await opened(a)
+    await a.execute(deal, evidence(uuid.uuid4(), *criteria("discovery")), RICK)
+    keyed = replace(RICK, idempotency_key="advance-1")
+    first = await a.execute(deal, c.AdvanceStage(to_stage="qualification"), keyed)
+    # The same request again, decided on the new state: it would be "already there".
+    copy = await b.execute(deal, c.AdvanceStage(to_stage="qualification"), keyed)
+    assert (copy.position, copy.event_count) == (first.position, 0)
+    with pytest.raises(InvalidTransition):  # without the key it is a new, refused command
+        await b.execute(deal, c.AdvanceStage(to_stage="qualification"), RICK)

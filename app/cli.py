@@ -297,6 +297,31 @@ def demo(
     )
 
 
+projections_cli = typer.Typer(help="The projections: how they stand.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("status")
+def projections_status() -> None:
+    """Each projection's position, lag and stop (an event it cannot apply); exit 1 if one
+    is stopped."""
+    from app.projections.health import Health, health
+    from app.projections.registry import PROJECTIONS
+
+    url = _database_url()
+    state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(PROJECTIONS))))
+    for p in state.projections:
+        line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}"
+        if p.stopped_at is not None:
+            line += f"  STOPPED at position {p.stopped_at:,} since {p.stopped_since:%Y-%m-%d %H:%M}"
+            line += f": {p.stopped_by}"
+        typer.echo(line)
+    if state.oldest_transaction_seconds is not None:
+        typer.echo(f"oldest open transaction: {state.oldest_transaction_seconds:.1f}s")
+    if state.stopped:
+        raise typer.Exit(1)
+
+
 keys_cli = typer.Typer(help="API keys: bearer tokens with one role each.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -123,6 +124,10 @@ async def grant_app_role(owner: str, role: str, *, create: bool) -> None:
         await connection.execute(
             f'GRANT CONNECT ON DATABASE "{database}" TO {quoted};' + GRANTS_SQL.format(role=quoted)
         )
+        # Read-only statistics, so /readyz and /metrics can tell how old the transaction
+        # holding projections back is; an owner who may not grant it just loses that figure.
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await connection.execute(f"GRANT pg_read_all_stats TO {quoted}")
     finally:
         await connection.close()
 
@@ -143,8 +148,18 @@ def prepare(settings: Settings) -> str:
     return service
 
 
+# The service's own sessions never sit in an open transaction for long: one that does would
+# hold every gap-safe reader (projections) back. PostgreSQL ends it after this.
+SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "60s"}
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size)
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"server_settings": SESSION_SETTINGS},
+    )
 
 
 def alembic_config(url: str) -> Config:
@@ -181,15 +196,16 @@ _LOST = (
 )
 
 
-def _lost(error: BaseException, connection: asyncpg.Connection | None = None) -> bool:
+def is_lost(error: BaseException, connection: asyncpg.Connection | None = None) -> bool:
+    """Whether `error` means the connection or the server is gone (not a failed statement)."""
     if isinstance(error, (*_LOST, asyncpg.exceptions.InternalClientError)):
         return True  # the latter: a protocol state an interrupted operation left behind
     if isinstance(error, asyncpg.InterfaceError):  # e.g. "connection is closed"
         return connection is None or connection.is_closed()
     if isinstance(error, DBAPIError):
-        return error.connection_invalidated or _lost(error.orig or Exception(), connection)
+        return error.connection_invalidated or is_lost(error.orig or Exception(), connection)
     cause = error.__cause__
-    return cause is not None and cause is not error and _lost(cause, connection)
+    return cause is not None and cause is not error and is_lost(cause, connection)
 
 
 async def _checkout(engine: AsyncEngine) -> tuple[AsyncConnection, asyncpg.Connection]:
@@ -200,7 +216,7 @@ async def _checkout(engine: AsyncEngine) -> tuple[AsyncConnection, asyncpg.Conne
             connection = await engine.connect()
             raw = await connection.get_raw_connection()
         except Exception as error:
-            if _lost(error):
+            if is_lost(error):
                 raise DatabaseUnavailable(f"the database cannot be reached: {error}") from error
             raise
         driver = raw.driver_connection
@@ -228,7 +244,7 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     try:
         yield driver
     except Exception as error:
-        if not _lost(error, driver):
+        if not is_lost(error, driver):
             raise
         await _drop(engine, connection)
         raise DatabaseUnavailable(f"the database connection was lost: {error}") from error

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
+from app.db import SESSION_SETTINGS, is_lost
 from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
@@ -139,7 +140,7 @@ async def rebuild_together(
     """Drop and replay several projections in one pass over the log: each event is read and
     parsed once, not once per projection. Only when no runner follows any of them (all their
     locks are free now); otherwise None, and the caller rebuilds them one at a time."""
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     try:
         for projection in projections:
             if not await connection.fetchval(
@@ -198,7 +199,7 @@ async def exclusive(
             return
     if on_wait is not None:
         on_wait()
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", lock_key(projection.name))
         await _ensure_checkpoint(connection, projection.name)
@@ -212,7 +213,7 @@ async def _try_exclusive(
     dsn: str, projection: Projection
 ) -> AsyncIterator[asyncpg.Connection | None]:
     """The projection's lock if it is free now, else None (nobody waits)."""
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     try:
         if not await connection.fetchval(
             "SELECT pg_try_advisory_lock($1)", lock_key(projection.name)
@@ -253,7 +254,7 @@ async def rebuild(
             return done
     if on_delegate is not None:
         on_delegate()
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     try:
         # The last event in gap-safe order: the runner is done when its checkpoint reaches
         # that (transaction id, position) pair; positions alone commit out of order.
@@ -280,8 +281,65 @@ async def rebuild(
         await connection.close()
 
 
+class ProjectionStopped(Exception):
+    """A projection met an event it cannot apply: recorded in `projection_failures`, and the
+    projection stays at the event before it (never skipping it) until a retry succeeds."""
+
+    def __init__(self, projection: str, position: int, error: BaseException) -> None:
+        super().__init__(f"projection {projection} stopped at position {position}: {error!r}")
+        self.projection, self.position = projection, position
+
+
+async def _stop_at_poison(
+    connection: asyncpg.Connection, projection: Projection, within: int
+) -> ProjectionStopped | None:
+    """After a batch failed: apply its events one at a time up to the one that fails, record
+    it and say so (None if all `within` went through this time)."""
+    for _ in range(within):
+        try:
+            if not await apply_next_batch(connection, projection, 1):
+                return None
+        except Exception as single:
+            if is_lost(single):
+                raise
+            at = await load_checkpoint(connection, projection.name)
+            (row,) = await read_all_on(connection, at, 1)
+            await connection.execute(
+                "INSERT INTO projection_failures"
+                " (projection, position, transaction_id, event_id, event_type, error)"
+                " VALUES ($1, $2, $3::text::xid8, $4, $5, $6)"
+                " ON CONFLICT (projection) DO UPDATE SET position = excluded.position,"
+                " transaction_id = excluded.transaction_id, event_id = excluded.event_id,"
+                " event_type = excluded.event_type, error = excluded.error,"
+                " failed_at = now(), attempts = projection_failures.attempts + 1",
+                projection.name,
+                row["position"],
+                str(row["transaction_id"]),
+                row["event_id"],
+                row["type"],
+                f"{type(single).__name__}: {single}"[:2000],
+            )
+            return ProjectionStopped(projection.name, row["position"], single)
+    return None
+
+
+async def failures(connection: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Projections stopped by an event they cannot apply, with where and why."""
+    return list(
+        await connection.fetch(
+            "SELECT projection, position, event_id, event_type, error, failed_at, attempts"
+            " FROM projection_failures ORDER BY projection"
+        )
+    )
+
+
 class ProjectionRunner:
-    """Runs every projection: catch up, then follow (LISTEN/NOTIFY, polling as fallback)."""
+    """Runs every projection: catch up, then follow (LISTEN/NOTIFY, polling as fallback).
+
+    An event a projection cannot apply stops that projection alone: it is recorded (see
+    `failures`), logged as an error, and retried every `stopped_retry_interval` (a fixed
+    release applies it and the projection resumes); the others go on.
+    """
 
     def __init__(
         self,
@@ -291,12 +349,14 @@ class ProjectionRunner:
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         tick_interval: float = 60.0,
+        stopped_retry_interval: float = 300.0,
     ) -> None:
         self.dsn = dsn
         self.projections = projections
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.tick_interval = tick_interval
+        self.stopped_retry_interval = stopped_retry_interval
         self._wakes = {p.name: asyncio.Event() for p in projections}
 
     def _wake_all(self, *_: object) -> None:
@@ -305,7 +365,7 @@ class ProjectionRunner:
 
     async def run(self) -> None:
         """Follow the log until cancelled."""
-        listener = await asyncpg.connect(self.dsn)
+        listener = await asyncpg.connect(self.dsn, server_settings=SESSION_SETTINGS)
         try:
             await listener.add_listener("events", self._wake_all)
             await asyncio.gather(*(self._follow(p) for p in self.projections))
@@ -322,6 +382,9 @@ class ProjectionRunner:
                 await self._follow_once(projection)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
+            except ProjectionStopped as stopped:
+                log.error("%s; retrying in %.0fs", stopped, self.stopped_retry_interval)
+                await asyncio.sleep(self.stopped_retry_interval)
             except Exception:
                 if time.monotonic() - started > 60:
                     delay = 1.0  # it had been running fine: start backing off afresh
@@ -338,10 +401,27 @@ class ProjectionRunner:
         async with exclusive(self.dsn, projection, waiting) as connection:
             log.info("projection %s: running", projection.name)
             ticked = 0.0
+            stopped = await connection.fetchval(
+                "SELECT position FROM projection_failures WHERE projection = $1", projection.name
+            )
             while True:
                 wake.clear()
                 started = time.monotonic()
-                applied = await apply_next_batch(connection, projection, self.batch_size)
+                try:
+                    applied = await apply_next_batch(connection, projection, self.batch_size)
+                except Exception as error:
+                    if is_lost(error):
+                        raise
+                    poison = await _stop_at_poison(connection, projection, self.batch_size)
+                    if poison is not None:
+                        raise poison from error
+                    continue
+                if applied and stopped is not None:
+                    await connection.execute(
+                        "DELETE FROM projection_failures WHERE projection = $1", projection.name
+                    )
+                    log.warning("projection %s: resumed past position %d", projection.name, stopped)
+                    stopped = None
                 if applied:
                     log.debug(
                         "projection %s: %d events in %.3fs",

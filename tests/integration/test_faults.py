@@ -16,8 +16,15 @@ import asyncpg
 import httpx
 import pytest
 from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import asyncpg_dsn, migrate_async, start_embedded, stop_embedded
+from app.db import (
+    asyncpg_dsn,
+    driver_connection,
+    migrate_async,
+    start_embedded,
+    stop_embedded,
+)
 from app.main import create_app
 from app.settings import Settings
 from tests.keys import KEYS, seed_keys
@@ -132,3 +139,10 @@ async def serving_again(service: httpx.AsyncClient, url: str) -> None:
         assert answer.status_code == 503, answer.text
         await asyncio.sleep(0.2)
     raise AssertionError("the service did not serve again within 15 s of the database")
+
+
+async def test_the_services_sessions_end_a_transaction_left_idle(engine: AsyncEngine) -> None:
+    """An open transaction holds every gap-safe reader back: the service's own never idle
+    in one for more than a minute (PostgreSQL ends them)."""
+    async with driver_connection(engine) as connection:
+        assert await connection.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"

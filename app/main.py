@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from app.api import analytics, audit, deals, events, flags, health, keys, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
+from app.api.headers import SafeHeaders
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
@@ -54,8 +55,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         finally:
             if projector is not None:
                 projector.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await projector
+                # Bounded: a shutdown never hangs on a projector stuck in a database call.
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(projector, timeout=10)
             await engine.dispose()
 
     app = FastAPI(
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.add_middleware(UnavailableGuard)
+    app.add_middleware(SafeHeaders)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(events.router)

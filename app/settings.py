@@ -8,6 +8,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("dealledger"))
@@ -28,6 +30,8 @@ class Settings(BaseSettings):
     # Request bodies over these are 413, checked before parsing (POST /v1/events has its own).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The encoded size of one event (a command's, or one CloudEvent's): over it is 413.
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     # serve runs the projections in-process unless told otherwise (--no-projector).
     run_projector: bool = True
     # How long a read with min_position waits for projections before answering 503.

@@ -8,12 +8,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from app.api.auth import require
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
+from app.domain.errors import InvalidRequest
 from app.domain.pipeline import PIPELINES
 from app.projections import analytics as queries
 from app.projections.analytics import Filters, band_labels
@@ -40,9 +41,9 @@ def filters(
     bounds: list[int] = services.settings.size_bands
     if size_band is not None and size_band not in [*band_labels(bounds), "unknown"]:
         known = ", ".join([*band_labels(bounds), "unknown"])
-        raise HTTPException(422, f"size_band must be one of: {known}")
+        raise InvalidRequest(f"size_band must be one of: {known}")
     if pipeline is not None and pipeline not in PIPELINES:
-        raise HTTPException(422, f"pipeline must be one of: {', '.join(PIPELINES)}")
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(PIPELINES)}")
     return Filters(owner, pipeline, from_, to, size_band, bounds)
 
 

@@ -7,10 +7,13 @@ revoked key cannot replay either); each route then checks the role with `require
 from __future__ import annotations
 
 import logging
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,7 +21,8 @@ from app.api.problems import problem_response
 from app.api.state import app_state
 from app.db import driver_connection
 from app.domain.decide import Actor
-from app.keys import find_key
+from app.domain.errors import Forbidden
+from app.keys import TOKEN_PREFIX, find_key, token_hash
 
 log = logging.getLogger("dealledger.auth")
 
@@ -32,8 +36,30 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "keys": frozenset({"admin"}),
 }
 DEV_ACTOR = Actor(id="dev", role="admin", name="anonymous (dev mode)")
-MAX_TOKEN_LENGTH = 512
+# Real tokens are the prefix and 43 URL-safe characters; up to 100 keeps hand-made ones working.
+TOKEN_FORMAT = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9_-]{{1,100}}")
 _REALM = 'Bearer realm="dealledger"'
+
+
+class UnknownTokens:
+    """Tokens recently found unknown or revoked (by hash), so a flood of them costs one
+    query each per `ttl` seconds; bounded, oldest dropped first. Known keys are never
+    cached: a revocation takes effect at once."""
+
+    def __init__(self, size: int = 4096, ttl: float = 10.0) -> None:
+        self.size, self.ttl = size, ttl
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+
+    def __contains__(self, token: str) -> bool:
+        until = self._until.get(token_hash(token))
+        return until is not None and until > time.monotonic()
+
+    def add(self, token: str) -> None:
+        digest = token_hash(token)
+        self._until.pop(digest, None)
+        self._until[digest] = time.monotonic() + self.ttl
+        while len(self._until) > self.size:
+            self._until.popitem(last=False)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -47,9 +73,13 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, dev_mode: bool = False) -> None:
         self.app = app
         self.dev_mode = dev_mode
+        self.unknown = UnknownTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not scope["path"].startswith("/v1"):
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization")
@@ -61,9 +91,13 @@ class AuthMiddleware:
         else:
             scheme, _, token = header.partition(" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+            if scheme.lower() != "bearer" or not token:
                 detail = "the Authorization header must be: Bearer <api key>"
                 challenge = f'{_REALM}, error="invalid_request"'
+            elif not TOKEN_FORMAT.fullmatch(token) or token in self.unknown:
+                # Refused without a query: no key has this form, or it was just looked up.
+                detail = "unknown or revoked API key"
+                challenge = f'{_REALM}, error="invalid_token"'
             else:
                 async with driver_connection(
                     app_state(scope.get("state", {})).engine
@@ -72,6 +106,7 @@ class AuthMiddleware:
                 if key is not None:
                     actor = Actor(id=str(key.key_id), role=key.role, name=key.name)
                 else:
+                    self.unknown.add(token)
                     detail = "unknown or revoked API key"
                     challenge = f'{_REALM}, error="invalid_token"'
         if actor is None:
@@ -105,9 +140,7 @@ def require(permission: str) -> Callable[..., Awaitable[Actor]]:
         actor: Actor = request.state.actor
         if actor.role not in roles:
             allowed = ", ".join(sorted(roles))
-            raise HTTPException(
-                403, f"a {actor.role} key may not do this; it needs one of: {allowed}"
-            )
+            raise Forbidden(f"a {actor.role} key may not do this; it needs one of: {allowed}")
         return actor
 
     return check

@@ -21,6 +21,7 @@ from app.api.deps import (
     StoreDep,
     projected,
 )
+from app.api.json_bodies import ExactJsonRoute
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.domain import commands as c
@@ -42,7 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=ERRORS)
+router = APIRouter(prefix="/v1/deals", tags=["deals"], responses=ERRORS, route_class=ExactJsonRoute)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Status = Literal["open", "nurture", "won", "disqualified"]
 

@@ -10,13 +10,14 @@ from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.dependencies.models import Dependant
 
 from app.api.auth import require
 from app.api.state import AppState, app_state
 from app.db import driver_connection
 from app.domain.decide import Actor
+from app.domain.errors import BadRequest, InvalidRequest, NotCaughtUp
 from app.events.store import EventStore
 from app.projections.runner import wait_for_position
 from app.service.deals import CommandContext, DealService
@@ -76,8 +77,8 @@ async def no_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        raise HTTPException(
-            422, f"unknown query parameter(s): {', '.join(unknown)}; this route takes: {known}"
+        raise InvalidRequest(
+            f"unknown query parameter(s): {', '.join(unknown)}; this route takes: {known}"
         )
 
 
@@ -93,7 +94,7 @@ def get_expected_version(
         return None
     match = _ETAG.match(if_match.strip())
     if match is None:
-        raise HTTPException(400, 'If-Match must be an ETag of this API, e.g. "3"')
+        raise BadRequest('If-Match must be an ETag of this API, e.g. "3"')
     return int(match.group(1))
 
 
@@ -179,12 +180,10 @@ def projected(*names: str) -> Callable[..., Awaitable[None]]:
         async with driver_connection(services.engine) as connection:
             ready = await wait_for_position(connection, min_position, names, within)
         if ready is None:
-            raise HTTPException(422, f"no event at position {min_position}: use a write's position")
+            raise InvalidRequest(f"no event at position {min_position}: use a write's position")
         if not ready:
-            raise HTTPException(
-                503,
-                f"read models have not reached position {min_position} yet; retry shortly",
-                headers={"Retry-After": "1"},
+            raise NotCaughtUp(
+                f"read models have not reached position {min_position} yet; retry shortly"
             )
 
     return wait

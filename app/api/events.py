@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -16,6 +15,8 @@ from app.api.deps import RequestIdDep, ServiceDep, ServicesDep
 from app.api.problems import PROBLEM_JSON
 from app.domain.decide import Actor
 from app.domain.errors import DomainError, InvalidRequest, UnsupportedMediaType
+from app.domain.json_values import loads_exact
+from app.domain.time_bounds import YEAR_PATTERN
 from app.service.deals import Outcome
 from app.service.ingest import (
     BATCH,
@@ -40,7 +41,7 @@ _CLOUDEVENT: dict[str, Any] = {
         "source": {"type": "string", "minLength": 1, "maxLength": 500},
         "type": {"type": "string", "enum": list(SUPPORTED_TYPES)},
         "subject": {"type": "string", "description": "The deal id (or use data.deal_ref)."},
-        "time": {"type": "string", "format": "date-time"},
+        "time": {"type": "string", "format": "date-time", "pattern": YEAR_PATTERN},
         "datacontenttype": {"type": "string"},
         "data": {
             "type": "object",
@@ -131,7 +132,7 @@ def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
         201: {"model": ItemResult, "description": "The one CloudEvent was accepted"},
         207: {"model": BatchResult, "description": "Some items rejected, each with a problem"},
         404: {"description": "The one CloudEvent names an unknown deal"},
-        413: {"description": "Body too large"},
+        413: {"description": "Body too large, or the one CloudEvent over the event size cap"},
         415: {"description": "Not a CloudEvents JSON content type"},
         422: {"description": "Not a valid CloudEvent (batch: not a valid array)"},
     },
@@ -154,9 +155,11 @@ async def post_events(
         )
     else:
         try:
-            decoded = json.loads(await request.body())
+            decoded = loads_exact(await request.body())
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("the body is not valid JSON") from None
+        except RecursionError:
+            raise InvalidRequest("the body is nested too deeply to be a CloudEvent") from None
         raws = decoded if media_type == BATCH else [decoded]
         if media_type == BATCH and (not isinstance(decoded, list) or not decoded):
             raise InvalidRequest("a batch must be a non-empty JSON array of CloudEvents")
@@ -169,7 +172,7 @@ async def post_events(
     parsed: list[Ingestible | DomainError] = []
     for raw in raws:
         try:
-            parsed.append(parse(raw, received_at, skew))
+            parsed.append(parse(raw, received_at, skew, services.settings.max_event_bytes))
         except DomainError as refusal:  # an invalid CloudEvent rejects that item alone
             parsed.append(refusal)
     good = [item for item in parsed if not isinstance(item, DomainError)]

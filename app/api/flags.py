@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from app.api.auth import require
 from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
+from app.domain.errors import InvalidRequest
 from app.domain.flags import KINDS, FlagKind
 from app.projections.flags import FIRST_KEY, FlagFilter, FlagOnDeal, flag_key
 from app.service import snapshots
@@ -104,7 +105,7 @@ async def list_flags(
     if after and not (
         0 <= after["k"] < len(KINDS) and abs(after["t"]) < 2**53 and 0 <= after["d"] < 2**128
     ):
-        raise HTTPException(422, "cursor is not valid: use next_cursor from a previous page")
+        raise InvalidRequest("cursor is not valid: use next_cursor from a previous page")
     start = (after["t"], after["d"], KINDS[after["k"]]) if after else FIRST_KEY
     where = FlagFilter(kind, severity, owner, stage)
     flags = await snapshots.standing_flags(

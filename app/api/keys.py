@@ -6,18 +6,19 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import keys as key_store
 from app.api.auth import require
 from app.api.deps import ConnectionDep
+from app.api.json_bodies import ExactJsonRoute
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.domain.decide import Actor
 from app.domain.errors import NotFound
 from app.keys import ApiKey
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=ExactJsonRoute)
 Admin = Annotated[Actor, Depends(require("keys"))]
 Role = Literal["ingest", "rep", "manager", "auditor", "admin"]
 
@@ -60,10 +61,13 @@ class KeyPage(BaseModel):
 
 
 @router.post("", status_code=201, summary="Create an API key; the token is shown once")
-async def create_key(body: CreateKey, connection: ConnectionDep, admin: Admin) -> CreatedKey:
+async def create_key(
+    body: CreateKey, response: Response, connection: ConnectionDep, admin: Admin
+) -> CreatedKey:
     key, token = await key_store.create_key(
         connection, role=body.role, name=body.name, created_by=admin.id
     )
+    response.headers["Cache-Control"] = "no-store"  # the body holds the secret
     return CreatedKey(**KeyOut.of(key).model_dump(), token=token)
 
 

@@ -7,7 +7,7 @@ import binascii
 import json
 from typing import Any
 
-from fastapi import HTTPException
+from app.domain.errors import InvalidRequest
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -30,7 +30,5 @@ def decode_cursor(cursor: str | None, *keys: str) -> dict[str, int] | None:
         if not all(isinstance(value[k], int) and not isinstance(value[k], bool) for k in keys):
             raise ValueError("unexpected values")
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise HTTPException(
-            422, "cursor is not valid: use next_cursor from a previous page"
-        ) from exc
+        raise InvalidRequest("cursor is not valid: use next_cursor from a previous page") from exc
     return {k: int(value[k]) for k in keys}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.domain.errors import DatabaseUnavailable, DomainError
 
 PROBLEM_JSON = "application/problem+json"
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 def problem_response(
@@ -58,7 +61,31 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, None, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem_response(exc.status_code, None, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the API document gives this path (Starlette names one route's at most)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = re.split(r"\{[^/}]+\}", template)
+        if re.fullmatch("[^/]+".join(re.escape(part) for part in parts), path):
+            methods |= {method.upper() for method in operations if method in _METHODS}
+    return ", ".join(sorted(methods))
+
+
+async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL refused a text parameter (NUL, say in a query filter): the client's value.
+    return problem_response(
+        422,
+        "Request is not valid",
+        "text must not contain NUL characters (PostgreSQL cannot store them)",
+        type_="/problems/validation",
+    )
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
@@ -102,6 +129,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, _unstorable_text)
+    app.add_exception_handler(asyncpg.UntranslatableCharacterError, _unstorable_text)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -125,7 +154,7 @@ _COMMON: dict[str, str] = {
 }
 _WITH_BODY: dict[str, str] = {
     "400": "Malformed request (body or header)",
-    "413": "Request body over the limit",
+    "413": "Request body, or the event it would record, over the limit",
 }
 
 

@@ -8,10 +8,19 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.state import DealState
+from app.domain.time_bounds import RANGE, YEAR_PATTERN, bounded_date, bounded_time
 
 _ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 
@@ -23,7 +32,19 @@ def _iso_text(value: Any) -> Any:
     raise ValueError("must be an ISO 8601 time with a UTC offset, e.g. 2026-11-20T10:00:00Z")
 
 
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+def _bounded(format_: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "format": format_, "pattern": YEAR_PATTERN, "description": RANGE}
+    )
+
+
+IsoTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(bounded_time),
+    _bounded("date-time"),
+]
+Day = Annotated[date, AfterValidator(bounded_date), _bounded("date")]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
@@ -40,7 +61,7 @@ class CreateDeal(Request):
     account: ShortText | None = None
     amount: Money | None = None
     currency: Currency | None = None
-    close_date: date | None = None
+    close_date: Day | None = None
     pipeline: ShortText = "default"
     external_ref: ExternalRef | None = None
 
@@ -48,7 +69,7 @@ class CreateDeal(Request):
 class PatchDeal(Request):
     amount: Money | None = None
     currency: Currency | None = None
-    close_date: date | None = None
+    close_date: Day | None = None
     owner: ShortText | None = None
 
 
@@ -98,7 +119,7 @@ class DisqualifyBody(Request):
 
 class NurtureBody(Request):
     reason: Text
-    resume_on: date
+    resume_on: Day
 
 
 class ReactivateBody(Request):
@@ -116,7 +137,7 @@ class ResolveBody(Request):
 
 class NextStepBody(Request):
     description: Text
-    due_date: date
+    due_date: Day
 
 
 class StakeholderBody(Request):

@@ -122,6 +122,27 @@ class InvalidRequest(DomainError):
     slug = "validation"
 
 
+class BadRequest(DomainError):
+    status = 400
+    title = "Bad Request"
+    slug = "bad-request"
+
+
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+class NotCaughtUp(DomainError):
+    """A read with min_position found the read models behind it after the allowed wait."""
+
+    status = 503
+    title = "Read models behind"
+    slug = "not-caught-up"
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
 class UnsupportedMediaType(DomainError):
     status = 415
     title = "Unsupported Media Type"
@@ -160,6 +181,20 @@ class InvalidEventData(DomainError):
 
     title = "Request is not valid"
     slug = "validation"
+
+
+class EventTooLarge(DomainError):
+    status = 413
+    title = "Event too large"
+    slug = "event-too-large"
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size:,} bytes encoded, over the limit of {limit:,} bytes for one event"
+            " (DEALLEDGER_MAX_EVENT_BYTES)",
+            size=size,
+            limit=limit,
+        )
 
 
 class DatabaseUnavailable(DomainError):

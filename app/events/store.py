@@ -18,6 +18,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection
+from app.domain.json_values import inexact_number, loads_exact
 from app.events.hashing import (
     canonical_parts,
     encode_events,
@@ -414,7 +415,10 @@ class EventStore:
                 event = record_of(row)
                 if previous is not None and previous.stream_id != event.stream_id:
                     previous = None
-                yield event, *_check_link(previous, event)
+                ok, reason = _check_link(previous, event)
+                if ok and (reason := _inexact_number(row)) is not None:
+                    ok = False
+                yield event, ok, reason
                 previous = event
 
 
@@ -428,6 +432,15 @@ def _check_link(previous: RecordedEvent | None, event: RecordedEvent) -> tuple[b
     if event.hash != expected_hash(event, expected_prev):
         return False, "content does not match its hash"
     return True, None
+
+
+def _inexact_number(row: asyncpg.Record) -> str | None:
+    """A number no double holds hashes as its nearest double, so an edit to one would pass
+    the hash check; the service never stores one, so finding one is finding an edit."""
+    for column in ("data", "metadata"):
+        if (found := inexact_number(loads_exact(row[column]), column)) is not None:
+            return f"{found} (the service never stores such a number)"
+    return None
 
 
 # Ordered by the table's columns (not the bigint alias in _COLUMNS), so each page is a range

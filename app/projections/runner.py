@@ -205,7 +205,7 @@ async def exclusive(
         await _ensure_checkpoint(connection, projection.name)
         yield connection
     finally:
-        await connection.close()  # closing the session releases the lock
+        await close_quickly(connection)  # closing the session releases the lock
 
 
 @contextlib.asynccontextmanager
@@ -225,7 +225,16 @@ async def _try_exclusive(
         yield connection
     finally:
         if not connection.is_closed():
-            await connection.close()
+            await close_quickly(connection)
+
+
+async def close_quickly(connection: asyncpg.Connection) -> None:
+    """Close, or drop the socket if a graceful close does not finish at once: a runner
+    cancelled mid-query (shutdown) must not wait on the server to answer it."""
+    try:
+        await asyncio.wait_for(connection.close(), timeout=2)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        connection.terminate()
 
 
 async def rebuild(
@@ -370,8 +379,7 @@ class ProjectionRunner:
             await listener.add_listener("events", self._wake_all)
             await asyncio.gather(*(self._follow(p) for p in self.projections))
         finally:
-            with contextlib.suppress(Exception):
-                await listener.close()
+            await close_quickly(listener)
 
     async def _follow(self, projection: Projection) -> None:
         """Follow forever; a failure (lost connection, a bad event) is logged and retried."""

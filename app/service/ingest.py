@@ -17,17 +17,26 @@ from uuid import UUID
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from app.domain import commands as c
-from app.domain.errors import DealNotFound, InvalidCloudEvent, OccurredInFuture, UnknownEventType
+from app.domain.errors import (
+    DealNotFound,
+    EventTooLarge,
+    InvalidCloudEvent,
+    OccurredInFuture,
+    UnknownEventType,
+)
 from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.identifiers import (
     cloudevent_event_id,
     cloudevent_evidence_id,
     deal_id_for_external_ref,
 )
+from app.domain.json_values import encoded_size, loads_exact, unsafe_json
 from app.domain.pipeline import ACTIVITY_TYPES
+from app.domain.time_bounds import bounded_time, time_problem
+from app.settings import DEFAULT_MAX_EVENT_BYTES
 
 ACTIVITY_PREFIX = "com.dealledger.activity."
 EVIDENCE_TYPE = "com.dealledger.evidence.recorded"
@@ -54,7 +63,7 @@ class EvidenceData(_Data):
     kind: Short
     criteria: Annotated[list[Short], Field(min_length=1, max_length=20)]
     summary: Annotated[str, Field(min_length=1, max_length=2000)]
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Annotated[AwareDatetime, AfterValidator(bounded_time)] | None = None
     source: EvidenceSource | None = None
 
 
@@ -105,9 +114,10 @@ def identity_of(raw: Any) -> tuple[str | None, str | None]:
     if not isinstance(raw, dict):
         return None, None
     source, ce_id = raw.get("source"), raw.get("id")
+    # Text that cannot be encoded (a lone surrogate) is not echoed back.
     return (
-        source if isinstance(source, str) else None,
-        ce_id if isinstance(ce_id, str) else None,
+        source if isinstance(source, str) and unsafe_json(source) is None else None,
+        ce_id if isinstance(ce_id, str) and unsafe_json(ce_id) is None else None,
     )
 
 
@@ -124,16 +134,20 @@ def from_binary(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         raise InvalidCloudEvent(f"binary-mode data must be application/json, not {content_type}")
     if body.strip():
         try:
-            attributes["data"] = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            attributes["data"] = loads_exact(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidCloudEvent("binary-mode data (the body) is not valid JSON") from None
     return attributes
 
 
 def parse(
-    raw: Any, received_at: datetime, max_clock_skew: timedelta = timedelta(seconds=300)
+    raw: Any,
+    received_at: datetime,
+    max_clock_skew: timedelta = timedelta(seconds=300),
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Ingestible:
-    """One structured-mode CloudEvent (already JSON-decoded) -> what to do, or InvalidCloudEvent."""
+    """One structured-mode CloudEvent (decoded by `loads_exact`) -> what to do, or a
+    DomainError: InvalidCloudEvent, OccurredInFuture, EventTooLarge..."""
     if not isinstance(raw, dict):
         raise InvalidCloudEvent("a CloudEvent must be a JSON object")
     missing = [name for name in ("specversion", "id", "source", "type") if name not in raw]
@@ -144,11 +158,11 @@ def parse(
         raise InvalidCloudEvent(f"specversion must be 1.0, not {raw['specversion']!r}")
     if "data_base64" in raw:
         raise InvalidCloudEvent("data must be JSON (data_base64 is not accepted)")
+    if (problem := unsafe_json(raw)) is not None:
+        raise InvalidCloudEvent(problem)
+    if (size := encoded_size(raw)) > max_event_bytes:
+        raise EventTooLarge("this CloudEvent", size, max_event_bytes)
     text = json.dumps(raw)
-    if "\\u0000" in text:
-        raise InvalidCloudEvent(
-            "text must not contain NUL characters (PostgreSQL cannot store them)"
-        )
     try:
         event = _FORMAT.read(CloudEvent, text)
     except (BaseCloudEventException, ValueError, TypeError, OverflowError) as exc:
@@ -159,8 +173,8 @@ def parse(
     if len(ce_id) > 500 or len(source) > 500:
         raise InvalidCloudEvent("id and source must be at most 500 characters")
     time = event.get_time() if "time" in raw else None
-    if time is not None and time.tzinfo is None:
-        raise InvalidCloudEvent("time must carry a UTC offset (RFC 3339)")
+    if time is not None and (problem := time_problem(time)) is not None:
+        raise InvalidCloudEvent(f"time {problem}")
     latest = received_at + max_clock_skew
     if time is not None and time > latest:
         raise OccurredInFuture("time", time, latest)

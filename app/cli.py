@@ -87,7 +87,9 @@ def serve(
             ' open it with: psql "$(dealledger db-url)"'
         )
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
-    uvicorn.run(create_app(settings, database_url=url), host=host, port=port, log_level="info")
+    embedded = None if settings.database_url else settings.data_dir
+    app = create_app(settings, database_url=url, supervise=embedded)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @cli.command("db-url")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from app.domain.errors import DatabaseUnavailable
 from app.settings import Settings
 
+log = logging.getLogger("dealledger.db")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -58,8 +60,67 @@ def start_embedded(data_dir: Path, cleanup_mode: str | None = "stop") -> str:
         from pgserver import postgres_server  # lazily: only the embedded path needs it
 
         data_dir.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(data_dir / "pgdata")
         server = postgres_server.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)
     return str(server.get_uri())
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when the last process holding a handle exits; a process
+    killed outright (SIGKILL) never lets go of its handle, so the server would never stop.
+    Handles of processes that no longer run are dropped before taking ours."""
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList, process_is_running
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        alive = [pid for pid in handles.get() if process_is_running(pid)]
+        if alive != handles.get():
+            handles.put(alive)
+
+
+def embedded_running(data_dir: Path) -> bool:
+    """Whether the embedded PostgreSQL under data_dir is up and accepting connections."""
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir / "pgdata")
+    return info is not None and info.is_running() and info.status == "ready"
+
+
+def restart_embedded(data_dir: Path) -> None:
+    """Start the embedded PostgreSQL again after it died (killed, crashed), in place."""
+    with _quiet_runtime_dir():
+        from pgserver import postgres_server
+
+        pgdata = (data_dir / "pgdata").resolve()
+        server = postgres_server.PostgresServer._instances.get(pgdata)
+        if server is None:
+            start_embedded(data_dir)
+            return
+        with server._lock:
+            server.ensure_postgres_running()
+
+
+async def supervise_embedded(
+    data_dir: Path, *, every: float = 1.0, max_backoff: float = 30.0
+) -> None:
+    """Keep the embedded PostgreSQL running: check it every `every` seconds and start it
+    again when it has died, backing off while starting fails (e.g. the disk is still full)."""
+    delay = every
+    while True:
+        await asyncio.sleep(delay)
+        if await asyncio.to_thread(embedded_running, data_dir):
+            delay = every
+            continue
+        log.warning("embedded PostgreSQL under %s is down; starting it again", data_dir)
+        try:
+            await asyncio.to_thread(restart_embedded, data_dir)
+        except Exception:
+            delay = min(max(delay, every) * 2, max_backoff)
+            log.exception("embedded PostgreSQL did not start; next try in %.0fs", delay)
+        else:
+            log.warning("embedded PostgreSQL is running again")
+            delay = every
 
 
 def stop_embedded(data_dir: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -18,7 +19,7 @@ from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
-from app.db import asyncpg_dsn, create_engine, resolve_database_url
+from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.store import EventStore
 from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
@@ -26,8 +27,15 @@ from app.service.heads import HeadCache
 from app.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
-    """The app; `database_url` overrides settings (else DATABASE_URL or the embedded server)."""
+def create_app(
+    settings: Settings | None = None,
+    database_url: str | None = None,
+    *,
+    supervise: Path | None = None,
+) -> FastAPI:
+    """The app; `database_url` overrides settings (else DATABASE_URL or the embedded server).
+    `supervise`: the data dir of an embedded PostgreSQL to keep running (started again when
+    it dies)."""
     settings = settings or load_settings()
 
     @asynccontextmanager
@@ -42,6 +50,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             flag_rules=rules_of(settings),
         )
         projector = None
+        supervisor = (
+            asyncio.create_task(supervise_embedded(supervise), name="embedded-postgres")
+            if supervise is not None
+            else None
+        )
         if settings.run_projector:
             runner = ProjectionRunner(
                 asyncpg_dsn(url),
@@ -58,6 +71,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                 # Bounded: a shutdown never hangs on a projector stuck in a database call.
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(projector, timeout=10)
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
             await engine.dispose()
 
     app = FastAPI(

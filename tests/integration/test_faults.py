@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -146,3 +149,50 @@ async def test_the_services_sessions_end_a_transaction_left_idle(engine: AsyncEn
     in one for more than a minute (PostgreSQL ends them)."""
     async with driver_connection(engine) as connection:
         assert await connection.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
+
+
+async def test_a_killed_embedded_postgres_is_started_again(
+    own_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, pgdata = own_server
+    await migrate_async(url)
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await seed_keys(connection)
+    finally:
+        await connection.close()
+    app = create_app(Settings(flag_sweep_seconds=3600), database_url=url, supervise=tmp_path)
+    async with served(app) as asgi:
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=KEYS["rep"].headers
+        ) as http:
+            body = {"name": "Acme", "owner": "rick"}
+            assert (await http.post("/v1/deals", json=body)).status_code == 201
+            postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            down = await http.post("/v1/deals", json=body)
+            assert down.status_code == 503, down.text
+            deadline = time.monotonic() + 30
+            while (answer := await http.post("/v1/deals", json=body)).status_code != 201:
+                assert answer.status_code == 503, answer.text
+                assert time.monotonic() < deadline, "the embedded server was not started again"
+                await asyncio.sleep(0.5)
+            assert (await http.get("/readyz")).status_code == 200
+
+
+def test_handles_of_killed_processes_are_forgotten(tmp_path: Path) -> None:
+    """A SIGKILLed `serve` left its pid among the server's handles: the next start drops it,
+    so the server stops when its last live user exits."""
+    start_embedded(tmp_path, cleanup_mode="delete")
+    try:
+        handles = tmp_path / "pgdata" / ".handle_pids.json"
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        handles.write_text(json.dumps([*json.loads(handles.read_text()), dead.pid]))
+        start_embedded(tmp_path, cleanup_mode="delete")
+        assert dead.pid not in json.loads(handles.read_text())
+        assert os.getpid() in json.loads(handles.read_text())
+    finally:
+        stop_embedded(tmp_path)

@@ -29,7 +29,9 @@ router = APIRouter(
 def filters(
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    pipeline: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    pipeline: Annotated[
+        str | None, Query(min_length=1, max_length=200, json_schema_extra={"enum": list(PIPELINES)})
+    ] = None,
     from_: Annotated[
         IsoTime | None, Query(alias="from", description="Stays entered at or after this")
     ] = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from app.api.deps import READ
 from app.domain.errors import NotFound
@@ -12,7 +14,9 @@ router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], dependencies=[REA
 
 
 @router.get("/{key}", summary="A pipeline: stages, probabilities, exit criteria, templates")
-async def get_pipeline(key: str) -> Pipeline:
+async def get_pipeline(
+    key: Annotated[str, Path(json_schema_extra={"enum": list(PIPELINES)})],
+) -> Pipeline:
     if key not in PIPELINES:
         raise NotFound(f"no pipeline {key!r}; known: {', '.join(PIPELINES)}")
     return PIPELINES[key]

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from app.domain.events import EvidenceSource, ExternalRef
+from app.domain.pipeline import PIPELINES
 from app.domain.state import DealState
 from app.domain.time_bounds import RANGE, YEAR_PATTERN, bounded_date, bounded_time
 
@@ -47,6 +48,11 @@ IsoTime = Annotated[
 Day = Annotated[date, AfterValidator(bounded_date), _bounded("date")]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+# The schema names the pipelines the server knows, so a client (or a fuzzer) is told what
+# is accepted instead of learning it from a 422.
+PipelineKey = Annotated[
+    str, Field(min_length=1, max_length=200, json_schema_extra={"enum": list(PIPELINES)})
+]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
@@ -62,7 +68,7 @@ class CreateDeal(Request):
     amount: Money | None = None
     currency: Currency | None = None
     close_date: Day | None = None
-    pipeline: ShortText = "default"
+    pipeline: PipelineKey = "default"
     external_ref: ExternalRef | None = None
 
 

@@ -15,3 +15,11 @@ def test_operation_ids_are_the_route_names_and_unique() -> None:
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     assert all(i.isidentifier() and "_v1_" not in i for i in ids), ids
     assert {"create_deal", "advance", "post_events", "create_key", "list_flags"} <= set(ids)
+
+
+def test_the_schema_names_the_pipelines_the_server_accepts() -> None:
+    document = openapi_document()
+    create = document["components"]["schemas"]["CreateDeal"]["properties"]["pipeline"]
+    assert create["enum"] == ["default"]
+    (key,) = document["paths"]["/v1/pipelines/{key}"]["get"]["parameters"]
+    assert key["schema"]["enum"] == ["default"]

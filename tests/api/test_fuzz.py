@@ -110,3 +110,36 @@ def test_no_operation_answers_5xx_or_off_schema(
             checks.negative_data_rejection,
         ],
     )
+
+
+def test_stateful_sequences_answer_no_5xx_or_off_schema(live_url: str) -> None:
+    """Operations chained on real ids (deals opened, then advanced, read, verified...).
+    Revoking keys is left out: the sequences act with the admin key, and must keep it."""
+    machine = schema.exclude(path="/v1/keys/{key_id}/revoke").as_state_machine()
+
+    class Sequences(machine):  # type: ignore[valid-type,misc]
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
+            return {"base_url": live_url, "headers": KEYS["admin"].headers}
+
+        def validate_response(
+            self, response: Any, case: schemathesis.Case[Any], **kwargs: Any
+        ) -> None:
+            case.validate_response(
+                response,
+                checks=[
+                    checks.not_a_server_error,
+                    checks.response_schema_conformance,
+                    checks.content_type_conformance,
+                    checks.status_code_conformance,
+                ],
+            )
+
+    Sequences.run(
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+    )

@@ -75,7 +75,8 @@ def create_app(
                 supervisor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await supervisor
-            await engine.dispose()
+            with contextlib.suppress(TimeoutError):  # bounded too: never hang a shutdown
+                await asyncio.wait_for(engine.dispose(), timeout=10)
 
     app = FastAPI(
         title="dealledger",

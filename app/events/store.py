@@ -92,6 +92,27 @@ RETURNING position, recorded_at, hash
 """
 
 
+async def _insert(
+    connection: asyncpg.Connection,
+    stream_id: UUID,
+    version: int,
+    prev_hash: bytes | None,
+    events: Sequence[NewEvent],
+    recorded_at: datetime,
+) -> AppendResult:
+    """Insert `events` after `version`, hash-chained from `prev_hash`, in one statement."""
+    encoded = encode_events(stream_id, version, prev_hash, events, recorded_at)
+    columns = [list(column) for column in zip(*encoded, strict=True)]
+    rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
+    return AppendResult(
+        stream_id,
+        version + len(events),
+        [r["position"] for r in rows],
+        recorded_at=recorded_at,
+        head_hash=encoded[-1][-1],
+    )
+
+
 def record_of(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
@@ -161,16 +182,8 @@ class EventStore:
         if expected_version is not None and expected_version != current_version:
             raise VersionConflict(stream_id, expected_version, current_version)
         recorded_at: datetime = simulated_at or head["now"]
-        encoded = encode_events(stream_id, current_version, head["hash"], events, recorded_at)
-        columns = [list(column) for column in zip(*encoded, strict=True)]
-        rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
-        positions = [r["position"] for r in rows]
-        return AppendResult(
-            stream_id,
-            current_version + len(events),
-            positions,
-            recorded_at=recorded_at,
-            head_hash=encoded[-1][-1],
+        return await _insert(
+            connection, stream_id, current_version, head["hash"], events, recorded_at
         )
 
     async def append_at_head(
@@ -201,21 +214,12 @@ class EventStore:
             if recorded_at is None:
                 recorded_at = await connection.fetchval("SELECT now()")
             assert recorded_at is not None
-            encoded = encode_events(stream_id, version, head_hash, events, recorded_at)
-            columns = [list(column) for column in zip(*encoded, strict=True)]
             try:
                 # A single statement is its own transaction, and its first write is the
                 # insert: gap-safe readers order it like any other append.
-                rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
+                return await _insert(connection, stream_id, version, head_hash, events, recorded_at)
             except asyncpg.UniqueViolationError:
                 return await self._after_lost_race(connection, stream_id, version, events)
-        return AppendResult(
-            stream_id,
-            version + len(events),
-            [r["position"] for r in rows],
-            recorded_at=recorded_at,
-            head_hash=encoded[-1][-1],
-        )
 
     async def _append_claiming(
         self,
@@ -229,12 +233,11 @@ class EventStore:
             try:
                 async with connection.transaction():
                     recorded_at = await connection.fetchval("SELECT now()")
-                    encoded = encode_events(stream_id, version, head_hash, events, recorded_at)
-                    columns = [list(column) for column in zip(*encoded, strict=True)]
                     # The event insert is the transaction's first write (gap-safe order).
-                    rows = await connection.fetch(_INSERT_SQL, stream_id, recorded_at, *columns)
-                    positions = [r["position"] for r in rows]
-                    by_id = dict(zip((e.event_id for e in events), positions, strict=True))
+                    result = await _insert(
+                        connection, stream_id, version, head_hash, events, recorded_at
+                    )
+                    by_id = dict(zip((e.event_id for e in events), result.positions, strict=True))
                     # ON CONFLICT waits for a concurrent claimant to commit or roll back.
                     won = await connection.fetch(
                         "INSERT INTO cloudevent_ids (event_id, stream_id, position)"
@@ -249,13 +252,7 @@ class EventStore:
                         raise ClaimedElsewhere(sorted(lost))
             except asyncpg.UniqueViolationError:
                 return await self._after_lost_race(connection, stream_id, version, events)
-        return AppendResult(
-            stream_id,
-            version + len(events),
-            positions,
-            recorded_at=recorded_at,
-            head_hash=encoded[-1][-1],
-        )
+        return result
 
     async def _append_one(
         self, stream_id: UUID, version: int, head_hash: bytes | None, event: NewEvent

@@ -68,7 +68,13 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 async def no_unknown_query(request: Request) -> None:
-    """A typo in a filter (`?stauts=won`) is a 422 naming it, not a silently unfiltered list."""
+    """A typo in a filter (`?stauts=won`) is a 422 naming it, not a silently unfiltered list;
+    so is a value PostgreSQL cannot take as text (NUL), for every route at once."""
+    nul = sorted(name for name, value in request.query_params.multi_items() if "\x00" in value)
+    if nul:
+        raise InvalidRequest(
+            f"query parameter(s) {', '.join(nul)}: text must not contain NUL characters"
+        )
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -78,16 +77,6 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
-    # PostgreSQL refused a text parameter (NUL, say in a query filter): the client's value.
-    return problem_response(
-        422,
-        "Request is not valid",
-        "text must not contain NUL characters (PostgreSQL cannot store them)",
-        type_="/problems/validation",
-    )
-
-
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     return problem_of(exc)
@@ -129,8 +118,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(DomainError, _domain)
-    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, _unstorable_text)
-    app.add_exception_handler(asyncpg.UntranslatableCharacterError, _unstorable_text)
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 import asyncpg
@@ -30,17 +29,6 @@ def band_labels(bounds: list[int]) -> list[str]:
     labels += [f"{a}-{b}" for a, b in itertools.pairwise(edges)]
     labels += [f"{edges[-1]}+"] if edges else ["all"]
     return labels
-
-
-def band_of(amount: Decimal | None, bounds: list[int]) -> str:
-    if amount is None:
-        return "unknown"
-    edges = sorted(bounds)
-    labels = band_labels(edges)
-    for edge, label in zip(edges, labels, strict=False):
-        if amount < edge:
-            return label
-    return labels[-1]
 
 
 def _band_sql(bounds: list[int]) -> str:

@@ -10,7 +10,7 @@ and a new head cost O(log n). The checks follow the verification algorithms of Â
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -126,13 +126,23 @@ class Frontier:
     subtrees: list[tuple[int, bytes]] = field(default_factory=list)
     """(height, hash) pairs, heights strictly decreasing."""
 
-    def append(self, leaf: bytes) -> None:
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add a leaf; returns the complete subtrees it completes, as (height, index, hash)
+        with `index` counted among subtrees of that height (the leaf itself first)."""
         height, node = 0, leaf
+        completed = [(0, self.size, leaf)]
         while self.subtrees and self.subtrees[-1][0] == height:
             _, left = self.subtrees.pop()
             height, node = height + 1, node_hash(left, node)
+            completed.append((height, (self.size + 1 >> height) - 1, node))
         self.subtrees.append((height, node))
         self.size += 1
+        return completed
+
+    @classmethod
+    def of(cls, size: int, get: NodeGetter) -> Frontier:
+        """The frontier of a tree of `size` leaves from its stored complete subtrees."""
+        return cls(size, [(height, get(height, index)) for height, index in edge(size)])
 
     def root(self) -> bytes:
         if not self.subtrees:
@@ -141,3 +151,94 @@ class Frontier:
         for _, left in reversed(self.subtrees[:-1]):
             node = node_hash(left, node)
         return node
+
+
+NodeGetter = Callable[[int, int], bytes]
+"""(height, index) -> the hash of the complete subtree over leaves
+[index * 2**height, (index + 1) * 2**height)."""
+
+
+def edge(size: int) -> list[tuple[int, int]]:
+    """The complete subtrees a tree of `size` leaves is made of, largest first."""
+    nodes, start = [], 0
+    for height in range(size.bit_length() - 1, -1, -1):
+        if size >> height & 1:
+            nodes.append((height, start >> height))
+            start += 1 << height
+    return nodes
+
+
+def subtree_hash(start: int, end: int, get: NodeGetter) -> bytes:
+    """MTH of leaves [start, end) from complete subtrees: a range of RFC 9162's recursion
+    always starts at a multiple of its largest power-of-two part, so each piece is stored."""
+    n = end - start
+    if n & (n - 1) == 0:
+        return get(n.bit_length() - 1, start // n)
+    k = _split(n)
+    return node_hash(subtree_hash(start, start + k, get), subtree_hash(start + k, end, get))
+
+
+def tree_root(size: int, get: NodeGetter) -> bytes:
+    return subtree_hash(0, size, get) if size else EMPTY_ROOT
+
+
+def inclusion_path(index: int, size: int, get: NodeGetter) -> list[bytes]:
+    """`inclusion_proof` from stored subtrees: O(log n) of them."""
+    if not 0 <= index < size:
+        raise IndexError(f"leaf {index} is not in a tree of {size}")
+    path: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            path.append(subtree_hash(start + k, end, get))
+            end = start + k
+        else:
+            path.append(subtree_hash(start, start + k, get))
+            start += k
+    return path[::-1]
+
+
+def consistency_path(first: int, size: int, get: NodeGetter) -> list[bytes]:
+    """`consistency_proof` from stored subtrees."""
+    if not 0 < first <= size:
+        raise ValueError(f"no consistency proof from {first} to {size}")
+    path: list[bytes] = []
+    start, end, m, complete = 0, size, first, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            path.append(subtree_hash(start + k, end, get))
+            end = start + k
+        else:
+            path.append(subtree_hash(start, start + k, get))
+            start, m, complete = start + k, m - k, False
+    if not complete:
+        path.append(subtree_hash(start, end, get))
+    return path[::-1]
+
+
+def needed(compute: Callable[[NodeGetter], object]) -> set[tuple[int, int]]:
+    """Which stored subtrees `compute` reads: run it once on placeholders. The shape of every
+    computation here depends on sizes and indexes only, never on hash values, so a caller
+    can fetch exactly these in one query and run it again for real."""
+    keys: set[tuple[int, int]] = set()
+
+    def record(height: int, index: int) -> bytes:
+        keys.add((height, index))
+        return bytes(32)
+
+    compute(record)
+    return keys
+
+
+def getter(nodes: Iterable[tuple[int, int, bytes]]) -> NodeGetter:
+    found = {(height, index): digest for height, index, digest in nodes}
+
+    def get(height: int, index: int) -> bytes:
+        try:
+            return found[(height, index)]
+        except KeyError:
+            raise LookupError(f"subtree ({height}, {index}) is not stored") from None
+
+    return get

@@ -11,11 +11,16 @@ from hypothesis import strategies as st
 from app.events.merkle import (
     EMPTY_ROOT,
     Frontier,
+    consistency_path,
     consistency_proof,
+    getter,
+    inclusion_path,
     inclusion_proof,
     leaf_hash,
+    needed,
     node_hash,
     root,
+    tree_root,
     verify_consistency,
     verify_inclusion,
 )
@@ -23,6 +28,9 @@ from app.events.merkle import (
 
 def leaves(n: int) -> list[bytes]:
     return [leaf_hash(f"event {i}".encode()) for i in range(n)]
+
+
+MANY = leaves(130)
 
 
 def test_hashes_are_domain_separated_as_rfc_9162_says() -> None:
@@ -45,7 +53,7 @@ def test_the_frontier_gives_the_same_head_as_the_definition_after_every_append()
 
 
 def test_every_inclusion_proof_verifies_and_tampering_fails() -> None:
-    for size in range(1, 34):
+    for size in range(1, 65):
         tree = leaves(size)
         head = root(tree)
         for index, leaf in enumerate(tree):
@@ -57,10 +65,16 @@ def test_every_inclusion_proof_verifies_and_tampering_fails() -> None:
                 bent = [bytes(32), *proof[1:]]
                 assert not verify_inclusion(index, size, leaf, bent, head)
                 assert not verify_inclusion(index, size, leaf, proof[:-1], head)
+                assert not verify_inclusion(index, size, leaf, [*proof, proof[0]], head)
+            # A size whose path is longer or shorter: the proof is not fully consumed or
+            # runs out (sizes with a path of the same shape are indistinguishable by design).
+            for wrong in {size - 1, size + 1, 2 * size, 2 * size + 1} - {index}:
+                if wrong > index and len(inclusion_proof(index, MANY[:wrong])) != len(proof):
+                    assert not verify_inclusion(index, wrong, leaf, proof, head)
 
 
 def test_every_consistency_proof_verifies_and_a_rewritten_history_fails() -> None:
-    for second in range(1, 34):
+    for second in range(1, 65):
         tree = leaves(second)
         for first in range(1, second + 1):
             proof = consistency_proof(first, tree)
@@ -70,6 +84,15 @@ def test_every_consistency_proof_verifies_and_a_rewritten_history_fails() -> Non
             if first < second:
                 assert not verify_consistency(first, second, rewritten, new, proof)
                 assert not verify_consistency(first, second, old, bytes(32), proof)
+                assert not verify_consistency(first, second, old, new, proof[:-1])
+                assert not verify_consistency(first, second, old, new, [*proof, proof[-1]])
+                for wrong in {second - 1, second + 1, 2 * second, 2 * second + 1}:
+                    if wrong <= first:
+                        continue
+                    if len(consistency_proof(first, MANY[:wrong])) != len(proof):
+                        assert not verify_consistency(first, wrong, old, new, proof)
+                bent = [bytes(32), *proof[1:]]
+                assert not verify_consistency(first, second, old, new, bent)
 
 
 @given(st.integers(1, 300), st.data())
@@ -81,3 +104,33 @@ def test_proofs_hold_for_any_size(size: int, data: st.DataObject) -> None:
     assert verify_inclusion(index, size, tree[index], inclusion_proof(index, tree), head)
     proof = consistency_proof(first, tree)
     assert verify_consistency(first, size, root(tree[:first]), head, proof)
+
+
+def stored(size: int) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
+    """Leaves and every complete subtree the sequencer stores for them."""
+    tree, frontier, nodes = leaves(size), Frontier(), []
+    for leaf in tree:
+        nodes.extend(frontier.append(leaf))
+    return tree, nodes
+
+
+def test_proofs_from_stored_subtrees_equal_the_recursive_definition() -> None:
+    tree, nodes = stored(64)
+    assert len(nodes) == 2 * 64 - 1  # every complete subtree once, leaves included
+    get = getter(nodes)
+    for size in range(1, 65):
+        assert tree_root(size, get) == root(tree[:size])
+        assert Frontier.of(size, get).root() == root(tree[:size])
+        for index in range(size):
+            assert inclusion_path(index, size, get) == inclusion_proof(index, tree[:size])
+        for first in range(1, size + 1):
+            assert consistency_path(first, size, get) == consistency_proof(first, tree[:size])
+
+
+@given(st.integers(1, 5000), st.data())
+def test_a_proof_reads_logarithmically_many_stored_subtrees(size: int, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, size - 1))
+    first = data.draw(st.integers(1, size))
+    bound = 2 * size.bit_length() + 2
+    assert len(needed(lambda get: inclusion_path(index, size, get))) <= bound
+    assert len(needed(lambda get: consistency_path(first, size, get))) <= bound

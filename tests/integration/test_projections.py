@@ -39,9 +39,11 @@ async def test_rebuild_equals_what_was_built_incrementally(
     store: EventStore, database_url: str, pg: asyncpg.Connection
 ) -> None:
     async with following(database_url, batch_size=50):
-        workload = await run_workload(
-            DealService(store), deals=120, commands=3000, seed=7, writers=4
-        )
+        # One writer first: which deals get which commands is then fixed by the seed, so
+        # the variety asserted below does not hang on how racing writers interleave...
+        varied = await run_workload(DealService(store), deals=60, commands=1500, seed=7, writers=1)
+        # ...then writers racing on the same kind of pipeline, while the projections follow.
+        raced = await run_workload(DealService(store), deals=60, commands=1500, seed=8, writers=4)
         await caught_up(pg)
     # A month on, time alone has raised flags on many of these deals.
     later = datetime.now(UTC) + timedelta(days=30)
@@ -63,7 +65,7 @@ async def test_rebuild_equals_what_was_built_incrementally(
     ):
         assert kinds.get(kind, 0) > 0, f"workload produced no {kind}: {kinds}"
     total = sum(kinds.values())
-    assert total == workload.events > 2500
+    assert total == varied.events + raced.events > 2500
     assert len(incremental["deals"]) == 120
 
     applied = await rebuild_all(database_url)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +28,8 @@ from rich.progress import (
 )
 
 from app.db import asyncpg_dsn, create_engine, owner_url, prepare
+from app.events.audit import AuditReport
+from app.events.notes import NoteError, Verifier
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
@@ -128,15 +133,19 @@ async def _verify(url: str, deal: UUID | None) -> VerifyResult:
 
 @cli.command()
 def verify(deal: UUID | None = typer.Argument(None, help="One deal id; all when omitted.")) -> None:
-    """Recompute the hash chain of one deal or the whole log; exit 1 on any broken link."""
+    """Recompute the hash chain of one deal or the whole log; list every broken link, exit
+    1 if there is one."""
     result = asyncio.run(_verify(_database_url(), deal))
     if result.valid:
         typer.echo(f"valid: {result.events_checked} events checked, head {result.head_hash}")
         return
-    typer.echo(
-        f"INVALID at stream {result.first_invalid_stream} version "
-        f"{result.first_invalid_version}: {result.reason}"
-    )
+    for broken in result.breaks:
+        typer.echo(
+            f"INVALID at stream {broken.stream_id} version {broken.version}: {broken.reason}"
+        )
+    if result.breaks_total > len(result.breaks):
+        typer.echo(f"... and {result.breaks_total - len(result.breaks):,} more")
+    typer.echo(f"{result.breaks_total:,} of {result.events_checked:,} events do not verify")
     raise typer.Exit(1)
 
 
@@ -395,6 +404,127 @@ def keys_revoke(key_id: UUID = typer.Argument(..., help="The key's id (from keys
         console.print(f"[red]no key {key_id}[/red]")
         raise typer.Exit(1)
     typer.echo(f"revoked {key.key_id} ({key.name})")
+
+
+def _verifiers(files: list[Path]) -> list[Verifier]:
+    try:
+        return [Verifier.parse(file.read_text()) for file in files]
+    except (OSError, NoteError) as error:
+        console.print(f"[red]public key: {error}[/red]")
+        raise typer.Exit(2) from error
+
+
+@cli.command()
+def audit(
+    checkpoint: list[Path] = typer.Option(
+        ..., help="A signed checkpoint you kept, or a directory of them (repeatable)."
+    ),
+    public_key: list[Path] = typer.Option(
+        [], help="The log's verifier key (repeatable: old keys after a rotation)."
+    ),
+    url: str | None = typer.Option(
+        None, help="Read the log through this service's HTTP API instead of the database."
+    ),
+    api_key: str | None = typer.Option(
+        None, envvar="DEALLEDGER_API_KEY", help="Bearer key for --url (an auditor's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check the whole log against checkpoints you kept: signatures, every event's hash,
+    the Merkle roots; names the leaf that differs, or the truncation. Exit 1 if anything
+    does not hold."""
+    from app.service.log_audit import audit_database, audit_http, checkpoint_files, open_checkpoints
+
+    files = checkpoint_files(checkpoint)
+    if not files:
+        console.print("[red]no checkpoint files found[/red]")
+        raise typer.Exit(2)
+    verifiers = _verifiers(public_key)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if not verifiers:
+        # Without a key of your own you trust the service to name its key: say so.
+        console.print("[yellow]no --public-key: using the key the service publishes[/yellow]")
+        if url:
+            key = httpx.get(f"{url.rstrip('/')}/v1/log/public-key", headers=headers)
+            verifiers = [Verifier.parse(key.raise_for_status().text)]
+        else:
+            from app.projections.log_tree import load_signer
+
+            verifiers = [load_signer(load_settings()).verifier]
+    heads, bad = open_checkpoints(files, verifiers)
+    database = None if url else asyncpg_dsn(_database_url())
+
+    async def run(done: Callable[[int], None]) -> AuditReport:
+        if database is not None:
+            return await audit_database(database, heads, done)
+        async with httpx.AsyncClient(base_url=str(url), headers=headers, timeout=60) as http:
+            return await audit_http(http, heads, done)
+
+    with Progress(
+        TextColumn("auditing"), TextColumn("{task.completed:,} events"), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("audit")
+        report = asyncio.run(run(lambda n: progress.update(task, completed=n)))
+    result = report.as_json()
+    result["signature_failures"] = bad
+    result["valid"] = report.valid and not bad
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for problem in bad:
+            typer.echo(f"BAD SIGNATURE {problem}")
+        for entry in report.checkpoints:
+            typer.echo(f"checkpoint {entry['tree_size']:>10,}: {entry['status']}")
+        for finding in report.findings:
+            typer.echo(f"{finding.kind.upper()}: {finding.message}")
+        verdict = "valid" if result["valid"] else "INVALID"
+        typer.echo(f"{verdict}: {report.events:,} events against {len(heads)} checkpoints")
+    if not result["valid"]:
+        raise typer.Exit(1)
+
+
+checkpoints_cli = typer.Typer(help="Signed checkpoints of the log.", no_args_is_help=True)
+cli.add_typer(checkpoints_cli, name="checkpoints")
+
+
+@checkpoints_cli.command("export")
+def checkpoints_export(
+    directory: Path = typer.Argument(..., help="Where to write them (kept elsewhere)."),
+) -> None:
+    """Write each signed checkpoint as DIR/<size>.checkpoint and the verifier keys as
+    DIR/<key id>.vkey; files already there are kept, and one that differs from the log's
+    (a second history signed for the same size) is reported, exit 1."""
+    url = _database_url()
+    rows = asyncio.run(
+        _with_connection(
+            url,
+            lambda c: c.fetch(
+                "SELECT tree_size, note, verifier_key FROM log_checkpoints ORDER BY tree_size"
+            ),
+        )
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    written = kept = 0
+    conflicts = []
+    for row in rows:
+        vkey = Verifier.parse(row["verifier_key"])
+        key_file = directory / f"{vkey.name.replace('/', '_')}-{vkey.key_id.hex()}.vkey"
+        if not key_file.exists():
+            key_file.write_text(row["verifier_key"] + "\n")
+        target = directory / f"{row['tree_size']:015d}.checkpoint"
+        if not target.exists():
+            target.write_text(row["note"])
+            written += 1
+        elif target.read_text() == row["note"]:
+            kept += 1
+        else:
+            conflicts.append(target)
+    typer.echo(f"{written} written, {kept} already there, to {directory}")
+    for target in conflicts:
+        typer.echo(f"DIFFERS: {target} is not the checkpoint the log now has for that size")
+    if conflicts:
+        raise typer.Exit(1)
 
 
 def main() -> None:

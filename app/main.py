@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import analytics, audit, deals, events, flags, health, keys, pipelines
+from app.api import analytics, audit, deals, events, flags, health, keys, log, pipelines
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
@@ -21,6 +21,7 @@ from app.api.problems import UnavailableGuard, document_problems, install_proble
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.store import EventStore
+from app.projections.log_tree import load_signer
 from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.service.heads import HeadCache
@@ -48,6 +49,7 @@ def create_app(
             store=EventStore(engine),
             heads=HeadCache(settings.head_cache_size),
             flag_rules=rules_of(settings),
+            verifier=load_signer(settings).verifier,
         )
         projector = None
         supervisor = (
@@ -113,6 +115,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(pipelines.router)
     app.include_router(audit.router)
+    app.include_router(log.router)
     app.include_router(keys.router)
     app.include_router(flags.router)
     app.include_router(analytics.router)

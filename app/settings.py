@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     ghosting_floor_days: float = Field(default=2.0, ge=0)
     # How far in the future (database clock) an `occurred_at` or CloudEvent `time` may lie.
     max_clock_skew_seconds: float = Field(default=300, ge=0)
+    # The verifiable log: the sequencer signs a checkpoint of its Merkle tree every so many
+    # events or seconds, whichever comes first, with an Ed25519 key kept out of the database:
+    # DEALLEDGER_SIGNING_KEY (PRIVATE+KEY+name+id+key), else a key file under data_dir.
+    checkpoint_every_events: int = Field(default=1000, ge=1)
+    checkpoint_every_seconds: float = Field(default=60.0, gt=0)
+    signing_key: SecretStr | None = None
+    log_origin: str = Field(default="dealledger.local/log", pattern=r"^[^\s+]+$")
     # Deal-size bands for analytics: upper bounds of each band but the last (amounts).
     size_bands: list[int] = Field(default_factory=lambda: [10_000, 50_000, 250_000])
 

@@ -7,7 +7,9 @@ every test that needs the database gets its own copy of it (CREATE DATABASE ... 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +39,11 @@ from tests.keys import KEYS, seed_keys
 from tests.support import served
 
 APP_PASSWORD = "dealledger-test"
+
+# The log's signing key is made under the data directory: a throwaway one per test run,
+# never the user's own (subprocesses of CLI tests inherit it).
+os.environ["DEALLEDGER_DATA_DIR"] = _data_dir = tempfile.mkdtemp(prefix="dealledger-data-")
+atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,8 @@ async def read_models(pg: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]
         "deal_flags": "SELECT deal_id, kind, raised_at, cleared_at, severity, numbers::text,"
         " evaluated_at FROM deal_flags ORDER BY deal_id, kind, raised_at",
         "blocker_log": "SELECT * FROM blocker_log ORDER BY blocker_id",
+        "log_leaves": "SELECT * FROM log_leaves ORDER BY leaf_index",
+        "log_nodes": "SELECT * FROM log_nodes ORDER BY height, index",
     }
     return {name: [tuple(r) for r in await pg.fetch(sql)] for name, sql in queries.items()}
 

@@ -8,17 +8,27 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, StoreDep, projected
+from app.api.deps import (
+    READ,
+    ConnectionDep,
+    MinPosition,
+    ServiceDep,
+    ServicesDep,
+    StoreDep,
+    projected,
+)
 from app.api.schemas import DealOut, IsoTime
 from app.domain.errors import DealNotFound, UnknownValue
 from app.domain.events import EvidenceSource, Override
 from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
 from app.domain.provenance import EvidenceAtTheTime, provenance
+from app.events.hashing import expected_hash
 from app.events.recorded import to_recorded
 from app.projections.stage_intervals import intervals_of
 from app.service import snapshots
+from app.service.integrity import check_deal
 
 router = APIRouter(prefix="/v1", tags=["audit"], dependencies=[READ])
 SECONDS_PER_DAY = 86_400
@@ -130,6 +140,9 @@ class EntryOut(BaseModel):
     override: Override | None
     trigger: str | None
     criteria: dict[str, list[EvidenceOut]]
+    hash_verified: bool = Field(
+        description="False: the stored event does not match its hash (see /verify)"
+    )
 
 
 class Provenance(BaseModel):
@@ -162,6 +175,7 @@ async def deal_provenance(
         if isinstance(a := e.metadata.get("actor"), dict) and "id" in a
     }
     entries = provenance(deal_id, history, actors, stage)
+    altered = {e.version for e in stored if expected_hash(e, e.prev_hash) != e.hash}
     return Provenance(
         deal_id=deal_id,
         stage=stage,
@@ -179,10 +193,16 @@ async def deal_provenance(
                     key: [EvidenceOut.of(item, people) for item in items]
                     for key, items in entry.criteria.items()
                 },
+                hash_verified=entry.version not in altered,
             )
             for entry in entries
         ],
     )
+
+
+class BreakOut(BaseModel):
+    version: int
+    reason: str
 
 
 class Verification(BaseModel):
@@ -191,19 +211,33 @@ class Verification(BaseModel):
     head_hash: str | None
     first_invalid_version: int | None
     reason: str | None
+    breaks: list[BreakOut] = Field(description="Every event that does not verify, and why")
+    checkpoint_tree_size: int | None = Field(
+        description="The latest signed checkpoint the deal's events were proven against"
+    )
+    events_in_checkpoint: int = Field(description="Of the deal's events, how many it covers")
 
 
-@router.get("/deals/{deal_id}/verify", summary="Recompute the deal's hash chain")
-async def verify_deal(deal_id: UUID, store: StoreDep) -> Verification:
-    result = await store.verify(deal_id)
-    if result.events_checked == 0:
+@router.get(
+    "/deals/{deal_id}/verify",
+    summary="Recompute the deal's hash chain and prove its events in the signed log",
+)
+async def verify_deal(
+    deal_id: UUID, store: StoreDep, connection: ConnectionDep, services: ServicesDep
+) -> Verification:
+    result = await check_deal(store, connection, deal_id, services.verifier)
+    if not result.events and not result.breaks:
         raise DealNotFound(f"deal {deal_id} does not exist")
+    first = result.breaks[0] if result.breaks else None
     return Verification(
         valid=result.valid,
-        events_checked=result.events_checked,
-        head_hash=result.head_hash,
-        first_invalid_version=result.first_invalid_version,
-        reason=result.reason,
+        events_checked=len(result.events),
+        head_hash=result.events[-1].hash.hex() if result.valid else None,
+        first_invalid_version=first.version if first else None,
+        reason=first.reason if first else None,
+        breaks=[BreakOut(version=b.version, reason=b.reason) for b in result.breaks],
+        checkpoint_tree_size=result.checkpoint.tree_size if result.checkpoint else None,
+        events_in_checkpoint=result.covered,
     )
 
 

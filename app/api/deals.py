@@ -27,6 +27,7 @@ from app.api.schemas import IsoTime
 from app.domain import commands as c
 from app.domain.errors import DealNotFound, InvalidRequest
 from app.domain.identifiers import entity_id
+from app.events.hashing import expected_hash
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
 from app.service.deals import CommandResult
@@ -157,6 +158,7 @@ async def patch_deal(
 async def deal_history(
     deal_id: UUID,
     store: StoreDep,
+    connection: ConnectionDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> s.HistoryPage:
@@ -167,6 +169,16 @@ async def deal_history(
     start = after["v"] if after else 0
     page = [e for e in events if e.version > start][:limit]
     more = bool(page) and page[-1].version < events[-1].version
+    leaves = {
+        r["version"]: (r["leaf_index"], r["event_hash"])
+        for r in await connection.fetch(
+            "SELECT version, leaf_index, event_hash FROM log_leaves"
+            " WHERE stream_id = $1 AND version > $2 AND version <= $3",
+            deal_id,
+            start,
+            page[-1].version if page else start,
+        )
+    }
     return s.HistoryPage(
         items=[
             s.HistoryItem(
@@ -180,6 +192,9 @@ async def deal_history(
                 occurred_at=e.occurred_at,
                 recorded_at=e.recorded_at,
                 hash=e.hash.hex(),
+                hash_verified=expected_hash(e, e.prev_hash) == e.hash
+                and leaves.get(e.version, (None, e.hash))[1] == e.hash,
+                leaf_index=leaves.get(e.version, (None, None))[0],
             )
             for e in page
         ],

@@ -297,6 +297,14 @@ class HistoryItem(BaseModel):
     occurred_at: datetime
     recorded_at: datetime
     hash: str
+    hash_verified: bool = Field(
+        description="False: the stored event does not match its hash, or differs from the"
+        " event the log sequenced (see /v1/deals/{id}/verify)"
+    )
+    leaf_index: int | None = Field(
+        description="Its leaf in the log's Merkle tree (/v1/log/proof/inclusion); None"
+        " until the sequencer has placed it"
+    )
 
 
 class HistoryPage(BaseModel):

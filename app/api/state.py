@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.flags import FlagRules
+from app.events.notes import Verifier
 from app.events.store import EventStore
 from app.service.heads import HeadCache
 from app.settings import Settings
@@ -24,6 +25,8 @@ class AppState:
     heads: HeadCache
     """Deal heads shared by the requests of this process (see HeadCache)."""
     flag_rules: FlagRules
+    verifier: Verifier
+    """The public half of the key the sequencer signs checkpoints with."""
 
 
 def app_state(state: Mapping[str, Any]) -> AppState:

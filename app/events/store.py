@@ -36,6 +36,18 @@ from app.events.log import (
 
 
 @dataclass(frozen=True)
+class Break:
+    """One event that does not verify: where, and why."""
+
+    stream_id: UUID
+    version: int
+    reason: str
+
+
+MAX_BREAKS = 10_000
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     valid: bool
     events_checked: int
@@ -43,6 +55,9 @@ class VerifyResult:
     first_invalid_stream: UUID | None = None
     first_invalid_version: int | None = None
     reason: str | None = None
+    breaks: tuple[Break, ...] = ()
+    """Every broken link found (the first MAX_BREAKS of `breaks_total`)."""
+    breaks_total: int = 0
 
 
 _COLUMNS = (
@@ -374,19 +389,26 @@ class EventStore:
     async def verify(
         self, stream_id: UUID | None = None, on_progress: Callable[[int], None] | None = None
     ) -> VerifyResult:
-        """Walk one stream (or every stream) and report the first broken link."""
-        checked = 0
+        """Walk one stream (or every stream) and report every broken link."""
+        checked, total = 0, 0
         head_hash: bytes | None = None
+        breaks: list[Break] = []
         async with aclosing(self._walk(stream_id)) as walk:
             async for event, ok, reason in walk:
                 checked += 1
                 if on_progress is not None:
                     on_progress(checked)
-                if not ok:
-                    return VerifyResult(
-                        False, checked, None, event.stream_id, event.version, reason
-                    )
                 head_hash = event.hash
+                if not ok:
+                    total += 1
+                    if len(breaks) < MAX_BREAKS:
+                        breaks.append(Break(event.stream_id, event.version, reason or ""))
+        if breaks:
+            first = breaks[0]
+            return VerifyResult(
+                False, checked, None, first.stream_id, first.version, first.reason,
+                tuple(breaks), total,
+            )  # fmt: skip
         return VerifyResult(True, checked, head_hash.hex() if head_hash else None)
 
     async def count(self, stream_id: UUID | None = None) -> int:

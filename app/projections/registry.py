@@ -7,18 +7,22 @@ from app.projections.activity import ActivityProjection
 from app.projections.blockers import BlockersProjection
 from app.projections.deals import DealsProjection
 from app.projections.flags import FlagsProjection
+from app.projections.log_tree import LogTree, log_tree_for
 from app.projections.runner import Projection
 from app.projections.stage_intervals import StageIntervalsProjection
 from app.settings import Settings
 
 
-def build_projections(rules: FlagRules | None = None) -> dict[str, Projection]:
+def build_projections(
+    rules: FlagRules | None = None, log_tree: LogTree | None = None
+) -> dict[str, Projection]:
     projections: tuple[Projection, ...] = (
         DealsProjection(),
         StageIntervalsProjection(),
         ActivityProjection(),
         FlagsProjection(rules),
         BlockersProjection(),
+        log_tree or LogTree(),  # without a signer it keeps the tree and signs nothing
     )
     return {p.name: p for p in projections}
 
@@ -36,7 +40,7 @@ def rules_of(settings: Settings) -> FlagRules:
 
 
 def projections_for(settings: Settings) -> dict[str, Projection]:
-    return build_projections(rules_of(settings))
+    return build_projections(rules_of(settings), log_tree_for(settings))
 
 
 PROJECTIONS = build_projections()

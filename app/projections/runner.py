@@ -409,6 +409,7 @@ class ProjectionRunner:
         async with exclusive(self.dsn, projection, waiting) as connection:
             log.info("projection %s: running", projection.name)
             ticked = 0.0
+            tick_seconds = getattr(projection, "tick_seconds", self.tick_interval)
             stopped = await connection.fetchval(
                 "SELECT position FROM projection_failures WHERE projection = $1", projection.name
             )
@@ -438,7 +439,7 @@ class ProjectionRunner:
                         time.monotonic() - started,
                     )
                     continue
-                if time.monotonic() - ticked >= self.tick_interval:
+                if time.monotonic() - ticked >= tick_seconds:
                     await tick(connection, projection, datetime.now(UTC))
                     ticked = time.monotonic()
                 with contextlib.suppress(TimeoutError):

@@ -116,10 +116,15 @@ async def test_verify_exits_non_zero_on_a_tampered_log(
     assert "3 events checked" in ok.stdout
 
     await pg.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
-    await pg.execute("UPDATE events SET type = 'Forged' WHERE stream_id = $1 AND version = 3", deal)
+    await pg.execute(
+        "UPDATE events SET type = 'Forged' WHERE stream_id = $1 AND version IN (1, 3)", deal
+    )
     broken = dealledger("verify", str(deal), env=environment(DATABASE_URL=database_url))
     assert broken.returncode == 1
+    # Every broken link, not only the first.
+    assert f"stream {deal} version 1" in broken.stdout
     assert f"stream {deal} version 3" in broken.stdout
+    assert "2 of 3 events do not verify" in broken.stdout
 
 
 @pytest.mark.parametrize("command", [["--help"], ["serve", "--help"]])

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import stop_embedded
-from bench import scenarios
+from bench import log_tree, scenarios
 from bench.common import Row, fresh_database, machine, server_url
 from bench.load import bulk_load
 
@@ -104,12 +104,15 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.append(await scenarios.http_command(writes, ours, floor, 400 if quick else 5000))
         console.print("projection lag")
         rows.append(await scenarios.projection_lag(writes, 3 if quick else 20))
+        console.print("append with the log sequencer following")
+        rows.append(await log_tree.append_with_sequencer(writes, 300 if quick else 3000))
 
         log = await fresh_database(server, "dealledger_bench_log")
         sizes = (args.events // 4, args.events)
         loaded = 0
         deals = []
         rebuilds = []
+        proofs: list[Row] = []
         for n, size in enumerate(sizes):
             console.print(f"bulk-loading the log to {size:,} events")
             added, ids, seconds = await bulk_load(log, size - loaded, seed=n + 1)
@@ -119,6 +122,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             result = scenarios.rebuild_all(log)
             copied, copy_seconds = await scenarios.copy_floor(log)
             rebuilds.append((loaded, result, copied / copy_seconds))
+            proofs.append(await log_tree.inclusion_proofs(log, 200 if quick else 2000))
         for events, result, floor_rate in rebuilds:
             per = ", ".join(result["projections"])
             rows.append(
@@ -131,6 +135,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     note=f"peak RSS {result['max_rss_mib']:.0f} MiB; one pass: {per}",
                 )
             )
+        rows.extend(proofs)
         async with scenarios.servers(log) as (ours, floor):
             console.print(f"read one deal at {loaded:,} events")
             rows.append(await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000))

@@ -182,16 +182,7 @@ async def deal_history(
     return s.HistoryPage(
         items=[
             s.HistoryItem(
-                position=e.position,
-                version=e.version,
-                event_id=e.event_id,
-                type=e.type,
-                schema_version=e.schema_version,
-                data=e.data,
-                metadata=e.metadata,
-                occurred_at=e.occurred_at,
-                recorded_at=e.recorded_at,
-                hash=e.hash.hex(),
+                **s.HistoryItem.fields_of(e),
                 hash_verified=expected_hash(e, e.prev_hash) == e.hash
                 and leaves.get(e.version, (None, e.hash))[1] == e.hash,
                 leaf_index=leaves.get(e.version, (None, None))[0],

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from app.api.auth import require
 from app.api.deps import READ, ConnectionDep, ServicesDep
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from app.api.schemas import StoredEventOut
 from app.domain.errors import InvalidRequest, NotFound
 from app.events import merkle
 from app.events.log import Checkpoint
@@ -180,20 +181,9 @@ async def consistency(
     return ConsistencyProof(from_size=from_size, to_size=size, hashes=[b64(h) for h in path])
 
 
-class Entry(BaseModel):
-    position: int
-    leaf_index: int | None = Field(description="None until the sequencer has placed it")
+class Entry(StoredEventOut):
     stream_id: UUID
-    version: int
-    event_id: UUID
-    type: str
-    schema_version: int
-    data: Any
-    metadata: Any
-    occurred_at: datetime
-    recorded_at: datetime
     prev_hash: str | None = Field(description="hex")
-    hash: str = Field(description="hex")
 
 
 class EntryPage(BaseModel):
@@ -225,19 +215,10 @@ async def entries(
     return EntryPage(
         items=[
             Entry(
-                position=e.position,
+                **Entry.fields_of(e),
                 leaf_index=indexes.get(e.position),
                 stream_id=e.stream_id,
-                version=e.version,
-                event_id=e.event_id,
-                type=e.type,
-                schema_version=e.schema_version,
-                data=e.data,
-                metadata=e.metadata,
-                occurred_at=e.occurred_at,
-                recorded_at=e.recorded_at,
                 prev_hash=e.prev_hash.hex() if e.prev_hash else None,
-                hash=e.hash.hex(),
             )
             for e in rows
         ],

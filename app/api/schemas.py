@@ -22,6 +22,7 @@ from app.domain.events import EvidenceSource, ExternalRef
 from app.domain.pipeline import PIPELINES
 from app.domain.state import DealState
 from app.domain.time_bounds import RANGE, YEAR_PATTERN, bounded_date, bounded_time
+from app.events.log import RecordedEvent
 
 _ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 
@@ -286,7 +287,9 @@ class Created(BaseModel):
     stakeholder_id: UUID | None = None
 
 
-class HistoryItem(BaseModel):
+class StoredEventOut(BaseModel):
+    """An event as stored: what its hash covers, and where it stands in the log."""
+
     position: int
     version: int
     event_id: UUID
@@ -296,14 +299,32 @@ class HistoryItem(BaseModel):
     metadata: dict[str, Any]
     occurred_at: datetime
     recorded_at: datetime
-    hash: str
-    hash_verified: bool = Field(
-        description="False: the stored event does not match its hash, or differs from the"
-        " event the log sequenced (see /v1/deals/{id}/verify)"
-    )
+    hash: str = Field(description="hex")
     leaf_index: int | None = Field(
         description="Its leaf in the log's Merkle tree (/v1/log/proof/inclusion); None"
         " until the sequencer has placed it"
+    )
+
+    @classmethod
+    def fields_of(cls, event: RecordedEvent) -> dict[str, Any]:
+        return {
+            "position": event.position,
+            "version": event.version,
+            "event_id": event.event_id,
+            "type": event.type,
+            "schema_version": event.schema_version,
+            "data": event.data,
+            "metadata": event.metadata,
+            "occurred_at": event.occurred_at,
+            "recorded_at": event.recorded_at,
+            "hash": event.hash.hex(),
+        }
+
+
+class HistoryItem(StoredEventOut):
+    hash_verified: bool = Field(
+        description="False: the stored event does not match its hash, or differs from the"
+        " event the log sequenced (see /v1/deals/{id}/verify)"
     )
 
 

@@ -124,30 +124,23 @@ class LogAudit:
         for head in self.heads:
             entry: dict[str, Any] = {"tree_size": head.size, "origin": head.origin}
             if head.size > total:
-                entry["status"] = "truncated"
-                self._find(
-                    Finding(
-                        "truncated",
-                        f"the log holds {total} events, fewer than the {head.size} of a"
-                        " checkpoint it signed: events were removed",
-                        checkpoint=head.size,
-                    )
+                status = "truncated"
+                message = (
+                    f"the log holds {total} events, fewer than the {head.size} of a"
+                    " checkpoint it signed: events were removed"
                 )
-                self._locate(head, stored, previous_ok)
             elif self._roots[head.size] != head.root:
-                entry["status"] = "root_mismatch"
-                self._find(
-                    Finding(
-                        "root_mismatch",
-                        f"the first {head.size} events do not hash to the root signed for"
-                        " them: history was changed",
-                        checkpoint=head.size,
-                    )
+                status = "root_mismatch"
+                message = (
+                    f"the first {head.size} events do not hash to the root signed for them:"
+                    " history was changed"
                 )
-                self._locate(head, stored, previous_ok)
             else:
-                entry["status"] = "ok"
-                previous_ok = head.size
+                status, message, previous_ok = "ok", "", head.size
+            entry["status"] = status
+            if status != "ok":
+                self._find(Finding(status, message, checkpoint=head.size))
+                self._locate(head, stored, previous_ok)
             self.report.checkpoints.append(entry)
         return self.report
 

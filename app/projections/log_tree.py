@@ -11,7 +11,9 @@ outside the database, after checking the tree still agrees with the last one it 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -71,38 +73,55 @@ class LogTree:
         origin: str = "dealledger.local/log",
         every_events: int = 1000,
         every_seconds: float = 60.0,
+        gather_seconds: float = 0.1,
     ) -> None:
         self.signer = signer
         self.origin = origin
         self.every_events = every_events
         self.tick_seconds = every_seconds
+        self.gather_seconds = gather_seconds
+        # What the last committed-or-not batch left: trusted only while the stored tree has
+        # the same size (a rolled-back batch or another process's work shows as a mismatch).
+        self._frontier: merkle.Frontier | None = None
+        self._last: _Signed | None = None
+
+    async def _load(self, connection: asyncpg.Connection) -> merkle.Frontier:
+        size = await tree_size(connection)
+        if self._frontier is None or self._frontier.size != size:
+            self._frontier = await computed(connection, lambda get: merkle.Frontier.of(size, get))
+            row = await connection.fetchrow(
+                "SELECT tree_size, root_hash, extract(epoch FROM now() - signed_at) AS age"
+                " FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"
+            )
+            self._last = (
+                _Signed(row["tree_size"], row["root_hash"], time.monotonic() - float(row["age"]))
+                if row
+                else None
+            )
+        return merkle.Frontier(self._frontier.size, list(self._frontier.subtrees))
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
-        before = await tree_size(connection)
-        frontier = await computed(connection, lambda get: merkle.Frontier.of(before, get))
-        leaves, nodes = [], []
+        frontier = await self._load(connection)
+        before = frontier.size
+        leaves: list[list[object]] = [[], [], [], [], []]
+        nodes: list[list[object]] = [[], [], []]
         for envelope in batch:
             stored = envelope.stored
-            leaves.append(
-                (frontier.size, stored.position, stored.stream_id, stored.version, stored.hash)
-            )
-            nodes.extend(frontier.append(merkle.leaf_hash(stored.hash)))
-        await connection.copy_records_to_table(
-            "log_leaves",
-            records=leaves,
-            columns=("leaf_index", "position", "stream_id", "version", "event_hash"),
-        )
-        await connection.copy_records_to_table(
-            "log_nodes", records=nodes, columns=("height", "index", "hash")
-        )
-        await self._check_crossed(connection, before, frontier.size)
+            row = (frontier.size, stored.position, stored.stream_id, stored.version, stored.hash)
+            for column, value in zip(leaves, row, strict=True):
+                column.append(value)
+            for node in frontier.append(merkle.leaf_hash(stored.hash)):
+                for column, value in zip(nodes, node, strict=True):
+                    column.append(value)
+        await connection.execute(_INSERT_SQL, *leaves, *nodes)  # one round trip
+        self._frontier = frontier
+        if self._last is not None and before < self._last.size:
+            await self._check_crossed(connection, before, frontier.size)
         await self._sign_if_due(connection, frontier)
 
     async def tick(self, connection: asyncpg.Connection, now: datetime) -> None:
         """Sign the tree as it stands when `every_seconds` passed since the last checkpoint."""
-        size = await tree_size(connection)
-        frontier = await computed(connection, lambda get: merkle.Frontier.of(size, get))
-        await self._sign_if_due(connection, frontier)
+        await self._sign_if_due(connection, await self._load(connection))
 
     async def _check_crossed(self, connection: asyncpg.Connection, before: int, after: int) -> None:
         """Replaying (a rebuild), the tree passes sizes signed before: it must match them."""
@@ -118,20 +137,17 @@ class LogTree:
     async def _sign_if_due(self, connection: asyncpg.Connection, frontier: merkle.Frontier) -> None:
         if self.signer is None or frontier.size == 0:
             return
-        last = await connection.fetchrow(
-            "SELECT tree_size, root_hash, extract(epoch FROM now() - signed_at) AS age"
-            " FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"
-        )
+        last = self._last
         if last is not None:
-            if frontier.size <= last["tree_size"]:
+            if frontier.size <= last.size:
                 return  # a rebuild still replaying what was signed
             due = (
-                frontier.size - last["tree_size"] >= self.every_events
-                or last["age"] >= self.tick_seconds
+                frontier.size - last.size >= self.every_events
+                or time.monotonic() - last.signed_at >= self.tick_seconds
             )
             if not due:
                 return
-            await _agrees(connection, last["tree_size"], last["root_hash"])
+            await _agrees(connection, last.size, last.root)
         head = TreeHead(self.origin, frontier.size, frontier.root())
         await connection.execute(
             "INSERT INTO log_checkpoints (tree_size, root_hash, note, verifier_key)"
@@ -141,6 +157,25 @@ class LogTree:
             self.signer.sign(head.text()),
             self.signer.verifier.encode(),
         )
+        self._last = _Signed(head.size, head.root, time.monotonic())
+
+
+@dataclass(frozen=True)
+class _Signed:
+    size: int
+    root: bytes
+    signed_at: float
+    """time.monotonic() of the signing"""
+
+
+_INSERT_SQL = """
+WITH leaves AS (
+    INSERT INTO log_leaves (leaf_index, position, stream_id, version, event_hash)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::int[], $5::bytea[])
+)
+INSERT INTO log_nodes (height, index, hash)
+SELECT * FROM unnest($6::smallint[], $7::bigint[], $8::bytea[])
+"""
 
 
 async def _agrees(connection: asyncpg.Connection, size: int, signed_root: bytes) -> None:

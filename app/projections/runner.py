@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Protocol
 from uuid import UUID
 
@@ -31,10 +32,14 @@ log = logging.getLogger("dealledger.projections")
 
 @dataclass(frozen=True)
 class Envelope:
-    """One event as projections get it: stored columns plus the parsed domain event."""
+    """One event as projections get it: stored columns, and the domain event parsed when a
+    projection first asks (the log's tree never does: it hashes, it does not read)."""
 
     stored: RecordedEvent
-    recorded: Recorded
+
+    @cached_property
+    def recorded(self) -> Recorded:
+        return to_recorded(self.stored)
 
     @property
     def stream_id(self) -> UUID:
@@ -117,10 +122,7 @@ async def _apply_together(
         rows = await read_all_on(connection, checkpoints[0], limit)
         if not rows:
             return 0
-        batch = []
-        for row in rows:
-            stored = record_of(row)
-            batch.append(Envelope(stored, to_recorded(stored)))
+        batch = [Envelope(record_of(row)) for row in rows]
         last = batch[-1].stored
         for projection in projections:
             await projection.apply(connection, batch)
@@ -410,6 +412,9 @@ class ProjectionRunner:
             log.info("projection %s: running", projection.name)
             ticked = 0.0
             tick_seconds = getattr(projection, "tick_seconds", self.tick_interval)
+            # A projection nobody reads at once (the log's tree) gathers events for a moment
+            # after a wake: one transaction per many appends instead of one per append.
+            gather = getattr(projection, "gather_seconds", 0.0)
             stopped = await connection.fetchval(
                 "SELECT position FROM projection_failures WHERE projection = $1", projection.name
             )
@@ -444,6 +449,8 @@ class ProjectionRunner:
                     ticked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
+                if gather:
+                    await asyncio.sleep(gather)
 
 
 async def wait_for_position(

@@ -20,6 +20,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
+from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
@@ -48,6 +49,7 @@ def create_app(
             store=EventStore(engine),
             heads=HeadCache(settings.head_cache_size),
             flag_rules=rules_of(settings),
+            pipelines=PipelineVersions(),
         )
         projector = None
         supervisor = (

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.flags import FlagRules
+from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.service.heads import HeadCache
 from app.settings import Settings
@@ -24,6 +25,8 @@ class AppState:
     heads: HeadCache
     """Deal heads shared by the requests of this process (see HeadCache)."""
     flag_rules: FlagRules
+    pipelines: PipelineVersions
+    """Pipeline versions read from the log so far (versions never change: safe to share)."""
 
 
 def app_state(state: Mapping[str, Any]) -> AppState:

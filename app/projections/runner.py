@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from app.db import SESSION_SETTINGS, is_lost
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
@@ -120,14 +121,17 @@ async def _apply_together(
         batch = []
         for row in rows:
             stored = record_of(row)
-            batch.append(Envelope(stored, to_recorded(stored)))
-        last = batch[-1].stored
+            # Pipeline versions live in streams of their own: no deal read model folds them.
+            if stored.type not in PIPELINE_EVENT_TYPES:
+                batch.append(Envelope(stored, to_recorded(stored)))
+        last = record_of(rows[-1])
         for projection in projections:
-            await projection.apply(connection, batch)
+            if batch:
+                await projection.apply(connection, batch)
             await _save_checkpoint(
                 connection, projection.name, Checkpoint(last.transaction_id, last.position)
             )
-    return len(batch)
+    return len(rows)
 
 
 async def rebuild_together(

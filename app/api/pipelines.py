@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require
 from app.api.deps import (
@@ -26,6 +26,7 @@ from app.domain.errors import InvalidRequest
 from app.domain.pipeline import Key, Pipeline, PipelineDocument
 from app.domain.pipeline_rules import diff
 from app.domain.pipeline_versions import PublishPipeline
+from app.service import pipelines as service_pipelines
 from app.service.deals import CommandContext
 from app.service.pipelines import PipelineService
 
@@ -100,7 +101,7 @@ def _context(actor: Actor, request_id: str, key: str | None = None) -> CommandCo
     return CommandContext(actor, request_id, idempotency_key=key)
 
 
-def _published(result: Any, response: Response) -> Published:
+def _published(result: service_pipelines.Published, response: Response) -> Published:
     response.headers["ETag"] = f'"{result.pipeline.version}"'
     return Published(changed=result.changed, position=result.position, pipeline=result.pipeline)
 
@@ -204,7 +205,7 @@ async def diff_pipeline(
 
 
 class MigrateBody(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
     to_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """The version to move to (default: the latest)."""

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from app.domain.events import EvidenceSource, ExternalRef
-from app.domain.pipeline import Pipeline
+from app.domain.pipeline import Key, Pipeline
 from app.domain.state import DealState
 from app.domain.time_bounds import RANGE, YEAR_PATTERN, bounded_date, bounded_time
 
@@ -69,14 +69,11 @@ class CreateDeal(Request):
     external_ref: ExternalRef | None = None
 
 
-PipelineStage = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
-
-
 class MigrateDealBody(Request):
     reason: Text
     to_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     """The version of the deal's pipeline to move to (default: the latest)."""
-    stage_mapping: dict[PipelineStage, PipelineStage] = Field(default_factory=dict, max_length=50)
+    stage_mapping: dict[Key, Key] = Field(default_factory=dict, max_length=50)
     """Stage in the deal's version -> stage in the new one (needed where it has no such
     stage; otherwise the deal keeps its stage)."""
 

@@ -286,6 +286,8 @@ def _templates(*pairs: tuple[str, int]) -> tuple[NextStepTemplate, ...]:
 _SIZED = ("amount", "close_date")
 _SPONSORED = ("amount", "close_date", "economic_buyer")
 
+# Published version 1 of `default`: deals opened on a fresh install are judged by it, so it
+# never changes here. A new default is a new version (PUT /v1/pipelines/default), in the log.
 DEFAULT_PIPELINE = Pipeline(
     key="default",
     label="Buyer-aligned (default)",

@@ -329,3 +329,27 @@ async def test_flags_use_the_stage_thresholds_of_each_deals_version(
         " WHERE kind = 'inactive' AND cleared_at IS NULL"
     )
     assert {r["deal_id"]: float(r["days"]) for r in rows} == {on_v1["id"]: 5, on_v2["id"]: 2}
+
+
+async def test_a_fresh_install_works_on_the_built_in_default_without_any_pipeline_call(
+    deals: Deals, client: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    listed = (await client.get("/v1/pipelines")).json()
+    assert [(p["key"], p["latest_version"]) for p in listed] == [("default", 1)]
+    default = await client.get("/v1/pipelines/default")
+    assert default.headers["etag"] == '"1"'
+    shape = default.json()
+    assert shape["version"] == 1 and len(shape["stages"]) == 5
+    assert {
+        "key",
+        "label",
+        "probability",
+        "expected_days",
+        "exit_criteria",
+        "required_fields",
+        "next_step_templates",
+    } <= set(shape["stages"][0])
+    deal = await deals.open()
+    assert (deal["pipeline"], deal["pipeline_version"]) == ("default", 1)
+    stored = "SELECT count(*) FROM events WHERE type = 'PipelineVersionDefined'"
+    assert await pg.fetchval(stored) == 0  # nothing written for the default until revised

@@ -64,6 +64,8 @@ def test_the_default_and_every_shipped_example_are_valid() -> None:
 
 def test_the_shipped_default_file_is_the_built_in_default() -> None:
     assert example("default.yaml") == DEFAULT_PIPELINE.document()
+    stored = Pipeline.model_validate_json(DEFAULT_PIPELINE.model_dump_json())
+    assert stored == DEFAULT_PIPELINE and diff(DEFAULT_PIPELINE, stored) == []
 
 
 def test_the_funnel_has_four_stages_at_10_25_50_75_percent() -> None:

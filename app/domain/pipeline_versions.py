@@ -16,7 +16,7 @@ from app.domain.errors import (
     PipelineNotFound,
     PipelineVersionConflict,
 )
-from app.domain.events import Event
+from app.domain.events import Event, UnknownSchemaVersion
 from app.domain.pipeline import Pipeline, PipelineDocument
 from app.domain.pipeline_rules import problems
 
@@ -31,9 +31,16 @@ PIPELINE_EVENT_TYPES = frozenset({"PipelineVersionDefined"})
 """Event types of pipeline streams: deal folds and deal projections never see them."""
 
 
-def parse_pipeline_event(type_: str, data: dict[str, Any]) -> PipelineVersionDefined:
+def parse_pipeline_event(
+    type_: str, schema_version: int, data: dict[str, Any]
+) -> PipelineVersionDefined:
+    """A stored pipeline event, read back. New document fields get defaults, so version 1
+    reads every document stored so far; a later shape raises the version with an upcaster
+    here, as deal events do (app.domain.events)."""
     if type_ not in PIPELINE_EVENT_TYPES:
         raise ValueError(f"{type_!r} is not a pipeline event")
+    if schema_version != PipelineVersionDefined.SCHEMA_VERSION:
+        raise UnknownSchemaVersion(f"{type_} v{schema_version} is not readable by this code")
     return PipelineVersionDefined.model_validate({**data, "type": type_})
 
 

@@ -26,7 +26,7 @@ def pipelines_of(events: Iterable[RecordedEvent]) -> list[Pipeline]:
     """The versions a pipeline stream's events publish, each checked against its place."""
     found = []
     for event in events:
-        pipeline = parse_pipeline_event(event.type, event.data).pipeline
+        pipeline = parse_pipeline_event(event.type, event.schema_version, event.data).pipeline
         if pipeline.version != event.version:
             raise ValueError(
                 f"stream {event.stream_id} v{event.version} holds pipeline version"

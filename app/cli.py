@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,11 +29,17 @@ from rich.progress import (
 )
 
 from app.db import asyncpg_dsn, create_engine, owner_url, prepare
+from app.domain.decide import Actor
+from app.domain.errors import DomainError
+from app.domain.pipeline import Pipeline, PipelineDocument
+from app.domain.pipeline_versions import PublishPipeline
 from app.events.audit import AuditReport
 from app.events.notes import NoteError, Verifier
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
+from app.service.deals import CommandContext, DealService
+from app.service.pipelines import PipelineService, Published
 from app.service.simulation import WorkloadResult
 from app.settings import load_settings
 
@@ -525,6 +532,103 @@ def checkpoints_export(
         typer.echo(f"DIFFERS: {target} is not the checkpoint the log now has for that size")
     if conflicts:
         raise typer.Exit(1)
+
+
+pipelines_cli = typer.Typer(
+    help="Pipelines: stages, criteria and thresholds as versioned documents.",
+    no_args_is_help=True,
+)
+cli.add_typer(pipelines_cli, name="pipelines")
+
+
+async def _pipeline_work(url: str, work: Callable[[PipelineService], Awaitable[T]]) -> T:
+    engine = create_engine(url, pool_size=2)
+    try:
+        return await work(PipelineService(DealService(EventStore(engine))))
+    finally:
+        await engine.dispose()
+
+
+def _read_document(path: Path) -> PipelineDocument:
+    """A pipeline document from a YAML or JSON file (JSON by its .json suffix)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        return PipelineDocument.model_validate(raw)
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValidationError is a ValueError
+        console.print(f"[red]{path}: {error}[/red]")
+        raise typer.Exit(2) from None
+
+
+@pipelines_cli.command("apply")
+def pipelines_apply(
+    file: Path = typer.Argument(..., help="A pipeline document, YAML or JSON."),
+    note: str = typer.Option("", help="Why this version (kept in the log)."),
+) -> None:
+    """Create the pipeline, or publish its next version (nothing when unchanged)."""
+    document = _read_document(file)
+    url = _database_url()
+    actor = Actor(id="cli", role="admin", name=_login_name("admin"))
+
+    async def publish(pipelines: PipelineService) -> Published:
+        known = await pipelines.deals.latest_pipeline(document.key)
+        command = PublishPipeline(document, creating=known is None, note=note.strip() or None)
+        return await pipelines.publish(command, CommandContext(actor))
+
+    try:
+        result = asyncio.run(_pipeline_work(url, publish))
+    except DomainError as error:
+        console.print(f"[red]{error.detail}[/red]")
+        raise typer.Exit(2) from None
+    state = "published" if result.changed else "unchanged at"
+    typer.echo(f"{result.pipeline.key}: {state} version {result.pipeline.version}")
+
+
+def _version_of(key: str, version: int | None) -> Pipeline:
+    url = _database_url()
+
+    async def find(pipelines: PipelineService) -> Pipeline:
+        if version is None:
+            return (await pipelines.versions(key))[-1]
+        return await pipelines.version(key, version)
+
+    try:
+        return asyncio.run(_pipeline_work(url, find))
+    except DomainError as error:
+        console.print(f"[red]{error.detail}[/red]")
+        raise typer.Exit(1) from None
+
+
+@pipelines_cli.command("show")
+def pipelines_show(
+    key: str = typer.Argument(..., help="The pipeline's key, e.g. default."),
+    version: int | None = typer.Option(None, min=1, help="A version (default: the latest)."),
+) -> None:
+    """The pipeline's stages, probabilities, criteria and thresholds, readably."""
+    pipeline = _version_of(key, version)
+    typer.echo(f"{pipeline.key} v{pipeline.version}: {pipeline.label}")
+    for stage in pipeline.stages:
+        late = " (late)" if stage.key in pipeline.late_stages else ""
+        typer.echo(
+            f"  {stage.key}{late}: {stage.probability:.0%}, {stage.expected_days} days expected"
+        )
+        for criterion in stage.exit_criteria:
+            typer.echo(f"    - {criterion.key}: {criterion.label}")
+    typer.echo("  won: 100%")
+
+
+@pipelines_cli.command("export")
+def pipelines_export(
+    key: str = typer.Argument(..., help="The pipeline's key, e.g. default."),
+    version: int | None = typer.Option(None, min=1, help="A version (default: the latest)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of YAML."),
+) -> None:
+    """The pipeline's document (without its version), ready to edit and apply."""
+    document = _version_of(key, version).document().model_dump(mode="json", exclude_none=True)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from app.api.limits import BodyLimitMiddleware
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
+from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.projections.log_tree import load_signer
 from app.projections.registry import projections_for, rules_of
@@ -50,6 +51,7 @@ def create_app(
             heads=HeadCache(settings.head_cache_size),
             flag_rules=rules_of(settings),
             verifier=load_signer(settings).verifier,
+            pipelines=PipelineVersions(),
         )
         projector = None
         supervisor = (

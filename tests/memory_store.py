@@ -134,14 +134,21 @@ class InMemoryEventStore:
         up_to_version: int | None = None,
         up_to_position: int | None = None,
         recorded_up_to: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
         return [
             event
             for event in self._streams.get(stream_id, [])
-            if (up_to_version is None or event.version <= up_to_version)
+            if event.version > after_version
+            and (up_to_version is None or event.version <= up_to_version)
             and (up_to_position is None or event.position <= up_to_position)
             and (recorded_up_to is None or event.recorded_at <= recorded_up_to)
         ]
+
+    async def pipeline_keys(self) -> list[str]:
+        return sorted(
+            {e.data["pipeline"]["key"] for e in self.events if e.type == "PipelineVersionDefined"}
+        )
 
     async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
         wanted = set(event_ids)

@@ -20,7 +20,7 @@ from app.db import asyncpg_dsn
 from app.domain.flags import FlagRules
 from app.main import create_app
 from app.projections.flags import sweep
-from app.projections.registry import PROJECTIONS
+from app.projections.registry import PROJECTIONS, build_projections
 from app.projections.runner import ProjectionRunner, wait_for_position
 from app.settings import Settings
 from tests.keys import KEYS
@@ -49,7 +49,7 @@ async def following(database_url: str, batch_size: int = 100) -> AsyncIterator[P
     """Every projection following the log in this process while the block runs."""
     runner = ProjectionRunner(
         asyncpg_dsn(database_url),
-        list(PROJECTIONS.values()),
+        list(build_projections().values()),  # fresh: their pipeline caches are per database
         batch_size=batch_size,
         poll_interval=0.05,
     )

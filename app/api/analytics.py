@@ -15,7 +15,6 @@ from app.api.auth import require
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
-from app.domain.pipeline import PIPELINES
 from app.projections import analytics as queries
 from app.projections.analytics import Filters, band_labels
 from app.projections.blockers import blocker_categories
@@ -26,11 +25,18 @@ router = APIRouter(
 )
 
 
-def filters(
+async def filters(
     services: ServicesDep,
+    service: ServiceDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     pipeline: Annotated[
-        str | None, Query(min_length=1, max_length=200, json_schema_extra={"enum": list(PIPELINES)})
+        str | None, Query(min_length=1, max_length=200, description="A pipeline's key")
+    ] = None,
+    pipeline_version: Annotated[
+        int | None,
+        Query(
+            ge=1, le=2**31 - 1, description="Only stays lived under this version (with pipeline)"
+        ),
     ] = None,
     from_: Annotated[
         IsoTime | None, Query(alias="from", description="Stays entered at or after this")
@@ -44,9 +50,25 @@ def filters(
     if size_band is not None and size_band not in [*band_labels(bounds), "unknown"]:
         known = ", ".join([*band_labels(bounds), "unknown"])
         raise InvalidRequest(f"size_band must be one of: {known}")
-    if pipeline is not None and pipeline not in PIPELINES:
-        raise InvalidRequest(f"pipeline must be one of: {', '.join(PIPELINES)}")
-    return Filters(owner, pipeline, from_, to, size_band, bounds)
+    if pipeline_version is not None and pipeline is None:
+        raise InvalidRequest("pipeline_version needs pipeline: versions are per pipeline")
+    if pipeline is None:
+        return Filters(owner, pipeline, from_, to, size_band, bounds)
+    latest = await service.latest_pipeline(pipeline)
+    if latest is None:
+        keys = await service.pipeline_keys()
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(keys)}", field="pipeline")
+    shown = latest
+    if pipeline_version is not None:
+        if pipeline_version > latest.version:
+            raise InvalidRequest(
+                f"pipeline {pipeline!r} has versions 1 to {latest.version}",
+                field="pipeline_version",
+            )
+        shown = (await service.catalog_for([])).get(pipeline, pipeline_version)
+    return Filters(
+        owner, pipeline, from_, to, size_band, bounds, pipeline_version, shown.stage_keys
+    )
 
 
 FiltersDep = Annotated[Filters, Depends(filters)]

@@ -22,8 +22,10 @@ from app.api.deps import (
 from app.api.schemas import DealOut, IsoTime
 from app.domain.errors import DealNotFound, UnknownValue
 from app.domain.events import EvidenceSource, Override
-from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
+from app.domain.pipeline import DISQUALIFIED, NURTURE, WON
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.provenance import EvidenceAtTheTime, provenance
+from app.domain.state import pipelines_named
 from app.events.hashing import expected_hash
 from app.events.recorded import to_recorded
 from app.projections.stage_intervals import intervals_of
@@ -161,11 +163,18 @@ async def deal_provenance(
     stage: Annotated[str, Query(description="A stage key, or won / disqualified / nurture")],
 ) -> Provenance:
     stored = await service.store.read_stream(deal_id)
-    if not stored:
+    if not stored or stored[0].type in PIPELINE_EVENT_TYPES:
         raise DealNotFound(f"deal {deal_id} does not exist")
     history = [to_recorded(event) for event in stored]
-    pipeline = PIPELINES[getattr(history[0].event, "pipeline", "default")]
-    allowed = [*pipeline.stage_keys, NURTURE, WON, DISQUALIFIED]
+    lived_under = pipelines_named(history)
+    catalog = await service.pipelines.ensure(lived_under, service.read_stream_after)
+    # Every stage of every version the deal lived under (a migration may rename stages).
+    stages = [
+        key
+        for name, version in sorted(lived_under, key=lambda pair: pair[1])
+        for key in catalog.get(name, version).stage_keys
+    ]
+    allowed = [*dict.fromkeys(stages), NURTURE, WON, DISQUALIFIED]
     if stage not in allowed:
         raise UnknownValue("stage", stage, allowed)
     actors = {e.version: str(e.metadata.get("actor", {}).get("id")) for e in stored}
@@ -174,7 +183,7 @@ async def deal_provenance(
         for e in stored
         if isinstance(a := e.metadata.get("actor"), dict) and "id" in a
     }
-    entries = provenance(deal_id, history, actors, stage)
+    entries = provenance(deal_id, history, actors, stage, catalog)
     altered = {e.version for e in stored if expected_hash(e, e.prev_hash) != e.hash}
     return Provenance(
         deal_id=deal_id,
@@ -269,10 +278,11 @@ async def pipeline_snapshot(
     min_position: MinPosition = None,
 ) -> PipelineSnapshot:
     snapshot = await snapshots.pipeline_snapshot(connection, service, as_of)
+    catalog = await service.catalog_for(snapshot.deals)
     return PipelineSnapshot(
         as_of=as_of,
         stages=[
             StageTotal.model_validate(total, from_attributes=True) for total in snapshot.stages
         ],
-        deals=[DealOut.of(state) for state in snapshot.deals],
+        deals=[DealOut.of(state, state.pipeline_in(catalog)) for state in snapshot.deals],
     )

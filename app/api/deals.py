@@ -14,6 +14,7 @@ from app.api.deps import (
     BuyerCommand,
     ConnectionDep,
     DealCommand,
+    DealMigration,
     DealOpening,
     DealUpdate,
     MinPosition,
@@ -27,6 +28,7 @@ from app.api.schemas import IsoTime
 from app.domain import commands as c
 from app.domain.errors import DealNotFound, InvalidRequest
 from app.domain.identifiers import entity_id
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.events.hashing import expected_hash
 from app.projections.deals import list_deals as list_deals_from
 from app.projections.deals import load_deal
@@ -51,7 +53,9 @@ Status = Literal["open", "nurture", "won", "disqualified"]
 
 def _deal(result: CommandResult, response: Response) -> s.DealOut:
     response.headers["ETag"] = f'"{result.state.version}"'
-    return s.DealOut.of(result.state, result.position)
+    if result.pipeline is None:
+        raise DealNotFound(f"deal {result.state.deal_id} does not exist")
+    return s.DealOut.of(result.state, result.pipeline, result.position)
 
 
 def _created(deal_id: UUID, result: CommandResult, response: Response, **ids: UUID) -> s.Created:
@@ -82,6 +86,7 @@ async def create_deal(
 )
 async def list_deals(
     connection: ConnectionDep,
+    service: ServiceDep,
     stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     status: Annotated[
@@ -102,8 +107,9 @@ async def list_deals(
     )
     page = rows[:limit]
     more = len(rows) > limit
+    catalog = await service.catalog_for([state for _, state in page])
     return s.DealPage(
-        items=[s.DealOut.of(state) for _, state in page],
+        items=[s.DealOut.of(state, state.pipeline_in(catalog)) for _, state in page],
         next_cursor=encode_cursor({"p": page[-1][0]}) if more else None,
     )
 
@@ -137,7 +143,7 @@ async def get_deal(
         state = await service.current(deal_id, *await load_deal(connection, deal_id))
     if not state.exists:
         raise DealNotFound(f"deal {deal_id} {'did not exist then' if replay else 'does not exist'}")
-    return _deal(CommandResult(state, None, 0), response)
+    return _deal(CommandResult(state, None, 0, await service.pipeline_of(state)), response)
 
 
 @router.patch("/{deal_id}", summary="Change amount, currency, close date or owner")
@@ -164,7 +170,7 @@ async def deal_history(
 ) -> s.HistoryPage:
     after = decode_cursor(cursor, "v")
     events = await store.read_stream(deal_id)
-    if not events:
+    if not events or events[0].type in PIPELINE_EVENT_TYPES:
         raise DealNotFound(f"deal {deal_id} does not exist")
     start = after["v"] if after else 0
     page = [e for e in events if e.version > start][:limit]
@@ -413,4 +419,21 @@ async def stakeholder_left(
     context: DealCommand,
 ) -> s.DealOut:
     command = c.StakeholderLeaves(stakeholder_id=stakeholder_id)
+    return _deal(await service.execute(deal_id, command, context), response)
+
+
+@router.post(
+    "/{deal_id}/migrate",
+    summary="Move the deal to another version of its pipeline (managers): one audited event",
+)
+async def migrate_deal(
+    deal_id: UUID,
+    body: s.MigrateDealBody,
+    response: Response,
+    service: ServiceDep,
+    context: DealMigration,
+) -> s.DealOut:
+    command = c.MigrateDeal(
+        reason=body.reason, to_version=body.to_version, stage_mapping=dict(body.stage_mapping)
+    )
     return _deal(await service.execute(deal_id, command, context), response)

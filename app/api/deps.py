@@ -42,7 +42,9 @@ def get_store(services: ServicesDep) -> EventStore:
 
 def get_service(services: ServicesDep) -> DealService:
     skew = timedelta(seconds=services.settings.max_clock_skew_seconds)
-    return DealService(services.store, heads=services.heads, max_clock_skew=skew)
+    return DealService(
+        services.store, heads=services.heads, max_clock_skew=skew, pipelines=services.pipelines
+    )
 
 
 ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]
@@ -157,12 +159,23 @@ def deal_opening(
     return CommandContext(actor, request_id, idempotency_key=idempotency_key)
 
 
+def deal_migration(
+    actor: Annotated[Actor, Depends(require("deal:migrate"))],
+    request_id: RequestIdDep,
+    expected_version: ExpectedVersionDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> CommandContext:
+    """Moving a deal to another pipeline version: managers and admins."""
+    return CommandContext(actor, request_id, expected_version, idempotency_key)
+
+
 # A command's context (actor, request id, If-Match, Idempotency-Key): the one parameter a
 # command route takes besides its body.
 DealCommand = Annotated[CommandContext, Depends(deal_command)]
 BuyerCommand = Annotated[CommandContext, Depends(buyer_command)]
 DealUpdate = Annotated[CommandContext, Depends(deal_update)]
 DealOpening = Annotated[CommandContext, Depends(deal_opening)]
+DealMigration = Annotated[CommandContext, Depends(deal_migration)]
 
 
 MAX_POSITION = 2**63 - 1  # bigint

@@ -13,7 +13,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from app.api.auth import require
-from app.api.deps import READ, ConnectionDep, ServicesDep
+from app.api.deps import MAX_POSITION, READ, ConnectionDep, ServicesDep
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import StoredEventOut
 from app.domain.errors import InvalidRequest, NotFound
@@ -80,7 +80,9 @@ async def checkpoints(
     connection: ConnectionDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
-    min_size: Annotated[int, Query(ge=0, description="Only checkpoints at least this big")] = 0,
+    min_size: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="Only checkpoints at least this big")
+    ] = 0,
 ) -> CheckpointPage:
     after = decode_cursor(cursor, "s")
     rows = await connection.fetch(
@@ -140,9 +142,10 @@ async def _within_tree(connection: ConnectionDep, size: int | None) -> int:
 )
 async def inclusion(
     connection: ConnectionDep,
-    position: Annotated[int, Query(ge=1, description="The event's position")],
+    position: Annotated[int, Query(ge=1, le=MAX_POSITION, description="The event's position")],
     tree_size: Annotated[
-        int | None, Query(ge=1, description="Default: the latest checkpoint's size")
+        int | None,
+        Query(ge=1, le=MAX_POSITION, description="Default: the latest checkpoint's size"),
     ] = None,
 ) -> InclusionProof:
     leaf = await connection.fetchrow(
@@ -171,8 +174,8 @@ async def inclusion(
 )
 async def consistency(
     connection: ConnectionDep,
-    from_size: Annotated[int, Query(alias="from", ge=1)],
-    to_size: Annotated[int, Query(alias="to", ge=1)],
+    from_size: Annotated[int, Query(alias="from", ge=1, le=MAX_POSITION)],
+    to_size: Annotated[int, Query(alias="to", ge=1, le=MAX_POSITION)],
 ) -> ConsistencyProof:
     if from_size > to_size:
         raise InvalidRequest(f"from ({from_size}) must not exceed to ({to_size})")

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from app.domain.events import EvidenceSource, ExternalRef
-from app.domain.pipeline import PIPELINES
+from app.domain.pipeline import Key, Pipeline
 from app.domain.state import DealState
 from app.domain.time_bounds import RANGE, YEAR_PATTERN, bounded_date, bounded_time
 from app.events.log import RecordedEvent
@@ -49,11 +49,8 @@ IsoTime = Annotated[
 Day = Annotated[date, AfterValidator(bounded_date), _bounded("date")]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
-# The schema names the pipelines the server knows, so a client (or a fuzzer) is told what
-# is accepted instead of learning it from a 422.
-PipelineKey = Annotated[
-    str, Field(min_length=1, max_length=200, json_schema_extra={"enum": list(PIPELINES)})
-]
+# Pipelines are data (GET /v1/pipelines lists them), so the schema cannot name them.
+PipelineKey = Annotated[str, Field(min_length=1, max_length=200, description="A pipeline's key")]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
@@ -71,6 +68,15 @@ class CreateDeal(Request):
     close_date: Day | None = None
     pipeline: PipelineKey = "default"
     external_ref: ExternalRef | None = None
+
+
+class MigrateDealBody(Request):
+    reason: Text
+    to_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """The version of the deal's pipeline to move to (default: the latest)."""
+    stage_mapping: dict[Key, Key] = Field(default_factory=dict, max_length=50)
+    """Stage in the deal's version -> stage in the new one (needed where it has no such
+    stage; otherwise the deal keeps its stage)."""
 
 
 class PatchDeal(Request):
@@ -213,8 +219,8 @@ class DealOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, state: DealState, position: int | None = None) -> DealOut:
-        pipeline = state.pipeline
+    def of(cls, state: DealState, pipeline: Pipeline, position: int | None = None) -> DealOut:
+        """The deal as a client sees it, judged by `pipeline` (the version it lives under)."""
         criteria = []
         if state.stage in pipeline.stage_keys:
             for criterion in pipeline.stage(state.stage).exit_criteria:
@@ -240,7 +246,7 @@ class DealOut(BaseModel):
             stage_entered_at=state.stage_entered_at,
             version=state.version,
             exit_criteria=criteria,
-            missing_required_fields=state.missing_required_fields(state.stage),
+            missing_required_fields=state.missing_required_fields(pipeline, state.stage),
             open_blockers=[
                 BlockerOut(
                     blocker_id=b.blocker_id,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain.flags import FlagRules
 from app.events.notes import Verifier
+from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.service.heads import HeadCache
 from app.settings import Settings
@@ -27,6 +28,8 @@ class AppState:
     flag_rules: FlagRules
     verifier: Verifier
     """The public half of the key the sequencer signs checkpoints with."""
+    pipelines: PipelineVersions
+    """Pipeline versions read from the log so far (versions never change: safe to share)."""
 
 
 def app_state(state: Mapping[str, Any]) -> AppState:

@@ -84,6 +84,16 @@ class WinDeal:
 
 
 @dataclass(frozen=True)
+class MigrateDeal:
+    """Move the deal to another version of its pipeline (None: the latest); `stage_mapping`
+    says where a stage the new version lacks (or renames) goes."""
+
+    reason: str
+    to_version: int | None = None
+    stage_mapping: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RaiseBlocker:
     blocker_id: UUID
     category: str
@@ -153,6 +163,7 @@ Command = (
     | ReactivateDeal
     | DisqualifyDeal
     | WinDeal
+    | MigrateDeal
     | RaiseBlocker
     | ResolveBlocker
     | SetNextStep

@@ -30,13 +30,11 @@ from app.domain.errors import (
 from app.domain.pipeline import (
     ACTIVE,
     ACTIVITY_TYPES,
-    BLOCKER_CATEGORIES,
-    DISQUALIFICATION_REASONS,
+    BUILT_IN,
     EVIDENCE_KINDS,
     NURTURE,
-    PIPELINES,
-    REGRESSION_TRIGGERS,
     STAKEHOLDER_ROLES,
+    Catalog,
     Pipeline,
     Stage,
 )
@@ -60,6 +58,9 @@ class Context:
     actor: Actor
     max_clock_skew: timedelta = timedelta(seconds=300)
     """How far past `now` a reported time may lie (clocks differ); later is the future."""
+    pipelines: Catalog = BUILT_IN
+    """The pipeline versions known: the deal's own, and the latest of the one a new deal
+    opens on (or a migration moves to)."""
 
 
 def _not_in_future(field: str, moment: datetime, ctx: Context) -> None:
@@ -130,12 +131,12 @@ def _override(reason: str | None, ctx: Context) -> e.Override | None:
 
 
 def evidence_needed(
-    state: DealState, target: str | None
+    state: DealState, target: str | None, pipeline: Pipeline
 ) -> tuple[dict[str, tuple[UUID, ...]], list[str]]:
-    """What moving forward to `target` (None: won) stands on: each exit criterion of the
-    stages it leaves, and any criterion of earlier stages a regression reopened, with the
-    evidence meeting it now; and the criteria nothing meets."""
-    pipeline = state.pipeline
+    """What moving forward to `target` (None: won) stands on under `pipeline` (the deal's
+    version): each exit criterion of the stages it leaves, and any criterion of earlier
+    stages a regression reopened, with the evidence meeting it now; and the criteria nothing
+    meets."""
     met, unmet = _evidence_map(state, pipeline.stages_between(state.stage, target))
     end = len(pipeline.stages) if target is None else pipeline.index(target)
     before = {criterion.key for stage in pipeline.stages[:end] for criterion in stage.exit_criteria}
@@ -148,10 +149,10 @@ def evidence_needed(
 
 
 def _judge_forward(
-    state: DealState, target: str | None, override: e.Override | None
+    state: DealState, target: str | None, override: e.Override | None, pipeline: Pipeline
 ) -> dict[str, tuple[UUID, ...]]:
-    met, unmet = evidence_needed(state, target)
-    missing = state.missing_required_fields(target) if target is not None else []
+    met, unmet = evidence_needed(state, target, pipeline)
+    missing = state.missing_required_fields(pipeline, target) if target is not None else []
     if override is not None:
         unmet = []
     if unmet or missing:
@@ -159,8 +160,9 @@ def _judge_forward(
     return met
 
 
-def _advance(state: DealState, cmd: c.AdvanceStage, ctx: Context) -> list[e.DomainEvent]:
-    pipeline = state.pipeline
+def _advance(
+    state: DealState, cmd: c.AdvanceStage, ctx: Context, pipeline: Pipeline
+) -> list[e.DomainEvent]:
     _one_of("to_stage", cmd.to_stage, pipeline.stage_keys)
     _require_open(state)
     if pipeline.index(cmd.to_stage) <= pipeline.index(state.stage):
@@ -170,7 +172,7 @@ def _advance(state: DealState, cmd: c.AdvanceStage, ctx: Context) -> list[e.Doma
             stage=state.stage,
         )
     override = _override(cmd.override_reason, ctx)
-    criteria = _judge_forward(state, cmd.to_stage, override)
+    criteria = _judge_forward(state, cmd.to_stage, override, pipeline)
     advanced = e.StageAdvanced(
         from_stage=state.stage,
         to_stage=cmd.to_stage,
@@ -182,11 +184,10 @@ def _advance(state: DealState, cmd: c.AdvanceStage, ctx: Context) -> list[e.Doma
     return _with_next_step(advanced, pipeline.stage(cmd.to_stage), ctx)
 
 
-def _win(state: DealState, cmd: c.WinDeal, ctx: Context) -> list[e.DomainEvent]:
+def _win(state: DealState, cmd: c.WinDeal, ctx: Context, pipeline: Pipeline) -> list[e.DomainEvent]:
     _require_open(state)
     override = _override(cmd.override_reason, ctx)
-    pipeline = state.pipeline
-    criteria = _judge_forward(state, None, override)
+    criteria = _judge_forward(state, None, override, pipeline)
     won = e.DealWon(
         from_stage=state.stage,
         criteria=criteria,
@@ -208,10 +209,11 @@ def _close_open_work(state: DealState, outcome: str) -> list[e.DomainEvent]:
     return closing
 
 
-def _regress(state: DealState, cmd: c.RegressStage, ctx: Context) -> list[e.DomainEvent]:
-    pipeline = state.pipeline
+def _regress(
+    state: DealState, cmd: c.RegressStage, ctx: Context, pipeline: Pipeline
+) -> list[e.DomainEvent]:
     _one_of("to_stage", cmd.to_stage, pipeline.stage_keys)
-    _one_of("trigger", cmd.trigger, REGRESSION_TRIGGERS)
+    _one_of("trigger", cmd.trigger, pipeline.trigger_keys)
     _require_open(state)
     if pipeline.index(cmd.to_stage) >= pipeline.index(state.stage):
         raise InvalidTransition(
@@ -236,12 +238,13 @@ def _nurture(state: DealState, cmd: c.NurtureDeal, ctx: Context) -> list[e.Domai
     return [e.DealNurtured(from_stage=state.stage, reason=cmd.reason, resume_on=cmd.resume_on)]
 
 
-def _reactivate(state: DealState, cmd: c.ReactivateDeal, ctx: Context) -> list[e.DomainEvent]:
+def _reactivate(
+    state: DealState, cmd: c.ReactivateDeal, ctx: Context, pipeline: Pipeline
+) -> list[e.DomainEvent]:
     if state.is_terminal:
         raise DealClosed(f"deal is {state.status}: it cannot be reactivated")
     if state.status != NURTURE or state.nurtured_from is None:
         raise InvalidTransition("only a deal in nurture can be reactivated")
-    pipeline = state.pipeline
     to_stage = cmd.to_stage or state.nurtured_from
     _one_of("to_stage", to_stage, pipeline.stage_keys)
     if pipeline.index(to_stage) > pipeline.index(state.nurtured_from):
@@ -253,8 +256,8 @@ def _reactivate(state: DealState, cmd: c.ReactivateDeal, ctx: Context) -> list[e
     return _with_next_step(reactivated, pipeline.stage(to_stage), ctx)
 
 
-def _disqualify(state: DealState, cmd: c.DisqualifyDeal) -> list[e.DomainEvent]:
-    _one_of("reason", cmd.reason, DISQUALIFICATION_REASONS)
+def _disqualify(state: DealState, cmd: c.DisqualifyDeal, pipeline: Pipeline) -> list[e.DomainEvent]:
+    _one_of("reason", cmd.reason, pipeline.reason_keys)
     if state.is_terminal:
         raise DealClosed(f"deal is already {state.status}")
     disqualified = e.DealDisqualified(from_stage=state.stage, reason=cmd.reason, note=cmd.note)
@@ -264,9 +267,9 @@ def _disqualify(state: DealState, cmd: c.DisqualifyDeal) -> list[e.DomainEvent]:
 def _open(state: DealState, cmd: c.OpenDeal, ctx: Context) -> list[e.DomainEvent]:
     if state.exists:
         raise DealAlreadyExists("a deal with this id or external reference already exists")
-    if cmd.pipeline not in PIPELINES:
-        raise UnknownValue("pipeline", cmd.pipeline, list(PIPELINES))
-    pipeline: Pipeline = PIPELINES[cmd.pipeline]
+    pipeline = ctx.pipelines.latest(cmd.pipeline)
+    if pipeline is None:
+        raise UnknownValue("pipeline", cmd.pipeline, ctx.pipelines.keys)
     first = pipeline.stages[0]
     opened = e.DealOpened(
         name=cmd.name,
@@ -283,12 +286,14 @@ def _open(state: DealState, cmd: c.OpenDeal, ctx: Context) -> list[e.DomainEvent
     return _with_next_step(opened, first, ctx)
 
 
-def _record_evidence(state: DealState, cmd: c.RecordEvidence, ctx: Context) -> list[e.DomainEvent]:
+def _record_evidence(
+    state: DealState, cmd: c.RecordEvidence, ctx: Context, pipeline: Pipeline
+) -> list[e.DomainEvent]:
     _one_of("kind", cmd.kind, EVIDENCE_KINDS)
     _not_in_future("occurred_at", cmd.occurred_at, ctx)
     if not cmd.criteria:
         raise InvalidCommand("evidence must support at least one exit criterion")
-    known = state.pipeline.criterion_keys
+    known = pipeline.criterion_keys
     for criterion in cmd.criteria:
         _one_of("criteria", criterion, known)
     if cmd.evidence_id in state.evidence:
@@ -317,6 +322,49 @@ def _retract(state: DealState, cmd: c.RetractEvidence, ctx: Context) -> list[e.D
             evidence_id=cmd.evidence_id, reason=cmd.reason, retracted_by=ctx.actor.id
         )
     ]
+
+
+def _migrate(state: DealState, cmd: c.MigrateDeal, ctx: Context) -> list[e.DomainEvent]:
+    """Move the deal to another version of its pipeline: explicit, with a reason, one event;
+    the events before it keep the version they were judged by."""
+    if state.is_terminal:
+        raise DealClosed(f"deal is {state.status}: its history stays on its version")
+    if state.status == NURTURE:
+        raise InvalidTransition("deal is in nurture: reactivate it first", status_now=NURTURE)
+    if not cmd.reason.strip():
+        raise InvalidCommand("a migration needs a reason")
+    key, newest = state.pipeline_key, ctx.pipelines.newest(state.pipeline_key)
+    to_version = newest if cmd.to_version is None else cmd.to_version
+    if not ctx.pipelines.has(key, to_version):
+        raise UnknownValue("to_version", to_version, [str(v) for v in range(1, newest + 1)])
+    if to_version == state.pipeline_version:
+        return []
+    current, target = (
+        ctx.pipelines.get(key, state.pipeline_version),
+        ctx.pipelines.get(key, to_version),
+    )
+    for stage, mapped in cmd.stage_mapping.items():
+        _one_of("stage_mapping", stage, current.stage_keys)
+        _one_of(f"stage_mapping.{stage}", mapped, target.stage_keys)
+    to_stage = cmd.stage_mapping.get(state.stage, state.stage)
+    if to_stage not in target.stage_keys:
+        raise InvalidCommand(
+            f"version {to_version} of {key!r} has no stage {state.stage!r}: say where the deal"
+            f" goes in stage_mapping (one of: {', '.join(target.stage_keys)})",
+            stage=state.stage,
+            allowed=list(target.stage_keys),
+        )
+    migrated = e.DealMigrated(
+        pipeline=key,
+        from_version=state.pipeline_version,
+        to_version=to_version,
+        from_stage=state.stage,
+        to_stage=to_stage,
+        reason=cmd.reason,
+    )
+    if to_stage == state.stage:
+        return [migrated]
+    return _with_next_step(migrated, target.stage(to_stage), ctx)
 
 
 def _change(state: DealState, cmd: c.ChangeDeal) -> list[e.DomainEvent]:
@@ -353,6 +401,7 @@ def _decide(state: DealState, command: c.Command, ctx: Context) -> list[e.Domain
         return _open(state, command, ctx)
     if not state.exists:
         raise DealNotFound(f"deal {state.deal_id} does not exist")
+    pipeline = state.pipeline_in(ctx.pipelines)
     match command:
         case c.OpenDeal():
             raise AssertionError("handled above")
@@ -367,23 +416,23 @@ def _decide(state: DealState, command: c.Command, ctx: Context) -> list[e.Domain
                 )
             ]
         case c.RecordEvidence():
-            return _record_evidence(state, command, ctx)
+            return _record_evidence(state, command, ctx, pipeline)
         case c.RetractEvidence():
             return _retract(state, command, ctx)
         case c.AdvanceStage():
-            return _advance(state, command, ctx)
+            return _advance(state, command, ctx, pipeline)
         case c.RegressStage():
-            return _regress(state, command, ctx)
+            return _regress(state, command, ctx, pipeline)
         case c.NurtureDeal():
             return _nurture(state, command, ctx)
         case c.ReactivateDeal():
-            return _reactivate(state, command, ctx)
+            return _reactivate(state, command, ctx, pipeline)
         case c.DisqualifyDeal():
-            return _disqualify(state, command)
+            return _disqualify(state, command, pipeline)
         case c.WinDeal():
-            return _win(state, command, ctx)
+            return _win(state, command, ctx, pipeline)
         case c.RaiseBlocker():
-            _one_of("category", command.category, BLOCKER_CATEGORIES)
+            _one_of("category", command.category, pipeline.blocker_keys)
             if state.is_terminal:
                 raise DealClosed(f"deal is {state.status}")
             return [
@@ -431,6 +480,8 @@ def _decide(state: DealState, command: c.Command, ctx: Context) -> list[e.Domain
             return [e.StakeholderLeft(stakeholder_id=command.stakeholder_id)]
         case c.ChangeDeal():
             return _change(state, command)
+        case c.MigrateDeal():
+            return _migrate(state, command, ctx)
         case _:
             assert_never(command)
 

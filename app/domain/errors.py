@@ -204,3 +204,29 @@ class DatabaseUnavailable(DomainError):
     title = "Service unavailable"
     slug = "database-unavailable"
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class InvalidPipeline(DomainError):
+    title = "Invalid pipeline"
+    slug = "invalid-pipeline"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("the pipeline is not valid: " + "; ".join(problems), problems=problems)
+
+
+class PipelineNotFound(DomainError):
+    status = 404
+    title = "Pipeline not found"
+    slug = "pipeline-not-found"
+
+
+class PipelineExists(DomainError):
+    status = 409
+    title = "Pipeline already exists"
+    slug = "pipeline-exists"
+
+
+class PipelineVersionConflict(DomainError):
+    status = 409
+    title = "Pipeline version conflict"
+    slug = "pipeline-version-conflict"

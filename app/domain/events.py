@@ -139,6 +139,19 @@ class DealWon(Event):
     note: str | None = None
 
 
+class DealMigrated(Event):
+    """The deal moved to another version of its pipeline, by an explicit command: from here
+    on it is judged by that version's rules. History before it keeps the rules it had."""
+
+    type: Literal["DealMigrated"] = "DealMigrated"
+    pipeline: str
+    from_version: int
+    to_version: int
+    from_stage: str
+    to_stage: str
+    reason: str
+
+
 class BlockerRaised(Event):
     type: Literal["BlockerRaised"] = "BlockerRaised"
     blocker_id: UUID
@@ -219,6 +232,7 @@ DomainEvent = Annotated[
     | DealReactivated
     | DealDisqualified
     | DealWon
+    | DealMigrated
     | BlockerRaised
     | BlockerResolved
     | NextStepSet

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, get_args
 
 from app.domain import events as e
-from app.domain.pipeline import ACTIVE, NURTURE
+from app.domain.pipeline import ACTIVE, BUILT_IN, NURTURE, Catalog, Stage
 from app.domain.state import DealState, Recorded, evolve
 
 DAY = timedelta(days=1)
@@ -68,9 +68,9 @@ class Subject:
     no_next_step_since: datetime | None = None
 
 
-def advance(subject: Subject, recorded: Recorded) -> Subject:
+def advance(subject: Subject, recorded: Recorded, pipelines: Catalog = BUILT_IN) -> Subject:
     """The subject after one more event."""
-    state = evolve(subject.state, recorded)
+    state = evolve(subject.state, recorded, pipelines)
     buyer_times = subject.buyer_times
     event = recorded.event
     if isinstance(event, e.BuyerActivityRecorded):
@@ -91,8 +91,25 @@ def _days(delta: timedelta) -> float:
     return round(delta / DAY, 2)
 
 
-def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) -> list[Flag]:
-    """The flags standing on this deal at `as_of`."""
+def thresholds(stage: Stage, rules: FlagRules) -> tuple[float, float, float]:
+    """(slow warning ratio, slow critical ratio, inactive days) for a deal in `stage`: the
+    stage's own stall thresholds in its pipeline version, else the service's settings."""
+    stall = stage.stall
+    return (
+        stall.slow_warning_ratio or rules.slow_warning_ratio,
+        stall.slow_critical_ratio or rules.slow_critical_ratio,
+        stall.inactive_days or rules.inactive_days_by_stage.get(stage.key, rules.inactive_days),
+    )
+
+
+def evaluate(
+    subject: Subject,
+    as_of: datetime,
+    rules: FlagRules | None = None,
+    pipelines: Catalog = BUILT_IN,
+) -> list[Flag]:
+    """The flags standing on this deal at `as_of`, by the thresholds of its pipeline version
+    (held in `pipelines`)."""
     rules = rules or FlagRules()
     state = subject.state
     if state.status == NURTURE:
@@ -107,20 +124,22 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
                 )
             ]
         return []
-    if state.status != ACTIVE or state.stage not in state.pipeline.stage_keys:
+    pipeline = state.pipeline_in(pipelines)
+    if state.status != ACTIVE or state.stage not in pipeline.stage_keys:
         return []
     flags: list[Flag] = []
-    stage = state.pipeline.stage(state.stage)
+    stage = pipeline.stage(state.stage)
+    slow_warning, slow_critical, limit = thresholds(stage, rules)
     entered = state.stage_entered_at or as_of
 
     in_stage = as_of - entered
     ratio = (in_stage / DAY) / stage.expected_days
-    if ratio >= rules.slow_warning_ratio:
+    if ratio >= slow_warning:
         flags.append(
             Flag(
                 "slow_in_stage",
-                "critical" if ratio >= rules.slow_critical_ratio else "warning",
-                entered + stage.expected_days * rules.slow_warning_ratio * DAY,
+                "critical" if ratio >= slow_critical else "warning",
+                entered + stage.expected_days * slow_warning * DAY,
                 {
                     "days_in_stage": _days(in_stage),
                     "expected_days": stage.expected_days,
@@ -131,7 +150,6 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
 
     last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
     quiet_since = last_buyer or state.opened_at or entered
-    limit = rules.inactive_days_by_stage.get(state.stage, rules.inactive_days)
     if as_of - quiet_since >= limit * DAY:
         flags.append(
             Flag(
@@ -176,7 +194,7 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
             )
         )
 
-    missing = state.missing_required_fields(state.stage)
+    missing = state.missing_required_fields(pipeline, state.stage)
     if missing:
         flags.append(
             Flag(
@@ -196,7 +214,7 @@ def evaluate(subject: Subject, as_of: datetime, rules: FlagRules | None = None) 
         retracted = [state.evidence[i] for ids in unsupported.values() for i in ids]
         stages = [
             stage.key
-            for stage in state.pipeline.stages
+            for stage in pipeline.stages
             if any(criterion.key in unsupported for criterion in stage.exit_criteria)
         ]
         flags.append(

@@ -14,6 +14,7 @@ from uuid import UUID
 _IDEMPOTENT_IDS = uuid.UUID("6f1c1d4e-2a4b-4f57-9a51-0d2f3c4b5a69")
 _EXTERNAL_REF_IDS = uuid.UUID("0b6f6a52-5d8e-4b7e-8f3e-5b1c2a9d7e41")
 _CLOUDEVENT_IDS = uuid.UUID("3d7e1f0c-8a51-4c3e-9b8e-2f6a4d1c7b90")
+_PIPELINE_STREAMS = uuid.UUID("9a4c2e71-3b5d-4f08-8c6e-1d2b7a5f3e90")
 
 Entity = Literal["evidence", "blocker", "stakeholder"]
 
@@ -58,3 +59,8 @@ def cloudevent_event_id(source: str, ce_id: str) -> UUID:
 
 def cloudevent_evidence_id(source: str, ce_id: str) -> UUID:
     return uuid.uuid5(_CLOUDEVENT_IDS, f"evidence\x00{source}\x00{ce_id}")
+
+
+def pipeline_stream_id(key: str) -> UUID:
+    """The stream a pipeline's versions are stored in: one per key, derived from it."""
+    return uuid.uuid5(_PIPELINE_STREAMS, key)

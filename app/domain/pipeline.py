@@ -1,14 +1,20 @@
-"""Pipelines: versioned configuration of stages, exit criteria, required fields and templates.
+"""Pipelines: versioned configuration of stages, exit criteria, required fields, templates,
+stall thresholds, regression triggers, reasons and blocker categories.
 
-A new pipeline version never rewrites history: every stage change records the version it
-was judged under.
+A pipeline is a document an admin defines; each change is a new version stored as an event
+in the pipeline's own stream. A new version never rewrites history: every deal records the
+version it lives under and every stage change the version it was judged by. `Catalog` holds
+the versions a decision or a fold may need; the built-in default needs no configuration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 ACTIVE = "open"
 NURTURE = "nurture"
@@ -73,6 +79,12 @@ EVIDENCE_KINDS = (
 )
 # Fields a stage can require of the deal before it may be entered.
 REQUIRED_FIELD_KEYS = ("amount", "close_date", "economic_buyer")
+# The words deals already use for where they stand: no pipeline may name a stage so.
+RESERVED_STAGE_KEYS = (NURTURE, WON, DISQUALIFIED)
+
+Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="a-z, 0-9, _")]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+Description = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class Frozen(BaseModel):
@@ -80,41 +92,83 @@ class Frozen(BaseModel):
 
 
 class Criterion(Frozen):
-    key: str
-    label: str
+    key: Key
+    label: Label
+    description: Description | None = None
 
 
 class NextStepTemplate(Frozen):
-    description: str
-    due_in_days: int
+    description: Description
+    due_in_days: int = Field(ge=0, le=3650)
+
+
+class StallThresholds(Frozen):
+    """When a deal in this stage counts as stalled; unset: the service's settings."""
+
+    slow_warning_ratio: float | None = Field(default=None, gt=0, le=1000)
+    """Days in stage / expected days at which `slow_in_stage` warns."""
+    slow_critical_ratio: float | None = Field(default=None, gt=0, le=1000)
+    inactive_days: float | None = Field(default=None, gt=0, le=3650)
+    """Days without buyer activity that raise `inactive`."""
 
 
 class Stage(Frozen):
-    key: str
-    label: str
-    probability: float
-    expected_days: int
-    exit_criteria: tuple[Criterion, ...]
-    required_fields: tuple[str, ...]
-    next_step_templates: tuple[NextStepTemplate, ...]
+    key: Key
+    label: Label
+    probability: float = Field(gt=0, lt=1)
+    expected_days: int = Field(ge=1, le=3650)
+    exit_criteria: tuple[Criterion, ...] = Field(max_length=50)
+    required_fields: tuple[str, ...] = Field(default=(), max_length=10)
+    next_step_templates: tuple[NextStepTemplate, ...] = Field(default=(), max_length=20)
+    stall: StallThresholds = StallThresholds()
 
 
 class RegressionTrigger(Frozen):
     """Why a deal moved back, and which exit criteria that reopens: evidence recorded before
     the regression no longer meets them, so advancing again needs fresh evidence."""
 
-    key: str
-    reopens: tuple[str, ...] = ()
+    key: Key
+    label: Label | None = None
+    reopens: tuple[str, ...] = Field(default=(), max_length=500)
     reopens_target_and_later: bool = False
     """Reopen every criterion of the stage moved back to and of each stage after it."""
 
 
-class Pipeline(Frozen):
-    key: str
-    version: int
-    stages: tuple[Stage, ...]
+class Choice(Frozen):
+    """A coded value a pipeline offers (a disqualification reason, a blocker category)."""
+
+    key: Key
+    label: Label
+
+
+def _choices(keys: Iterable[str]) -> tuple[Choice, ...]:
+    return tuple(Choice(key=key, label=key.replace("_", " ").capitalize()) for key in keys)
+
+
+# What a document that leaves them out gets: the service's standard vocabularies, with
+# every trigger reopening the stage moved back to and later (valid for any stages).
+STANDARD_TRIGGERS = tuple(
+    RegressionTrigger(key=key, reopens_target_and_later=True) for key in REGRESSION_TRIGGERS
+)
+STANDARD_REASONS = _choices(DISQUALIFICATION_REASONS)
+STANDARD_BLOCKERS = _choices(BLOCKER_CATEGORIES)
+
+
+class PipelineDocument(Frozen):
+    """A pipeline as an admin writes it (JSON via the API, YAML or JSON via the CLI)."""
+
+    key: Key
+    label: Label
+    stages: tuple[Stage, ...] = Field(max_length=50)
     """The active stages in order; leaving the last one forward means won."""
-    regression_triggers: tuple[RegressionTrigger, ...]
+    late_stages: tuple[str, ...] = Field(default=(), max_length=50)
+    """Stages whose deals count as late in the cycle (for notifications)."""
+    regression_triggers: tuple[RegressionTrigger, ...] = Field(
+        default=STANDARD_TRIGGERS, max_length=50
+    )
+    """Left out: the standard six, each reopening the stage moved back to and later."""
+    disqualification_reasons: tuple[Choice, ...] = Field(default=STANDARD_REASONS, max_length=50)
+    blocker_categories: tuple[Choice, ...] = Field(default=STANDARD_BLOCKERS, max_length=50)
 
     @cached_property
     def stage_keys(self) -> tuple[str, ...]:
@@ -130,9 +184,21 @@ class Pipeline(Frozen):
     def index(self, key: str) -> int:
         return self.stage_keys.index(key)
 
-    @property
+    @cached_property
     def criterion_keys(self) -> tuple[str, ...]:
         return tuple(c.key for stage in self.stages for c in stage.exit_criteria)
+
+    @cached_property
+    def trigger_keys(self) -> tuple[str, ...]:
+        return tuple(trigger.key for trigger in self.regression_triggers)
+
+    @cached_property
+    def reason_keys(self) -> tuple[str, ...]:
+        return tuple(reason.key for reason in self.disqualification_reasons)
+
+    @cached_property
+    def blocker_keys(self) -> tuple[str, ...]:
+        return tuple(category.key for category in self.blocker_categories)
 
     def reopened_by(self, trigger: str, to_stage: str) -> tuple[str, ...]:
         """The exit criteria a regression to `to_stage` with `trigger` reopens."""
@@ -150,6 +216,65 @@ class Pipeline(Frozen):
         return self.stages[self.index(from_stage) : end]
 
 
+class Pipeline(PipelineDocument):
+    """One published version of a pipeline document."""
+
+    version: int = Field(ge=1)
+
+    def document(self) -> PipelineDocument:
+        """The document without its version (what `pipelines export` writes)."""
+        return PipelineDocument.model_validate(self.model_dump(exclude={"version"}))
+
+
+class UnknownPipelineVersion(LookupError):
+    """A fold or a decision needs a version its catalog does not hold (the caller loads it)."""
+
+    def __init__(self, key: str, version: int | None) -> None:
+        super().__init__(f"pipeline {key!r} version {version} is not in the catalog")
+        self.key, self.version = key, version
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Pipeline versions by key, each key's versions 1..n in order. Immutable: versions are
+    never changed once published, so a catalog only ever grows."""
+
+    versions: Mapping[str, tuple[Pipeline, ...]] = field(default_factory=dict)
+
+    def get(self, key: str, version: int) -> Pipeline:
+        found = self.versions.get(key, ())
+        if not 1 <= version <= len(found):
+            raise UnknownPipelineVersion(key, version)
+        return found[version - 1]
+
+    def latest(self, key: str) -> Pipeline | None:
+        found = self.versions.get(key, ())
+        return found[-1] if found else None
+
+    def has(self, key: str, version: int) -> bool:
+        return 1 <= version <= len(self.versions.get(key, ()))
+
+    def newest(self, key: str) -> int:
+        """The highest version held for `key` (0: none)."""
+        return len(self.versions.get(key, ()))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(sorted(self.versions))
+
+    def with_versions(self, key: str, pipelines: Iterable[Pipeline]) -> Catalog:
+        """This catalog plus later versions of `key` (each must follow the one before)."""
+        known = list(self.versions.get(key, ()))
+        for pipeline in pipelines:
+            if pipeline.key != key or pipeline.version > len(known) + 1:
+                raise ValueError(
+                    f"{pipeline.key} v{pipeline.version} does not follow v{len(known)}"
+                )
+            if pipeline.version == len(known) + 1:
+                known.append(pipeline)
+        return Catalog({**self.versions, key: tuple(known)})
+
+
 def _criteria(*pairs: tuple[str, str]) -> tuple[Criterion, ...]:
     return tuple(Criterion(key=key, label=label) for key, label in pairs)
 
@@ -161,8 +286,11 @@ def _templates(*pairs: tuple[str, int]) -> tuple[NextStepTemplate, ...]:
 _SIZED = ("amount", "close_date")
 _SPONSORED = ("amount", "close_date", "economic_buyer")
 
+# Published version 1 of `default`: deals opened on a fresh install are judged by it, so it
+# never changes here. A new default is a new version (PUT /v1/pipelines/default), in the log.
 DEFAULT_PIPELINE = Pipeline(
     key="default",
+    label="Buyer-aligned (default)",
     version=1,
     stages=(
         Stage(
@@ -275,6 +403,8 @@ DEFAULT_PIPELINE = Pipeline(
         ),
         RegressionTrigger(key="buying_process_restarted", reopens_target_and_later=True),
     ),
+    late_stages=("negotiation", "closing"),
 )
 
-PIPELINES: dict[str, Pipeline] = {DEFAULT_PIPELINE.key: DEFAULT_PIPELINE}
+BUILT_IN = Catalog({DEFAULT_PIPELINE.key: (DEFAULT_PIPELINE,)})
+"""What a fresh install knows: the default pipeline, version 1, with no configuration."""

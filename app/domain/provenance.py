@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from app.domain import events as e
+from app.domain.pipeline import BUILT_IN, Catalog
 from app.domain.state import DealState, Evidence, Recorded, evolve
 
 
@@ -52,12 +53,18 @@ def _enters(event: e.DomainEvent, stage: str) -> bool:
             return stage == "disqualified"
         case e.DealNurtured():
             return stage == "nurture"
+        case e.DealMigrated():
+            return event.to_stage == stage and event.from_stage != stage
         case _:
             return False
 
 
 def provenance(
-    deal_id: UUID, history: list[Recorded], actors: dict[int, str], stage: str
+    deal_id: UUID,
+    history: list[Recorded],
+    actors: dict[int, str],
+    stage: str,
+    pipelines: Catalog = BUILT_IN,
 ) -> list[Entry]:
     """Every entry into `stage`, with each criterion's evidence as it stood at that moment.
 
@@ -78,7 +85,7 @@ def provenance(
         event = item.event
         if _enters(event, stage):
             entries.append(_entry(state, item, actors, recorded_evidence, retractions))
-        state = evolve(state, item)
+        state = evolve(state, item, pipelines)
     return entries
 
 
@@ -109,7 +116,9 @@ def _entry(
         from_stage=getattr(event, "from_stage", None) or (before.stage or None),
         recorded_at=item.recorded_at,
         actor=actors.get(item.version),
-        pipeline_version=getattr(event, "pipeline_version", before.pipeline_version),
+        pipeline_version=event.to_version
+        if isinstance(event, e.DealMigrated)
+        else getattr(event, "pipeline_version", before.pipeline_version),
         override=getattr(event, "override", None),
         trigger=getattr(event, "trigger", None),
         criteria=criteria,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from app.domain.events import (
     BuyerActivityRecorded,
     CloseDateChanged,
     DealDisqualified,
+    DealMigrated,
     DealNurtured,
     DealOpened,
     DealReactivated,
@@ -33,7 +35,15 @@ from app.domain.events import (
     StakeholderChanged,
     StakeholderLeft,
 )
-from app.domain.pipeline import ACTIVE, DISQUALIFIED, NURTURE, PIPELINES, WON, Pipeline
+from app.domain.pipeline import (
+    ACTIVE,
+    BUILT_IN,
+    DISQUALIFIED,
+    NURTURE,
+    WON,
+    Catalog,
+    Pipeline,
+)
 
 
 @dataclass(frozen=True)
@@ -123,9 +133,9 @@ class DealState:
     def is_terminal(self) -> bool:
         return self.status in (WON, DISQUALIFIED)
 
-    @property
-    def pipeline(self) -> Pipeline:
-        return PIPELINES[self.pipeline_key]
+    def pipeline_in(self, pipelines: Catalog) -> Pipeline:
+        """The pipeline version this deal lives under, from `pipelines`."""
+        return pipelines.get(self.pipeline_key, self.pipeline_version)
 
     def evidence_for(self, criterion: str) -> tuple[UUID, ...]:
         """Unretracted evidence supporting `criterion`, oldest first; after a regression that
@@ -158,11 +168,12 @@ class DealState:
             return any(s.role == "economic_buyer" for s in self.stakeholders.values())
         raise KeyError(key)
 
-    def missing_required_fields(self, stage_key: str) -> list[str]:
-        """Fields `stage_key` requires that the deal lacks (none for non-pipeline stages)."""
-        if stage_key not in self.pipeline.stage_keys:
+    def missing_required_fields(self, pipeline: Pipeline, stage_key: str) -> list[str]:
+        """Fields `stage_key` of `pipeline` requires that the deal lacks (none for
+        non-pipeline stages)."""
+        if stage_key not in pipeline.stage_keys:
             return []
-        stage = self.pipeline.stage(stage_key)
+        stage = pipeline.stage(stage_key)
         return [key for key in stage.required_fields if not self.has_field(key)]
 
 
@@ -189,8 +200,9 @@ def _enter(state: DealState, stage: str, at: datetime, **changes: object) -> Dea
     return replace(state, stage=stage, stage_entered_at=at, **changes)
 
 
-def evolve(state: DealState, recorded: Recorded) -> DealState:
-    """The state after one more event. Pure; never refuses an event (history is history)."""
+def evolve(state: DealState, recorded: Recorded, pipelines: Catalog = BUILT_IN) -> DealState:
+    """The state after one more event. Pure; never refuses an event (history is history).
+    `pipelines` holds the version the deal is on (a regression reopens by its rules)."""
     state = replace(state, version=recorded.version)
     at = recorded.recorded_at
     event = recorded.event
@@ -237,7 +249,7 @@ def evolve(state: DealState, recorded: Recorded) -> DealState:
                 state, event.to_stage, at, pipeline_version=event.pipeline_version, earned=earned
             )
         case StageRegressed():
-            pipeline = state.pipeline
+            pipeline = state.pipeline_in(pipelines)
             back = pipeline.stages[pipeline.index(event.to_stage) :]
             again = {criterion.key for stage in back for criterion in stage.exit_criteria}
             reopened = dict.fromkeys(
@@ -281,6 +293,10 @@ def evolve(state: DealState, recorded: Recorded) -> DealState:
             return _enter(state, DISQUALIFIED, at, status=DISQUALIFIED)
         case DealWon():
             return _enter(state, WON, at, status=WON)
+        case DealMigrated():
+            if event.to_stage == state.stage:
+                return replace(state, pipeline_version=event.to_version)
+            return _enter(state, event.to_stage, at, pipeline_version=event.to_version)
         case BlockerRaised():
             blocker = Blocker(event.blocker_id, event.category, event.description, at)
             return replace(state, blockers={**state.blockers, event.blocker_id: blocker})
@@ -318,9 +334,30 @@ def evolve(state: DealState, recorded: Recorded) -> DealState:
             assert_never(event)
 
 
-def fold(deal_id: UUID, history: list[Recorded], state: DealState | None = None) -> DealState:
-    """The deal's state after `history` (from scratch, or on top of `state`)."""
+def fold(
+    deal_id: UUID,
+    history: list[Recorded],
+    state: DealState | None = None,
+    pipelines: Catalog = BUILT_IN,
+) -> DealState:
+    """The deal's state after `history` (from scratch, or on top of `state`), judged by the
+    pipeline versions in `pipelines`."""
     current = state or DealState(deal_id=deal_id)
     for recorded in history:
-        current = evolve(current, recorded)
+        current = evolve(current, recorded, pipelines)
     return current
+
+
+def pipelines_named(
+    events: Iterable[Recorded], states: Iterable[DealState] = ()
+) -> set[tuple[str, int]]:
+    """The pipeline versions folding `events` onto `states` needs: what a caller loads into
+    the catalog first."""
+    wanted = {(s.pipeline_key, s.pipeline_version) for s in states if s.exists}
+    for recorded in events:
+        event = recorded.event
+        if isinstance(event, DealOpened):
+            wanted.add((event.pipeline, event.pipeline_version))
+        elif isinstance(event, DealMigrated):
+            wanted.add((event.pipeline, event.to_version))
+    return wanted

@@ -118,7 +118,12 @@ class EventLog(Protocol):
         up_to_version: int | None = None,
         up_to_position: int | None = None,
         recorded_up_to: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]: ...
+
+    async def pipeline_keys(self) -> list[str]:
+        """The keys of every pipeline with a version in the log."""
+        ...
 
     async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
         """Where events with these ids were stored, in any stream: id -> (stream, position)."""

@@ -338,21 +338,29 @@ class EventStore:
         up_to_version: int | None = None,
         up_to_position: int | None = None,
         recorded_up_to: datetime | None = None,
+        after_version: int = 0,
     ) -> list[RecordedEvent]:
-        """The stream's events in version order, optionally cut at a version, position or time."""
+        """The stream's events in version order, optionally cut at a version, position or
+        time, from after `after_version`."""
+        async with driver_connection(self.engine) as connection:
+            return await read_stream_on(
+                connection,
+                stream_id,
+                up_to_version=up_to_version,
+                up_to_position=up_to_position,
+                recorded_up_to=recorded_up_to,
+                after_version=after_version,
+            )
+
+    async def pipeline_keys(self) -> list[str]:
+        """The keys of every pipeline with a version in the log (a partial index holds just
+        the pipeline events)."""
         async with driver_connection(self.engine) as connection:
             rows = await connection.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1"
-                " AND ($2::int IS NULL OR version <= $2)"
-                " AND ($3::bigint IS NULL OR position <= $3)"
-                " AND ($4::timestamptz IS NULL OR recorded_at <= $4)"
-                " ORDER BY version",
-                stream_id,
-                up_to_version,
-                up_to_position,
-                recorded_up_to,
+                "SELECT DISTINCT data->'pipeline'->>'key' AS key FROM events"
+                " WHERE type = 'PipelineVersionDefined' ORDER BY 1"
             )
-        return [record_of(row) for row in rows]
+        return [row["key"] for row in rows]
 
     async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
         """Where events with these ids were stored, in any stream: id -> (stream, position)."""
@@ -483,6 +491,31 @@ async def read_all_on(
         limit,
     )
     return rows
+
+
+async def read_stream_on(
+    connection: asyncpg.Connection,
+    stream_id: UUID,
+    *,
+    up_to_version: int | None = None,
+    up_to_position: int | None = None,
+    recorded_up_to: datetime | None = None,
+    after_version: int = 0,
+) -> list[RecordedEvent]:
+    """A stream's events in version order on an existing connection (see read_stream)."""
+    rows = await connection.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version > $5"
+        " AND ($2::int IS NULL OR version <= $2)"
+        " AND ($3::bigint IS NULL OR position <= $3)"
+        " AND ($4::timestamptz IS NULL OR recorded_at <= $4)"
+        " ORDER BY version",
+        stream_id,
+        up_to_version,
+        up_to_position,
+        recorded_up_to,
+        after_version,
+    )
+    return [record_of(row) for row in rows]
 
 
 def checkpoint_of(event: RecordedEvent) -> Checkpoint:

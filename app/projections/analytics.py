@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from app.domain.pipeline import NURTURE, PIPELINES
+from app.domain.pipeline import DEFAULT_PIPELINE, NURTURE
 
 DAYS = "(extract(epoch FROM left_at - entered_at) / 86400.0)"
 
@@ -49,6 +49,9 @@ class Filters:
     size_band: str | None
     size_bands: list[int]
     """The configured band bounds `size_band` is a label of."""
+    pipeline_version: int | None = None
+    stage_keys: tuple[str, ...] = DEFAULT_PIPELINE.stage_keys
+    """The stages in the order rows come in (the filtered pipeline's; default: default's)."""
 
     @property
     def band_sql(self) -> str:
@@ -62,13 +65,21 @@ class Filters:
             f" AND ($%d::timestamptz IS NULL OR entered_at >= $%d)"
             f" AND ($%d::timestamptz IS NULL OR entered_at < $%d)"
             f" AND ($%d::text IS NULL OR {self.band_sql} = $%d)"
-        ) % (n, n, n + 1, n + 1, n + 2, n + 2, n + 3, n + 3, n + 4, n + 4)
-        return sql, [self.owner, self.pipeline, self.start, self.end, self.size_band]
+            f" AND ($%d::int IS NULL OR pipeline_version = $%d)"
+        ) % (n, n, n + 1, n + 1, n + 2, n + 2, n + 3, n + 3, n + 4, n + 4, n + 5, n + 5)
+        return sql, [
+            self.owner,
+            self.pipeline,
+            self.start,
+            self.end,
+            self.size_band,
+            self.pipeline_version,
+        ]
 
 
-def stage_order(pipeline: str | None) -> Callable[[str], tuple[int, str]]:
+def stage_order(stage_keys: tuple[str, ...]) -> Callable[[str], tuple[int, str]]:
     """A sort key: the pipeline's stages in their order, then nurture, then any others."""
-    order = [*PIPELINES[pipeline or "default"].stage_keys, NURTURE]
+    order = [*stage_keys, NURTURE]
     return lambda stage: (order.index(stage) if stage in order else len(order), stage)
 
 
@@ -97,7 +108,7 @@ async def durations(
         f" GROUP BY stage, grp",
         *args,
     )
-    key = stage_order(f.pipeline)
+    key = stage_order(f.stage_keys)
     rows = sorted(rows, key=lambda r: (key(r["stage"]), r["grp"] or ""))
     return [
         Durations(
@@ -151,7 +162,7 @@ async def conversion(connection: asyncpg.Connection, f: Filters) -> list[StageCo
         *args,
     )
     by_stage = {r["stage"]: r for r in rows}
-    order = [*PIPELINES[f.pipeline or "default"].stage_keys, NURTURE]
+    order = [*f.stage_keys, NURTURE]
     out = []
     for stage in [s for s in order if s in by_stage] + sorted(set(by_stage) - set(order)):
         r = by_stage[stage]
@@ -193,7 +204,7 @@ async def velocity(connection: asyncpg.Connection, f: Filters) -> list[WeekPoint
         f" GROUP BY week, stage",
         *args,
     )
-    key = stage_order(f.pipeline)
+    key = stage_order(f.stage_keys)
     rows = sorted(rows, key=lambda r: (r["week"], key(r["stage"])))
     return [
         WeekPoint(
@@ -226,7 +237,7 @@ async def regressions(connection: asyncpg.Connection, f: Filters) -> list[StageR
     )
     finished: dict[str, int] = defaultdict(int)
     triggers: dict[str, dict[str, int]] = defaultdict(dict)
-    key = stage_order(f.pipeline)
+    key = stage_order(f.stage_keys)
     for r in rows:
         finished[r["stage"]] += r["n"]
         if r["left_how"] == "regressed":

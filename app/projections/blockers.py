@@ -68,7 +68,7 @@ class BlockerCategory:
 
 async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list[BlockerCategory]:
     """Blockers raised in the window, per category: open, resolved, median days to resolve
-    (by the deal's current owner, pipeline and size band)."""
+    (by the deal's current owner, pipeline, pipeline version and size band)."""
     rows = await connection.fetch(
         "SELECT b.category, count(*) FILTER (WHERE b.resolved_at IS NULL) AS open,"
         " count(*) FILTER (WHERE b.resolved_at IS NOT NULL) AS resolved,"
@@ -80,12 +80,14 @@ async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list
         " AND ($3::timestamptz IS NULL OR b.raised_at >= $3)"
         " AND ($4::timestamptz IS NULL OR b.raised_at < $4)"
         f" AND ($5::text IS NULL OR {f.band_sql} = $5)"
+        " AND ($6::int IS NULL OR (d.state->>'pipeline_version')::int = $6)"
         " GROUP BY b.category ORDER BY b.category",
         f.owner,
         f.pipeline,
         f.start,
         f.end,
         f.size_band,
+        f.pipeline_version,
     )
     return [
         BlockerCategory(

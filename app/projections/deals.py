@@ -9,7 +9,8 @@ from uuid import UUID
 import asyncpg
 from pydantic import TypeAdapter
 
-from app.domain.state import DealState, evolve
+from app.domain.state import DealState, evolve, pipelines_named
+from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.runner import Envelope
 
 STATE = TypeAdapter(DealState)
@@ -37,6 +38,9 @@ class DealsProjection:
     name: str = "deals"
     tables: tuple[str, ...] = ("deals",)
 
+    def __init__(self, versions: PipelineVersions | None = None) -> None:
+        self.versions = versions or PipelineVersions()
+
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
         rows = await connection.fetch(
@@ -49,10 +53,12 @@ class DealsProjection:
         }
         opened: dict[UUID, int] = {r["deal_id"]: r["opened_position"] for r in rows}
         last: dict[UUID, int] = {}
+        wanted = pipelines_named((envelope.recorded for envelope in batch), states.values())
+        catalog = await self.versions.ensure(wanted, reader_on(connection))
         for envelope in batch:
             deal_id = envelope.stream_id
             state = states.get(deal_id) or DealState(deal_id=deal_id)
-            states[deal_id] = evolve(state, envelope.recorded)
+            states[deal_id] = evolve(state, envelope.recorded, catalog)
             opened.setdefault(deal_id, envelope.position)
             last[deal_id] = envelope.position
         columns: list[list[Any]] = [[] for _ in range(13)]
@@ -114,3 +120,18 @@ async def list_deals(
         limit,
     )
     return [(r["opened_position"], STATE.validate_json(r["state"])) for r in rows]
+
+
+async def open_deals_on(
+    connection: asyncpg.Connection, pipeline: str, other_than_version: int, limit: int
+) -> list[UUID]:
+    """Open deals of `pipeline` on a version other than `other_than_version`, in opening
+    order, at most `limit`."""
+    rows = await connection.fetch(
+        "SELECT deal_id FROM deals WHERE status = 'open' AND state->>'pipeline_key' = $1"
+        " AND (state->>'pipeline_version')::int <> $2 ORDER BY opened_position LIMIT $3",
+        pipeline,
+        other_than_version,
+        limit,
+    )
+    return [r["deal_id"] for r in rows]

@@ -19,8 +19,9 @@ import asyncpg
 from pydantic import TypeAdapter
 
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
-from app.domain.pipeline import ACTIVE, NURTURE
-from app.domain.state import DealState, replace
+from app.domain.pipeline import ACTIVE, NURTURE, Catalog
+from app.domain.state import DealState, pipelines_named, replace
+from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.runner import Envelope
 
 SUBJECT = TypeAdapter(Subject)
@@ -144,8 +145,11 @@ class FlagsProjection:
     name: str = "flags"
     tables: tuple[str, ...] = ("deal_flags", "flag_subjects")
 
-    def __init__(self, rules: FlagRules | None = None) -> None:
+    def __init__(
+        self, rules: FlagRules | None = None, versions: PipelineVersions | None = None
+    ) -> None:
         self.rules = rules or FlagRules()
+        self.versions = versions or PipelineVersions()
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
@@ -156,6 +160,10 @@ class FlagsProjection:
         )
         subjects = {r["deal_id"]: SUBJECT.validate_json(r["subject"]) for r in stored}
         last_at = {r["deal_id"]: r["last_recorded_at"] for r in stored}
+        wanted = pipelines_named(
+            (envelope.recorded for envelope in batch), (s.state for s in subjects.values())
+        )
+        catalog = await self.versions.ensure(wanted, reader_on(connection))
         open_rows = await _open_rows(connection, ids)
         written: list[FlagRow] = []
         for envelope in batch:
@@ -164,10 +172,11 @@ class FlagsProjection:
             subject = subjects.get(deal_id) or Subject(DealState(deal_id=deal_id))
             mine = open_rows.setdefault(deal_id, {})
             if subject.state.exists:
-                before = evaluate(subject, at, self.rules)
+                before = evaluate(subject, at, self.rules, catalog)
                 written += reconcile(deal_id, mine, before, at, clear=False)
-            subject = advance(subject, envelope.recorded)
-            written += reconcile(deal_id, mine, evaluate(subject, at, self.rules), at, clear=True)
+            subject = advance(subject, envelope.recorded, catalog)
+            after = evaluate(subject, at, self.rules, catalog)
+            written += reconcile(deal_id, mine, after, at, clear=True)
             subjects[deal_id] = subject
             last_at[deal_id] = at
         await _write_flags(connection, written)
@@ -188,11 +197,15 @@ class FlagsProjection:
 
     async def tick(self, connection: asyncpg.Connection, now: datetime) -> int:
         """Raise what time alone has brought since the last event (clears nothing)."""
-        return await sweep(connection, now, self.rules)
+        return await sweep(connection, now, self.rules, self.versions)
 
 
 async def sweep(
-    connection: asyncpg.Connection, as_of: datetime, rules: FlagRules, page: int = 1000
+    connection: asyncpg.Connection,
+    as_of: datetime,
+    rules: FlagRules,
+    versions: PipelineVersions | None = None,
+    page: int = 1000,
 ) -> int:
     """Evaluate every open or nurtured deal at `as_of`; returns the flag rows written."""
     after = UUID(int=0)
@@ -212,15 +225,22 @@ async def sweep(
         ids = [r["deal_id"] for r in rows]
         open_rows = await _open_rows(connection, ids)
         written: list[FlagRow] = []
-        for r in rows:
-            subject = SUBJECT.validate_json(r["subject"])
-            mine = open_rows.setdefault(r["deal_id"], {})
-            written += reconcile(
-                r["deal_id"], mine, evaluate(subject, as_of, rules), as_of, clear=False
-            )
+        subjects = [(r["deal_id"], SUBJECT.validate_json(r["subject"])) for r in rows]
+        catalog = await _catalog(connection, versions, [s.state for _, s in subjects])
+        for deal_id, subject in subjects:
+            mine = open_rows.setdefault(deal_id, {})
+            standing = evaluate(subject, as_of, rules, catalog)
+            written += reconcile(deal_id, mine, standing, as_of, clear=False)
         await _write_flags(connection, written)
         total += len(written)
         after = ids[-1]
+
+
+async def _catalog(
+    connection: asyncpg.Connection, versions: PipelineVersions | None, states: list[DealState]
+) -> Catalog:
+    versions = versions or PipelineVersions()
+    return await versions.ensure(pipelines_named((), states), reader_on(connection))
 
 
 async def subject_of(connection: asyncpg.Connection, deal_id: UUID) -> Subject | None:

@@ -65,6 +65,7 @@ async def root_at(connection: asyncpg.Connection, size: int) -> bytes:
 class LogTree:
     name = NAME
     tables: tuple[str, ...] = ("log_leaves", "log_nodes")
+    every_stream = True  # pipeline streams too: the tree covers the whole log
 
     def __init__(
         self,

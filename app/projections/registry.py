@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.domain.flags import FlagRules
+from app.events.pipelines import PipelineVersions
 from app.projections.activity import ActivityProjection
 from app.projections.blockers import BlockersProjection
 from app.projections.deals import DealsProjection
@@ -16,11 +17,14 @@ from app.settings import Settings
 def build_projections(
     rules: FlagRules | None = None, log_tree: LogTree | None = None
 ) -> dict[str, Projection]:
+    """Every projection, sharing one cache of pipeline versions (one database per process:
+    a cache must not outlive the database it was read from)."""
+    versions = PipelineVersions()
     projections: tuple[Projection, ...] = (
-        DealsProjection(),
+        DealsProjection(versions),
         StageIntervalsProjection(),
         ActivityProjection(),
-        FlagsProjection(rules),
+        FlagsProjection(rules, versions),
         BlockersProjection(),
         log_tree or LogTree(),  # without a signer it keeps the tree and signs nothing
     )

@@ -22,6 +22,7 @@ from uuid import UUID
 import asyncpg
 
 from app.db import SESSION_SETTINGS, is_lost
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
@@ -123,13 +124,18 @@ async def _apply_together(
         if not rows:
             return 0
         batch = [Envelope(record_of(row)) for row in rows]
+        # Pipeline versions live in streams of their own: no deal read model folds them;
+        # the log's tree takes every event.
+        deals_only = [e for e in batch if e.stored.type not in PIPELINE_EVENT_TYPES]
         last = batch[-1].stored
         for projection in projections:
-            await projection.apply(connection, batch)
+            events = batch if getattr(projection, "every_stream", False) else deals_only
+            if events:
+                await projection.apply(connection, events)
             await _save_checkpoint(
                 connection, projection.name, Checkpoint(last.transaction_id, last.position)
             )
-    return len(batch)
+    return len(rows)
 
 
 async def rebuild_together(

@@ -36,6 +36,8 @@ class Interval:
     amount: Decimal | None = None
     """The deal's owner and amount while in the stage (the latest, if they changed)."""
     pipeline: str = "default"
+    pipeline_version: int = 1
+    """The pipeline version the deal was on in the stay (the latest, if it migrated)."""
 
 
 _HOW = {
@@ -45,6 +47,7 @@ _HOW = {
     "DealNurtured": "nurtured",
     "DealWon": "won",
     "DealDisqualified": "disqualified",
+    "DealMigrated": "migrated",
 }
 
 
@@ -63,12 +66,29 @@ def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> 
                     owner=event.owner,
                     amount=event.amount,
                     pipeline=event.pipeline,
+                    pipeline_version=event.pipeline_version,
                 )
             ]
         case e.OwnerAssigned() if last is not None and last.left_at is None:
             return [replace(last, owner=event.owner)]
         case e.AmountChanged() if last is not None and last.left_at is None:
             return [replace(last, amount=event.amount)]
+        case e.DealMigrated() if last is not None and last.left_at is None:
+            if event.to_stage == last.stage:
+                return [replace(last, pipeline_version=event.to_version)]
+            closed = replace(last, left_at=at, left_how=_HOW[event.type])
+            opened = replace(
+                last,
+                seq=seq,
+                stage=event.to_stage,
+                entered_at=at,
+                pipeline_version=event.to_version,
+                left_at=None,
+                left_how=None,
+                left_reason=None,
+                left_override_by=None,
+            )
+            return [closed, opened]
         case e.StageAdvanced() | e.StageRegressed() | e.DealReactivated() | e.DealNurtured():
             if last is None:
                 return []
@@ -90,6 +110,7 @@ def next_intervals(deal_id: UUID, last: Interval | None, recorded: Recorded) -> 
                 owner=last.owner,
                 amount=last.amount,
                 pipeline=last.pipeline,
+                pipeline_version=getattr(event, "pipeline_version", last.pipeline_version),
             )
             return [closed, opened]
         case e.DealDisqualified() | e.DealWon():
@@ -122,16 +143,18 @@ _FIELDS = (
     "owner",
     "amount",
     "pipeline",
+    "pipeline_version",
 )
 _UPSERT = f"""
 INSERT INTO stage_intervals ({", ".join(_FIELDS)})
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
                      $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::numeric[], $11::text[])
+                     $10::numeric[], $11::text[], $12::int[])
 ON CONFLICT (deal_id, seq) DO UPDATE SET
     left_at = excluded.left_at, left_how = excluded.left_how,
     left_reason = excluded.left_reason, left_override_by = excluded.left_override_by,
-    owner = excluded.owner, amount = excluded.amount
+    owner = excluded.owner, amount = excluded.amount,
+    pipeline_version = excluded.pipeline_version
 """
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM stage_intervals"
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from app.domain.commands import Command, OpenDeal
+from app.domain.commands import Command, MigrateDeal, OpenDeal
 from app.domain.decide import Actor, Context, decide
 from app.domain.errors import ConcurrentModification, DomainError, PreconditionFailed
 from app.domain.events import DomainEvent, event_data
@@ -18,7 +18,9 @@ from app.domain.identifiers import (
     follow_on_event_id,
     new_deal_id,
 )
-from app.domain.state import DealState, Recorded, fold
+from app.domain.pipeline import Catalog, Pipeline
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
+from app.domain.state import DealState, Recorded, fold, pipelines_named
 from app.events.log import (
     AppendResult,
     ClaimedElsewhere,
@@ -27,6 +29,7 @@ from app.events.log import (
     RecordedEvent,
     VersionConflict,
 )
+from app.events.pipelines import PipelineVersions
 from app.events.recorded import to_recorded
 from app.service.heads import HeadCache
 from app.service.ingest import Ingestible
@@ -51,6 +54,8 @@ class CommandResult:
     position: int | None
     """The global position of the last event written (None when nothing changed)."""
     event_count: int
+    pipeline: Pipeline | None = None
+    """The pipeline version the deal lives under (None: no such deal)."""
 
 
 @dataclass(frozen=True)
@@ -71,24 +76,66 @@ class DealService:
         clock: Callable[[], datetime] | None = None,
         heads: HeadCache | None = None,
         max_clock_skew: timedelta = timedelta(seconds=300),
+        pipelines: PipelineVersions | None = None,
     ) -> None:
         """`clock` simulates time (the demo and benchmark generator lay down months of
         history in seconds); without it, decisions use now and events the database clock.
-        `heads` is shared across requests of a process (see HeadCache)."""
+        `heads` and `pipelines` are shared across requests of a process (see HeadCache)."""
         self.store = store
         self.clock = clock
         self.heads = heads if heads is not None else HeadCache(size=0)
         self.max_clock_skew = max_clock_skew
+        self.pipelines = pipelines if pipelines is not None else PipelineVersions()
+
+    async def read_stream_after(self, stream_id: UUID, after_version: int) -> list[RecordedEvent]:
+        """A stream's events after a version (how pipeline versions are loaded)."""
+        return await self.store.read_stream(stream_id, after_version=after_version)
+
+    async def catalog_for(self, states: list[DealState]) -> Catalog:
+        """A catalog holding the pipeline version of each of `states`."""
+        return await self.pipelines.ensure(pipelines_named((), states), self.read_stream_after)
+
+    async def pipeline_of(self, state: DealState) -> Pipeline:
+        """The pipeline version `state` lives under."""
+        return state.pipeline_in(await self.catalog_for([state]))
+
+    async def latest_pipeline(self, key: str) -> Pipeline | None:
+        """The newest version of pipeline `key` in the log (or built in); None: no such one."""
+        return (await self.pipelines.refresh(key, self.read_stream_after)).latest(key)
+
+    async def pipeline_keys(self) -> list[str]:
+        """Every pipeline's key: the built-in ones and those in the log."""
+        return sorted({*self.pipelines.catalog.keys, *await self.store.pipeline_keys()})
+
+    async def _fold_stored(self, deal_id: UUID, events: list[RecordedEvent]) -> DealState:
+        """The deal from its stored events (a pipeline's stream is no deal)."""
+        if events and events[0].type in PIPELINE_EVENT_TYPES:
+            return DealState(deal_id=deal_id)
+        history = [to_recorded(event) for event in events]
+        catalog = await self.pipelines.ensure(pipelines_named(history), self.read_stream_after)
+        return fold(deal_id, history, pipelines=catalog)
 
     async def _read_head(
         self, deal_id: UUID
     ) -> tuple[DealState, bytes | None, list[RecordedEvent]]:
         """The deal read from the log (and cached): its state, last hash and events."""
         events = await self.store.read_stream(deal_id)
-        state = fold(deal_id, [to_recorded(event) for event in events])
+        state = await self._fold_stored(deal_id, events)
+        if not state.exists:
+            events = []
         head_hash = events[-1].hash if events else None
         self.heads.put(deal_id, state, head_hash)
         return state, head_hash, events
+
+    async def _catalog_for_command(self, state: DealState, command: Command) -> Catalog:
+        """The versions deciding `command` needs: the deal's own, and for a new deal or a
+        migration the newest of its pipeline (read fresh: another process may have
+        published one)."""
+        if isinstance(command, OpenDeal):
+            await self.pipelines.refresh(command.pipeline, self.read_stream_after)
+        elif isinstance(command, MigrateDeal) and state.exists:
+            await self.pipelines.refresh(state.pipeline_key, self.read_stream_after)
+        return await self.catalog_for([state])
 
     def _appended(
         self,
@@ -105,7 +152,7 @@ class DealService:
             Recorded(event, state.version + offset, new.occurred_at or recorded_at, recorded_at)
             for offset, (event, new) in enumerate(zip(events, new_events, strict=True), 1)
         ]
-        after = fold(deal_id, history, state)
+        after = fold(deal_id, history, state, self.pipelines.catalog)
         self.heads.put(deal_id, after, result.head_hash)
         return after
 
@@ -119,7 +166,7 @@ class DealService:
         events = await self.store.read_stream(
             deal_id, up_to_position=up_to_position, recorded_up_to=recorded_up_to
         )
-        return fold(deal_id, [to_recorded(event) for event in events])
+        return await self._fold_stored(deal_id, events)
 
     async def current(
         self, deal_id: UUID, projected: DealState | None, head_version: int
@@ -157,18 +204,20 @@ class DealService:
                     current_version=state.version,
                 )
             now = self.clock() if self.clock else datetime.now(UTC)
+            catalog = await self._catalog_for_command(state, command)
             try:
-                events = decide(state, command, Context(now, actor, self.max_clock_skew))
+                events = decide(state, command, Context(now, actor, self.max_clock_skew, catalog))
             except DomainError:
                 if cached is not None:
                     continue
                 if (done := await self._already_done(deal_id, context)) is not None:
-                    return CommandResult(state, done, 0)
+                    return await self._result(state, done, 0)
                 raise
             if not events:
                 if cached is not None:
                     continue
-                return CommandResult(state, await self._already_done(deal_id, context), 0)
+                done = await self._already_done(deal_id, context)
+                return await self._result(state, done, 0)
             new_events = self.to_new_events(
                 deal_id, events, actor, context.idempotency_key, context.request_id
             )
@@ -190,12 +239,16 @@ class DealService:
             if result.duplicate:
                 if cached is not None:
                     continue  # decided on a stale head: answer as a fresh read would
-                return CommandResult(await self.load(deal_id), max(result.positions), 0)
+                return await self._result(await self.load(deal_id), max(result.positions), 0)
             after = self._appended(deal_id, state, events, new_events, result, now)
-            return CommandResult(after, result.last_position, len(events))
+            return await self._result(after, result.last_position, len(events))
         raise ConcurrentModification(
             f"deal {deal_id} kept changing; the command was retried {MAX_ATTEMPTS} times"
         )
+
+    async def _result(self, state: DealState, position: int | None, count: int) -> CommandResult:
+        pipeline = await self.pipeline_of(state) if state.exists else None
+        return CommandResult(state, position, count, pipeline)
 
     async def _already_done(self, deal_id: UUID, context: CommandContext) -> int | None:
         """Where a copy of this keyed command is stored, if one is: a copy that arrives just
@@ -281,6 +334,7 @@ class DealService:
                     outcomes[index] = Outcome("rejected", deal_id, error=missing)
                 return
             now = datetime.now(UTC)
+            catalog = await self.catalog_for([state])
             working = state
             new_events: list[NewEvent] = []
             decided: list[DomainEvent] = []
@@ -294,12 +348,13 @@ class DealService:
                     outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
                     continue
                 try:
-                    events = decide(working, item.command, Context(now, actor, self.max_clock_skew))
+                    context = Context(now, actor, self.max_clock_skew, catalog)
+                    events = decide(working, item.command, context)
                 except DomainError as error:
                     outcomes[index] = Outcome("rejected", deal_id, error=error)
                     continue
                 metadata = {
-                    **self._metadata(actor, request_id, None),
+                    **self.metadata(actor, request_id, None),
                     "cloudevent": item.envelope.metadata(),
                 }
                 firsts.append((index, len(new_events)))
@@ -322,7 +377,7 @@ class DealService:
                         Recorded(event, working.version + offset + 1, occurred_at or now, now)
                     )
                     decided.append(event)
-                working = fold(deal_id, history, working)
+                working = fold(deal_id, history, working, catalog)
             refused = any(
                 (o := outcomes[index]) is not None and o.status == "rejected" for index in indexes
             )
@@ -372,14 +427,14 @@ class DealService:
                 data=event_data(event),
                 event_id=command_event_id(deal_id, actor.id, idempotency_key, index),
                 schema_version=event.schema_version,
-                metadata=cls._metadata(actor, request_id, idempotency_key),
+                metadata=cls.metadata(actor, request_id, idempotency_key),
                 occurred_at=getattr(event, "occurred_at", None),
             )
             for index, event in enumerate(events)
         ]
 
     @staticmethod
-    def _metadata(
+    def metadata(
         actor: Actor, request_id: str | None, idempotency_key: str | None
     ) -> dict[str, Any]:
         metadata: dict[str, Any] = {

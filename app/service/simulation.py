@@ -23,6 +23,7 @@ from app.domain.events import DomainEvent, EvidenceSource
 from app.domain.pipeline import (
     ACTIVITY_TYPES,
     BLOCKER_CATEGORIES,
+    BUILT_IN,
     DISQUALIFICATION_REASONS,
     EVIDENCE_KINDS,
     NURTURE,
@@ -70,10 +71,12 @@ def next_command(
         if rng.random() < 0.85:
             return c.ReactivateDeal(), rep
         return c.DisqualifyDeal(reason=rng.choice(DISQUALIFICATION_REASONS)), rep
-    stages = state.pipeline.stage_keys
+    pipeline = state.pipeline_in(BUILT_IN)  # simulated deals open on the built-in default
+    stages = pipeline.stage_keys
     here = stages.index(state.stage)
-    stage = state.pipeline.stage(state.stage)
-    _, unmet = evidence_needed(state, stages[here + 1] if here + 1 < len(stages) else None)
+    stage = pipeline.stage(state.stage)
+    target = stages[here + 1] if here + 1 < len(stages) else None
+    _, unmet = evidence_needed(state, target, pipeline)
     live_evidence = [i for i, item in state.evidence.items() if not item.retracted]
     open_blockers = list(state.blockers)
     choices: list[tuple[float, Callable[[], tuple[c.Command, Actor]]]] = [
@@ -327,7 +330,7 @@ class History:
             resume = datetime.combine(state.nurture_resume_on, step.at.timetz())
             gap = max(resume - step.at, timedelta(hours=1))
         else:
-            expected = state.pipeline.stage(state.stage).expected_days
+            expected = state.pipeline_in(BUILT_IN).stage(state.stage).expected_days
             mean_days = expected / COMMANDS_PER_STAGE * self.pace[step.deal_id]
             gap = timedelta(days=self.rng.expovariate(1 / mean_days))
         at = step.at + max(gap, timedelta(minutes=1))

@@ -14,8 +14,9 @@ import asyncpg
 
 from app.domain.errors import DealNotFound
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
-from app.domain.pipeline import DISQUALIFIED, NURTURE, PIPELINES, WON
-from app.domain.state import DealState
+from app.domain.pipeline import DEFAULT_PIPELINE, DISQUALIFIED, NURTURE, WON, Catalog
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
+from app.domain.state import DealState, pipelines_named
 from app.events.recorded import to_recorded
 from app.projections.deals import list_deals
 from app.projections.flags import (
@@ -80,7 +81,7 @@ async def pipeline_snapshot(
     """Every deal, now or as of a time, and the count and amounts per stage (every stage of
     the default pipeline and the closed ones, then any other in name order)."""
     states = await deal_states(connection, service, as_of)
-    stage_order = [*PIPELINES["default"].stage_keys, NURTURE, WON, DISQUALIFIED]
+    stage_order = [*DEFAULT_PIPELINE.stage_keys, NURTURE, WON, DISQUALIFIED]
     counts: dict[str, int] = defaultdict(int)
     amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for state in states:
@@ -119,9 +120,12 @@ class Forecast:
 OVERDUE = "overdue"
 
 
-def forecast_of(states: list[DealState], owner: str | None, today: date) -> list[ForecastRow]:
-    """Open deals weighted by stage probability per close month, owner and currency; deals
-    whose close month is before `today`'s fall in an `overdue` row, weighted 0."""
+def forecast_of(
+    states: list[DealState], owner: str | None, today: date, pipelines: Catalog
+) -> list[ForecastRow]:
+    """Open deals weighted by the probability of their stage in their pipeline version, per
+    close month, owner and currency; deals whose close month is before `today`'s fall in an
+    `overdue` row, weighted 0."""
     this_month = today.strftime("%Y-%m")
     sums: dict[tuple[str | None, str, str | None], list[Any]] = {}
     for state in states:
@@ -129,7 +133,8 @@ def forecast_of(states: list[DealState], owner: str | None, today: date) -> list
             continue
         if owner is not None and state.owner != owner:
             continue
-        probability = Decimal(str(state.pipeline.stage(state.stage).probability))
+        stage = state.pipeline_in(pipelines).stage(state.stage)
+        probability = Decimal(str(stage.probability))
         month = state.close_date.strftime("%Y-%m") if state.close_date else None
         if month is not None and month < this_month:
             month, probability = OVERDUE, Decimal(0)
@@ -163,7 +168,8 @@ async def forecast(
     """The open pipeline (now or as of a time) weighted by stage probability, per close
     month, owner and currency, with the weighted totals per currency."""
     states = await deal_states(connection, service, as_of, owner=owner, status="open")
-    rows = forecast_of(states, owner, (as_of or datetime.now(UTC)).astimezone(UTC).date())
+    today = (as_of or datetime.now(UTC)).astimezone(UTC).date()
+    rows = forecast_of(states, owner, today, await service.catalog_for(states))
     totals: dict[str, Decimal] = defaultdict(Decimal)
     overdue: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
@@ -177,8 +183,13 @@ async def forecast(
 async def subject_as_of(service: DealService, deal_id: UUID, as_of: datetime) -> Subject:
     """The deal's flag subject from its events recorded up to `as_of` (replayed)."""
     subject = Subject(DealState(deal_id=deal_id))
-    for event in await service.store.read_stream(deal_id, recorded_up_to=as_of):
-        subject = advance(subject, to_recorded(event))
+    stored = await service.store.read_stream(deal_id, recorded_up_to=as_of)
+    if stored and stored[0].type in PIPELINE_EVENT_TYPES:
+        return subject  # a pipeline's stream, no deal
+    history = [to_recorded(event) for event in stored]
+    catalog = await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
+    for recorded in history:
+        subject = advance(subject, recorded, catalog)
     return subject
 
 
@@ -199,7 +210,8 @@ async def deal_flags(
         subject = await subject_as_of(service, deal_id, as_of)
         if not subject.state.exists:
             raise DealNotFound(f"deal {deal_id} did not exist then")
-        flags = evaluate(subject, as_of, rules)
+        catalog = await service.catalog_for([subject.state])
+        flags = evaluate(subject, as_of, rules, catalog)
         return [FlagOnDeal(_standing(deal_id, flag, as_of), subject.state) for flag in flags]
     stored = await subject_of(connection, deal_id)
     rows = await flags_of(connection, deal_id)
@@ -226,9 +238,10 @@ async def standing_flags(
         subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
         if not subject.state.exists or not where.admits_deal(subject.state):
             continue
+        catalog = await service.catalog_for([subject.state])
         found += [
             FlagOnDeal(_standing(deal_id, flag, as_of), subject.state)
-            for flag in evaluate(subject, as_of, rules)
+            for flag in evaluate(subject, as_of, rules, catalog)
             if where.admits(flag)
         ]
     found = [item for item in found if flag_key(item.flag) > after]

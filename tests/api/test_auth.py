@@ -50,7 +50,14 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/deals/{deal_id}/provenance"): READERS,
     ("GET", "/v1/deals/{deal_id}/verify"): READERS,
     ("GET", "/v1/pipeline"): READERS,
+    ("GET", "/v1/pipelines"): READERS,
+    ("POST", "/v1/pipelines"): ADMIN,
     ("GET", "/v1/pipelines/{key}"): READERS,
+    ("PUT", "/v1/pipelines/{key}"): ADMIN,
+    ("GET", "/v1/pipelines/{key}/versions/{version}"): READERS,
+    ("GET", "/v1/pipelines/{key}/diff"): READERS,
+    ("POST", "/v1/pipelines/{key}/migrate"): ADMIN,
+    ("POST", "/v1/deals/{deal_id}/migrate"): {"manager", "admin"},
     ("POST", "/v1/events"): {"ingest", "admin"},
     ("GET", "/v1/deals/{deal_id}/flags"): READERS,
     ("GET", "/v1/flags"): TEAM,
@@ -95,6 +102,7 @@ def url_of(path: str) -> str:
         stakeholder_id=uuid.uuid4(),
         key_id=uuid.uuid4(),
         key="default",
+        version=1,
     )
 
 

@@ -170,3 +170,34 @@ async def test_a_tree_changed_behind_the_service_stops_signing_and_readyz_says_w
     assert stopped["projection"] == "log_tree"
     assert "no longer has the root signed" in stopped["error"]
     assert (await http.get("/v1/log/checkpoint")).text == note  # nothing signed since
+
+
+async def test_pipeline_versions_are_leaves_of_the_tree_too(http: httpx.AsyncClient) -> None:
+    """The tree covers the whole log, not only deals: a pipeline's rules are history too."""
+    from tests.api.test_pipelines import FUNNEL, create
+
+    await create(http, FUNNEL)
+    await Deals(http).open(name="After The Pipeline")
+    await signed_at_least(http, 2)
+    http.headers.update(AUDITOR)
+    entries = (await http.get("/v1/log/entries")).json()["items"]
+    defined = [e for e in entries if e["type"] == "PipelineVersionDefined"]
+    assert defined and defined[0]["leaf_index"] is not None
+    assert [e["leaf_index"] for e in entries] == list(range(len(entries)))
+
+
+async def test_numbers_beyond_bigint_are_problems_not_server_errors(
+    http: httpx.AsyncClient,
+) -> None:
+    huge = str(2**70)
+    forged = base64.urlsafe_b64encode(b'{"i": ' + huge.encode() + b"}").decode().rstrip("=")
+    http.headers.update(AUDITOR)
+    for path, params in [
+        ("/v1/log/proof/inclusion", {"position": huge}),
+        ("/v1/log/proof/consistency", {"from": 1, "to": huge}),
+        ("/v1/log/checkpoints", {"min_size": huge}),
+        ("/v1/log/leaves", {"cursor": forged}),
+    ]:
+        response = await http.get(path, params=params)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"

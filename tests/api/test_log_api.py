@@ -192,12 +192,13 @@ async def test_numbers_beyond_bigint_are_problems_not_server_errors(
     huge = str(2**70)
     forged = base64.urlsafe_b64encode(b'{"i": ' + huge.encode() + b"}").decode().rstrip("=")
     http.headers.update(AUDITOR)
-    for path, params in [
+    cases: list[tuple[str, dict[str, str | int]]] = [
         ("/v1/log/proof/inclusion", {"position": huge}),
         ("/v1/log/proof/consistency", {"from": 1, "to": huge}),
         ("/v1/log/checkpoints", {"min_size": huge}),
         ("/v1/log/leaves", {"cursor": forged}),
-    ]:
+    ]
+    for path, params in cases:
         response = await http.get(path, params=params)
         assert response.status_code == 422, (path, response.text)
         assert response.headers["content-type"] == "application/problem+json"

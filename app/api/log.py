@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import require
 from app.api.deps import MAX_POSITION, READ, ConnectionDep, ServicesDep
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_bigint_cursor, encode_cursor
 from app.api.schemas import StoredEventOut
 from app.domain.errors import InvalidRequest, NotFound
 from app.events import merkle
@@ -84,7 +84,7 @@ async def checkpoints(
         int, Query(ge=0, le=MAX_POSITION, description="Only checkpoints at least this big")
     ] = 0,
 ) -> CheckpointPage:
-    after = decode_cursor(cursor, "s")
+    after = decode_bigint_cursor(cursor, "s")
     rows = await connection.fetch(
         "SELECT tree_size, root_hash, signed_at, verifier_key, note FROM log_checkpoints"
         " WHERE tree_size >= $1 AND tree_size < $2 ORDER BY tree_size DESC LIMIT $3",
@@ -206,7 +206,7 @@ TEAM = [Depends(require("team"))]
 async def entries(
     connection: ConnectionDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> EntryPage:
-    after = decode_cursor(cursor, "x", "p")
+    after = decode_bigint_cursor(cursor, "x", "p")
     at = Checkpoint(after["x"], after["p"]) if after else Checkpoint()
     rows = [record_of(r) for r in await read_all_on(connection, at, limit)]
     indexes = dict(
@@ -254,7 +254,7 @@ class LeafPage(BaseModel):
 async def leaves(
     connection: ConnectionDep, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
 ) -> LeafPage:
-    after = decode_cursor(cursor, "i")
+    after = decode_bigint_cursor(cursor, "i")
     rows = await connection.fetch(
         "SELECT leaf_index, position, stream_id, version, event_hash FROM log_leaves"
         " WHERE leaf_index > $1 ORDER BY leaf_index LIMIT $2",

@@ -70,6 +70,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/analytics/forecast"): TEAM,
     ("GET", "/v1/analytics/overrides"): TEAM,
     ("GET", "/v1/analytics/size-bands"): TEAM,
+    ("GET", "/v1/pipeline/health"): TEAM,
+    ("PUT", "/v1/targets/{owner}/{period}"): {"manager", "admin"},
     ("GET", "/v1/log/public-key"): READERS,
     ("GET", "/v1/log/checkpoint"): READERS,
     ("GET", "/v1/log/checkpoints"): READERS,
@@ -103,6 +105,8 @@ def url_of(path: str) -> str:
         key_id=uuid.uuid4(),
         key="default",
         version=1,
+        owner="rick.rep",
+        period="2026-Q3",
     )
 
 

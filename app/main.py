@@ -18,6 +18,7 @@ from app.api import (
     events,
     flags,
     health,
+    inspections,
     keys,
     log,
     pipeline_health,
@@ -133,4 +134,5 @@ def create_app(
     app.include_router(flags.router)
     app.include_router(analytics.router)
     app.include_router(pipeline_health.router)
+    app.include_router(inspections.router)
     return app

@@ -1,0 +1,119 @@
+"""The manager's inspection reports: the weekly deal review (what moved, stalled or is
+flagged, with coaching questions), built from the flag subjects read model and, for the
+deals it lists, their streams up to the time asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
+from app.domain.flags import Flag, FlagRules, Subject, evaluate
+from app.domain.pipeline import ACTIVE
+from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
+from app.domain.state import DealState, pipelines_named
+from app.events.recorded import to_recorded
+from app.projections.flags import subjects_recorded_by
+from app.service.deals import DealService
+from app.service.snapshots import subject_as_of
+
+WEEK = timedelta(days=7)
+STALLED = frozenset({"slow_in_stage", "inactive", "ghosting", "stuck_blocker"})
+
+
+@dataclass(frozen=True)
+class Change:
+    version: int
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DealReview:
+    state: DealState
+    why: list[str]
+    """moved (changed stage this week), stalled (a stall flag stands), flagged."""
+    changes: list[Change]
+    flags: list[Flag]
+    questions: list[Question]
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    as_of: datetime
+    since: datetime
+    owner: str | None
+    deals: list[DealReview]
+
+
+async def _subjects(
+    connection: asyncpg.Connection, service: DealService, as_of: datetime, owner: str | None
+) -> list[Subject]:
+    found = []
+    for deal_id, stored in await subjects_recorded_by(connection, as_of):
+        if stored is not None and (
+            stored.state.status != ACTIVE or (owner and stored.state.owner != owner)
+        ):
+            continue  # not open now and unchanged since: not open then either
+        subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
+        state = subject.state
+        if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+            found.append(subject)
+    return found
+
+
+async def weekly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    flag_rules: FlagRules,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    coaching: CoachingRules | None = None,
+) -> WeeklyReport:
+    """Every open deal of `owner` (None: the team) that moved, stalled or is flagged in the
+    week before `as_of` (default now): its changes, flags and coaching questions."""
+    at = as_of or datetime.now(UTC)
+    since = at - WEEK
+    subjects = await _subjects(connection, service, at, owner)
+    catalog = await service.catalog_for([s.state for s in subjects])
+    reviews = []
+    for subject in sorted(subjects, key=lambda s: (s.state.owner, s.state.name, s.state.deal_id)):
+        state = subject.state
+        flags = evaluate(subject, at, flag_rules, catalog)
+        moved = state.stage_entered_at is not None and since < state.stage_entered_at <= at
+        why = [
+            reason
+            for reason, yes in (
+                ("moved", moved),
+                ("stalled", any(f.kind in STALLED for f in flags)),
+                ("flagged", bool(flags)),
+            )
+            if yes
+        ]
+        if not why:
+            continue
+        stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
+        if stored and stored[0].type in PIPELINE_EVENT_TYPES:
+            continue
+        history = [to_recorded(event) for event in stored]
+        pipeline = state.pipeline_in(
+            await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
+        )
+        changes = [
+            Change(e.version, e.type, e.recorded_at, dict(e.data))
+            for e in stored
+            if since < e.recorded_at <= at
+        ]
+        questions = questions_for(state, pipeline, at, last_contact(history, state), coaching)
+        reviews.append(DealReview(state, why, changes, flags, questions))
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews)
+
+
+def deal_ids(report: WeeklyReport) -> list[UUID]:
+    return [review.state.deal_id for review in report.deals]

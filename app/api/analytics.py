@@ -15,9 +15,11 @@ from app.api.auth import require
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
+from app.domain.periods import Period
 from app.projections import analytics as queries
 from app.projections.analytics import Filters, band_labels
 from app.projections.blockers import blocker_categories
+from app.service import forecast_accuracy as accuracy
 from app.service import snapshots
 
 router = APIRouter(
@@ -265,3 +267,69 @@ async def overrides(connection: ConnectionDep, f: FiltersDep) -> list[OverrideCo
 @router.get("/size-bands", summary="The deal-size bands analytics group by (configurable)")
 async def size_bands(services: ServicesDep) -> list[str]:
     return [*band_labels(services.settings.size_bands), "unknown"]
+
+
+class ScoredOut(BaseModel):
+    owner: str | None
+    """None: the whole team (or the owner filtered on)."""
+    forecast: Decimal
+    """The weighted forecast for the period at the snapshot."""
+    won: Decimal
+    """The amount actually won in the period."""
+    accuracy: float | None
+    """1 - |F - A| / A (None: nothing won)."""
+    bias: float | None
+    """(F - A) / A: positive when the forecast promised more than was won."""
+
+
+class PeriodAccuracyOut(BaseModel):
+    period: str
+    snapshot_at: datetime
+    overall: ScoredOut
+    owners: list[ScoredOut]
+
+
+class ForecastAccuracy(BaseModel):
+    periods: list[PeriodAccuracyOut]
+    """The period asked for first, then the ones before it."""
+    mape: float | None
+    """Mean absolute percentage error of the overall forecasts across those periods."""
+
+
+@router.get(
+    "/forecast-accuracy",
+    summary="The forecast as it stood before a period ended against what was won: accuracy,"
+    " bias, MAPE",
+    dependencies=READY,
+)
+async def forecast_accuracy(
+    connection: ConnectionDep,
+    service: ServiceDep,
+    period: Annotated[str, Query(max_length=7, description='"2026-Q3" or "2026-09"')],
+    snapshot_days_before_end: Annotated[float, Query(ge=0, le=3650)] = 45,
+    periods: Annotated[int, Query(ge=1, le=12, description="Score this many periods")] = 1,
+    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    as_of: Annotated[IsoTime | None, Query(description="Count wins recorded by then")] = None,
+    min_position: MinPosition = None,
+) -> ForecastAccuracy:
+    report = await accuracy.forecast_accuracy(
+        connection,
+        service,
+        Period.parse(period),
+        snapshot_days_before_end,
+        periods,
+        owner,
+        as_of,
+    )
+    return ForecastAccuracy(
+        periods=[
+            PeriodAccuracyOut(
+                period=p.period.label,
+                snapshot_at=p.snapshot_at,
+                overall=ScoredOut.model_validate(p.overall, from_attributes=True),
+                owners=[ScoredOut.model_validate(o, from_attributes=True) for o in p.owners],
+            )
+            for p in report.periods
+        ],
+        mape=report.mape,
+    )

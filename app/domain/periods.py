@@ -60,6 +60,16 @@ class Period:
         return Period.month(day.year, day.month)
 
     @property
+    def months(self) -> tuple[str, ...]:
+        """Its months as YYYY-MM."""
+        found = []
+        year, month = self.first_day.year, self.first_day.month
+        while date(year, month, 1) < self.next_first_day:
+            found.append(f"{year}-{month:02d}")
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return tuple(found)
+
+    @property
     def start(self) -> datetime:
         return datetime.combine(self.first_day, time.min, tzinfo=UTC)
 

@@ -318,3 +318,19 @@ async def overrides(connection: asyncpg.Connection, f: Filters) -> list[Override
         )
         for r in rows
     ]
+
+
+async def won_by_owner(
+    connection: asyncpg.Connection, start: datetime, end: datetime, recorded_by: datetime
+) -> dict[str, Any]:
+    """Amounts won in [start, end) per owner at the win, counting wins recorded by
+    `recorded_by`."""
+    rows = await connection.fetch(
+        "SELECT owner, coalesce(sum(amount), 0) AS won FROM stage_intervals"
+        " WHERE left_how = 'won' AND left_at >= $1 AND left_at < $2 AND left_at <= $3"
+        " GROUP BY owner",
+        start,
+        end,
+        recorded_by,
+    )
+    return {r["owner"]: r["won"] for r in rows}

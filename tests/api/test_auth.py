@@ -71,6 +71,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/analytics/overrides"): TEAM,
     ("GET", "/v1/analytics/size-bands"): TEAM,
     ("GET", "/v1/pipeline/health"): TEAM,
+    ("GET", "/v1/analytics/forecast-accuracy"): TEAM,
     ("GET", "/v1/inspections/weekly"): TEAM,
     ("PUT", "/v1/targets/{owner}/{period}"): {"manager", "admin"},
     ("GET", "/v1/log/public-key"): READERS,

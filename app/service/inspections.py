@@ -11,12 +11,24 @@ from uuid import UUID
 
 import asyncpg
 
+from app.domain.calibration import Calibration, Stay, calibrate
 from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
+from app.domain.errors import InvalidRequest
 from app.domain.flags import Flag, FlagRules, Subject, evaluate
-from app.domain.pipeline import ACTIVE
+from app.domain.periods import Period
+from app.domain.pipeline import ACTIVE, Pipeline
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import DealState, pipelines_named
 from app.events.recorded import to_recorded
+from app.projections.analytics import (
+    Filters,
+    StageConversion,
+    closed_stays,
+    conversion,
+    durations,
+    regressions,
+)
+from app.projections.blockers import BlockerCategory, blocker_categories
 from app.projections.flags import subjects_recorded_by
 from app.service.deals import DealService
 from app.service.snapshots import subject_as_of
@@ -117,3 +129,111 @@ async def weekly(
 
 def deal_ids(report: WeeklyReport) -> list[UUID]:
     return [review.state.deal_id for review in report.deals]
+
+
+@dataclass(frozen=True)
+class QuarterlyReport:
+    period: Period
+    as_of: datetime
+    pipeline: Pipeline
+    calibration: Calibration
+
+
+async def quarterly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    pipeline_key: str,
+    period: Period | None,
+) -> QuarterlyReport:
+    """Calibration of `pipeline_key`'s latest version over the deals closed in the quarter
+    (default: the quarter of `as_of`), counting what was recorded by `as_of`."""
+    at = as_of or datetime.now(UTC)
+    period = period or Period.quarter_of(at.date())
+    pipeline = await service.latest_pipeline(pipeline_key)
+    if pipeline is None:
+        keys = await service.pipeline_keys()
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(keys)}", field="pipeline")
+    rows = await closed_stays(connection, pipeline_key, owner, period.start, period.end, at)
+    stays = [Stay(deal_id, stage, won, days) for deal_id, stage, won, days in rows]
+    return QuarterlyReport(period, at, pipeline, calibrate(stays, pipeline))
+
+
+@dataclass(frozen=True)
+class MonthStage:
+    stage: str
+    expected_days: int | None
+    this_month: StageConversion | None
+    previous_month: StageConversion | None
+    this_month_median_days: float | None
+    previous_month_median_days: float | None
+
+
+@dataclass(frozen=True)
+class MonthlyReport:
+    period: Period
+    previous: Period
+    stages: list[MonthStage]
+    regressions_by_trigger: dict[str, int]
+    blockers: list[BlockerCategory]
+
+
+async def monthly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    pipeline_key: str,
+    size_bands: list[int],
+) -> MonthlyReport:
+    """Stage conversion and time in stage for stays begun in `as_of`'s month against the
+    month before and the pipeline's expected days; regressions by trigger; blockers."""
+    at = as_of or datetime.now(UTC)
+    period = Period.month(at.year, at.month)
+    previous = period.previous()
+    pipeline = await service.latest_pipeline(pipeline_key)
+    if pipeline is None:
+        keys = await service.pipeline_keys()
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(keys)}", field="pipeline")
+
+    def window(p: Period) -> Filters:
+        return Filters(
+            owner,
+            pipeline_key,
+            p.start,
+            min(p.end, at),
+            None,
+            size_bands,
+            stage_keys=pipeline.stage_keys,
+        )
+
+    now_f, before_f = window(period), window(previous)
+    conv = {c.stage: c for c in await conversion(connection, now_f)}
+    conv_before = {c.stage: c for c in await conversion(connection, before_f)}
+    med = {d.stage: d.median_days for d in await durations(connection, now_f, None)}
+    med_before = {d.stage: d.median_days for d in await durations(connection, before_f, None)}
+    triggers: dict[str, int] = {}
+    for row in await regressions(connection, now_f):
+        for trigger, n in row.by_trigger.items():
+            triggers[trigger] = triggers.get(trigger, 0) + n
+    stages = [
+        MonthStage(
+            stage=s.key,
+            expected_days=s.expected_days,
+            this_month=conv.get(s.key),
+            previous_month=conv_before.get(s.key),
+            this_month_median_days=med.get(s.key),
+            previous_month_median_days=med_before.get(s.key),
+        )
+        for s in pipeline.stages
+    ]
+    return MonthlyReport(
+        period=period,
+        previous=previous,
+        stages=stages,
+        regressions_by_trigger=dict(sorted(triggers.items())),
+        blockers=await blocker_categories(connection, now_f),
+    )

@@ -73,6 +73,8 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/pipeline/health"): TEAM,
     ("GET", "/v1/analytics/forecast-accuracy"): TEAM,
     ("GET", "/v1/inspections/weekly"): TEAM,
+    ("GET", "/v1/inspections/monthly"): TEAM,
+    ("GET", "/v1/inspections/quarterly"): TEAM,
     ("PUT", "/v1/targets/{owner}/{period}"): {"manager", "admin"},
     ("GET", "/v1/log/public-key"): READERS,
     ("GET", "/v1/log/checkpoint"): READERS,

@@ -92,3 +92,80 @@ async def test_the_weekly_review_asks_only_what_gaps_raise(deals: Deals) -> None
     assert "## Bare (discovery, rick.rep)" in text
     assert "1. What evidence says it is ready to advance?" in text
     assert bare not in text  # a document for people: names, not ids
+
+
+async def close(deals: Deals, stages: list[str], won: bool) -> str:
+    deal = (await deals.open(amount="1000", close_date="2099-01-01"))["id"]
+    sponsor = {"name": "Eve", "role": "economic_buyer"}
+    assert (await deals.command(deal, "stakeholders", sponsor)).status_code == 201
+    for stage in stages:
+        body = {"to_stage": stage, "override": {"reason": "scripted"}}
+        assert (await deals.command(deal, "advance", body, headers=MANAGER)).status_code == 200
+    if won:
+        body = {"override": {"reason": "signed"}}
+        assert (await deals.command(deal, "win", body, headers=MANAGER)).status_code == 200
+    else:
+        dq = {"reason": "chose_competitor"}
+        assert (await deals.command(deal, "disqualify", dq, headers=MANAGER)).status_code == 200
+    return str(deal)
+
+
+async def test_quarterly_calibration_and_brier_score(deals: Deals) -> None:
+    walks = [
+        (["qualification", "proposal", "negotiation", "closing"], True),
+        ([], False),
+        (["qualification"], False),
+        (["qualification", "proposal"], False),
+    ]
+    for stages, won in walks:
+        await close(deals, stages, won)
+    await deals.open(name="Still open")  # open deals are not judged
+    report = await inspection(deals, "quarterly")
+    rows = {row["stage"]: row for row in report["stages"]}
+    observed = {s: (r["won"], r["deals"], r["observed_win_rate"]) for s, r in rows.items()}
+    assert observed == {
+        "discovery": (1, 4, 0.25),
+        "qualification": (1, 3, 0.3333),
+        "proposal": (1, 2, 0.5),
+        "negotiation": (1, 1, 1.0),
+        "closing": (1, 1, 1.0),
+    }
+    # Independently: every (deal, stage it was in) pair, claimed probability vs outcome.
+    claimed = {
+        "discovery": 0.1,
+        "qualification": 0.25,
+        "proposal": 0.5,
+        "negotiation": 0.75,
+        "closing": 0.9,
+    }
+    pairs = []
+    for stages, won in walks:
+        for stage in ["discovery", *stages]:
+            pairs.append((claimed[stage] - (1.0 if won else 0.0)) ** 2)
+    assert report["predictions"] == len(pairs) == 11
+    assert report["brier_score"] == round(sum(pairs) / len(pairs), 6)
+    assert report["brier_score"] == round(2.1 / 11, 6)  # by hand: .84+.6875+.5+.0625+.01
+    assert report["deals"] == 4
+    # Fewer than five deals per stage: nothing suggested, nothing applied.
+    assert all(row["suggested_probability"] is None for row in report["stages"])
+    assert rows["discovery"]["claimed_probability"] == 0.1
+    text = await inspection(deals, "quarterly", format="markdown")
+    assert "| discovery | 10% | 25% (1/4) | 7 |" in text
+
+
+async def test_monthly_review_counts_this_month_against_expectations(deals: Deals) -> None:
+    await close(deals, ["qualification"], False)
+    deal = (await deals.open(amount="1000", close_date="2099-01-01"))["id"]
+    back = {"to_stage": "discovery", "trigger": "timeline_extended"}
+    forward = {"to_stage": "qualification", "override": {"reason": "try"}}
+    assert (await deals.command(deal, "advance", forward, headers=MANAGER)).status_code == 200
+    assert (await deals.command(deal, "regress", back)).status_code == 200
+    report = await inspection(deals, "monthly")
+    rows = {row["stage"]: row for row in report["stages"]}
+    assert rows["discovery"]["this_month"]["entered"] == 2
+    assert rows["discovery"]["expected_days"] == 7
+    assert rows["qualification"]["this_month"]["regressed"] == 1
+    assert report["regressions_by_trigger"] == {"timeline_extended": 1}
+    assert rows["discovery"]["previous_month"] is None
+    text = await inspection(deals, "monthly", format="markdown")
+    assert "Regressions by trigger: timeline_extended 1" in text

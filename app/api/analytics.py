@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
+from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
@@ -127,13 +128,27 @@ class StageConversion(BaseModel):
     to_won_rate: float | None
 
 
+CsvFormat = Annotated[TableFormat | None, Query(description="csv: rows as a spreadsheet")]
+
+
+def _table(request: Request, format: str | None, rows: Sequence[BaseModel]) -> Any:
+    """`rows` as CSV when asked for (?format=csv or Accept: text/csv), else as they are."""
+    if wants_csv(request, format):
+        return csv_response([row.model_dump(mode="json") for row in rows])
+    return rows
+
+
 @router.get(
     "/conversion",
     summary="Per stage: deals entered, how their last stay there ended, conversion rates",
     dependencies=READY,
+    responses=CSV_RESPONSE,
 )
-async def conversion(connection: ConnectionDep, f: FiltersDep) -> list[StageConversion]:
-    return _all(StageConversion, await queries.conversion(connection, f))
+async def conversion(
+    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+) -> list[StageConversion]:
+    rows = _all(StageConversion, await queries.conversion(connection, f))
+    return _table(request, format, rows)  # type: ignore[no-any-return]
 
 
 class WeekPoint(BaseModel):
@@ -165,9 +180,13 @@ class StageRegressions(BaseModel):
     "/regressions",
     summary="Per stage: how often stays ended in a regression, and why",
     dependencies=READY,
+    responses=CSV_RESPONSE,
 )
-async def regressions(connection: ConnectionDep, f: FiltersDep) -> list[StageRegressions]:
-    return _all(StageRegressions, await queries.regressions(connection, f))
+async def regressions(
+    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+) -> list[StageRegressions]:
+    rows = _all(StageRegressions, await queries.regressions(connection, f))
+    return _table(request, format, rows)  # type: ignore[no-any-return]
 
 
 class Disqualifications(BaseModel):

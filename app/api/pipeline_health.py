@@ -8,10 +8,11 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.auth import require
+from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
 from app.domain.decide import Actor
@@ -102,8 +103,10 @@ class PipelineHealth(BaseModel):
     summary="Pipeline red flags: concentration, thin early pipeline, staleness, aging, long"
     " stays, dead leads, coverage",
     dependencies=[Depends(require("team")), Depends(projected("deals", "stage_intervals"))],
+    responses=CSV_RESPONSE,
 )
 async def get_pipeline_health(
+    request: Request,
     connection: ConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
@@ -118,6 +121,7 @@ async def get_pipeline_health(
     as_of: Annotated[
         IsoTime | None, Query(description="As it stood then (replays every deal)")
     ] = None,
+    format: Annotated[TableFormat | None, Query(description="csv: the findings")] = None,
     min_position: MinPosition = None,
 ) -> PipelineHealth:
     rules = health_rules_of(services.settings)
@@ -133,6 +137,11 @@ async def get_pipeline_health(
         period=Period.parse(period) if period else None,
     )
     health = report.health
+    if wants_csv(request, format):
+        return csv_response(  # type: ignore[return-value]
+            [{**vars(f), "deal_ids": [str(i) for i in f.deal_ids]} for f in health.findings],
+            ["rule", "stage", "explanation", "numbers", "deal_ids"],
+        )
     return PipelineHealth(
         as_of=report.as_of,
         period=report.period.label,

@@ -197,7 +197,12 @@ async def test_pipeline_as_of_shows_the_whole_pipeline_then(deals: Deals) -> Non
     then_time = datetime.now(UTC)
     then = await deals.read("/v1/pipeline")
     discovery = next(s for s in then["stages"] if s["stage"] == "discovery")
-    assert discovery == {"stage": "discovery", "count": 2, "amounts": {"USD": "3500"}}
+    assert discovery == {
+        "stage": "discovery",
+        "count": 2,
+        "amounts": {"USD": "3500"},
+        "weighted": {"USD": "350.00"},  # 10 % of each
+    }
 
     advanced = await deals.command(first["id"], "advance", {"to_stage": "qualification"})
     assert advanced.is_success, advanced.text

@@ -269,3 +269,40 @@ async def test_targets_are_for_managers_and_need_a_real_period(deals: Deals) -> 
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_pipeline_view_filters_weighs_pages_and_exports(deals: Deals) -> None:
+    for i, owner in enumerate(["ann", "ann", "ann", "bob"]):
+        await deals.open(name=f"D{i}", owner=owner, amount="1000", currency="EUR")
+    q = {"amount": "4000", "currency": "EUR", "close_date": "2099-01-01"}
+    moved = (await deals.open(name="Q", owner="ann", **q))["id"]
+    await advanced_to(deals, moved, "qualification")
+    ann = await deals.read("/v1/pipeline", owner="ann", limit=2)
+    stages = {s["stage"]: s for s in ann["stages"]}
+    assert stages["discovery"]["count"] == 3
+    assert stages["discovery"]["weighted"] == {"EUR": "300.00"}  # 3 x 1000 x 10 %
+    assert stages["qualification"]["weighted"] == {"EUR": "1000.00"}  # 4000 x 25 %
+    names = [d["name"] for d in ann["deals"]]
+    following = await deals.read("/v1/pipeline", owner="ann", limit=2, cursor=ann["next_cursor"])
+    names += [d["name"] for d in following["deals"]]
+    assert names == ["D0", "D1", "D2", "Q"] and following["next_cursor"] is None
+    only = await deals.read("/v1/pipeline", stage="qualification")
+    assert [s["stage"] for s in only["stages"]] == ["qualification"]
+    assert [d["name"] for d in only["deals"]] == ["Q"]
+
+    sheet = await deals.client.get(
+        "/v1/pipeline", params=deals.fresh(owner="bob"), headers={"Accept": "text/csv"}
+    )
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    lines = sheet.text.splitlines()
+    assert lines[0].startswith("id,") and len(lines) == 2 and ",D3," in lines[1]
+    conversion = await deals.client.get(
+        "/v1/analytics/conversion", params=deals.fresh(format="csv"), headers=MANAGER
+    )
+    assert conversion.text.splitlines()[0].startswith("stage,entered,moved_forward")
+    findings = await deals.client.get(
+        "/v1/pipeline/health", params=deals.fresh(format="csv"), headers=MANAGER
+    )
+    rows = findings.text.splitlines()
+    assert rows[0] == "rule,stage,explanation,numbers,deal_ids"
+    assert any(row.startswith("stage_concentration,discovery,") for row in rows[1:])

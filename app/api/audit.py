@@ -27,6 +27,7 @@ from app.domain.events import EvidenceSource, Override
 from app.domain.pipeline import DISQUALIFIED, NURTURE, WON
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.provenance import EvidenceAtTheTime, provenance
+from app.domain.stage_facts import StayTimes, stage_facts
 from app.domain.state import pipelines_named
 from app.events.hashing import expected_hash
 from app.events.recorded import to_recorded
@@ -82,6 +83,47 @@ async def stage_history(
             )
         )
     return StageHistory(deal_id=deal_id, intervals=out)
+
+
+class StageFactsOut(BaseModel):
+    stage: str
+    stays: int
+    first_entered_at: datetime
+    last_exited_at: datetime | None
+    """None while the deal is in the stage now."""
+    latest_days: float
+    cumulative_days: float
+    """Every stay summed (repeat stays after a regression or nurture count)."""
+    current: bool
+
+
+class DealStageFacts(BaseModel):
+    deal_id: UUID
+    as_of: datetime
+    stages: list[StageFactsOut]
+
+
+@router.get(
+    "/deals/{deal_id}/stage-facts",
+    summary="Per stage: first entered, last exited, latest and cumulative days in it",
+    dependencies=[Depends(projected("stage_intervals"))],
+)
+async def deal_stage_facts(
+    deal_id: UUID,
+    connection: ConnectionDep,
+    as_of: Annotated[IsoTime | None, Query(description="As they stood then")] = None,
+    min_position: MinPosition = None,
+) -> DealStageFacts:
+    at = as_of or datetime.now(UTC)
+    intervals = await intervals_of(connection, deal_id)
+    facts = stage_facts([StayTimes(i.stage, i.entered_at, i.left_at) for i in intervals], at)
+    if not facts:
+        raise DealNotFound(f"no stage history for deal {deal_id} by {at.isoformat()}")
+    return DealStageFacts(
+        deal_id=deal_id,
+        as_of=at,
+        stages=[StageFactsOut.model_validate(f, from_attributes=True) for f in facts],
+    )
 
 
 class ActorOut(BaseModel):

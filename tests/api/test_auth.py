@@ -47,6 +47,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/deals/{deal_id}/stakeholders/{stakeholder_id}/left"): DEAL_WRITERS,
     ("GET", "/v1/deals/{deal_id}/history"): READERS,
     ("GET", "/v1/deals/{deal_id}/stage-history"): READERS,
+    ("GET", "/v1/deals/{deal_id}/stage-facts"): READERS,
     ("GET", "/v1/deals/{deal_id}/provenance"): READERS,
     ("GET", "/v1/deals/{deal_id}/verify"): READERS,
     ("GET", "/v1/pipeline"): READERS,

@@ -46,7 +46,7 @@ async def test_the_demo_shows_every_red_flag_and_flag_kind(
     stages = await pg.fetch("SELECT DISTINCT stage FROM deals WHERE status = 'open'")
     assert len(stages) == 5  # open deals in every stage
     for kind in KINDS:  # as of the end, one deal at least stands flagged with each kind
-        params = {"as_of": end.isoformat(), "kind": kind, "limit": 1}
+        params: dict[str, str | int] = {"as_of": end.isoformat(), "kind": kind, "limit": 1}
         found = await client.get("/v1/flags", params=params, headers=MANAGER)
         assert found.status_code == 200, found.text
         assert found.json()["items"], kind

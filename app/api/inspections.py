@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 from app.api.auth import require
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
+from app.domain.errors import InvalidRequest
 from app.domain.explanations import explain
 from app.domain.periods import Period
 from app.service import inspections
@@ -64,14 +66,20 @@ class WeeklyInspection(BaseModel):
     as_of: datetime
     since: datetime
     owner: str | None
+    total: int
+    """Deals that moved, stalled or are flagged, on every page."""
     deals: list[DealReviewOut]
+    """This page of them, by owner and name."""
+    next_cursor: str | None
 
 
-def _weekly_out(report: inspections.WeeklyReport) -> WeeklyInspection:
+def _weekly_out(report: inspections.WeeklyReport, next_cursor: str | None) -> WeeklyInspection:
     return WeeklyInspection(
         as_of=report.as_of,
         since=report.since,
         owner=report.owner,
+        total=report.total,
+        next_cursor=next_cursor,
         deals=[
             DealReviewOut(
                 deal_id=r.state.deal_id,
@@ -104,8 +112,9 @@ def weekly_markdown(report: WeeklyInspection) -> str:
     lines = [
         f"# Weekly deal review{f' for {report.owner}' if report.owner else ''}",
         "",
-        f"Week {report.since:%Y-%m-%d} to {report.as_of:%Y-%m-%d}: {len(report.deals)} deals"
-        " moved, stalled or flagged.",
+        f"Week {report.since:%Y-%m-%d} to {report.as_of:%Y-%m-%d}: {report.total} deals"
+        " moved, stalled or flagged"
+        + (f" ({len(report.deals)} below; next page: cursor)." if report.next_cursor else "."),
     ]
     for deal in report.deals:
         lines += [
@@ -140,12 +149,25 @@ async def weekly(
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     as_of: Annotated[IsoTime | None, Query(description="The week ending then")] = None,
     format: Format = "json",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
     min_position: MinPosition = None,
 ) -> WeeklyInspection:
+    after = decode_cursor(cursor, "i")
+    start = after["i"] if after else 0
+    if start < 0:
+        raise InvalidRequest("cursor is not valid: use next_cursor from a previous page")
     report = await inspections.weekly(
-        connection, service, services.flag_rules, as_of=as_of, owner=owner
+        connection,
+        service,
+        services.flag_rules,
+        as_of=as_of,
+        owner=owner,
+        start=start,
+        limit=limit,
     )
-    out = _weekly_out(report)
+    more = start + limit < report.total
+    out = _weekly_out(report, encode_cursor({"i": start + limit}) if more else None)
     if format == "markdown":
         return Response(weekly_markdown(out), media_type="text/markdown")  # type: ignore[return-value]
     return out

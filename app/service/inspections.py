@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
@@ -17,7 +16,6 @@ from app.domain.errors import InvalidRequest
 from app.domain.flags import Flag, FlagRules, Subject, evaluate
 from app.domain.periods import Period
 from app.domain.pipeline import ACTIVE, Pipeline
-from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import DealState, pipelines_named
 from app.events.recorded import to_recorded
 from app.projections.analytics import (
@@ -29,7 +27,7 @@ from app.projections.analytics import (
     regressions,
 )
 from app.projections.blockers import BlockerCategory, blocker_categories
-from app.projections.flags import subjects_recorded_by
+from app.projections.flags import open_subjects_by
 from app.service.deals import DealService
 from app.service.snapshots import subject_as_of
 
@@ -61,17 +59,15 @@ class WeeklyReport:
     since: datetime
     owner: str | None
     deals: list[DealReview]
+    total: int
+    """Deals that moved, stalled or are flagged, across every page."""
 
 
 async def _subjects(
     connection: asyncpg.Connection, service: DealService, as_of: datetime, owner: str | None
 ) -> list[Subject]:
     found = []
-    for deal_id, stored in await subjects_recorded_by(connection, as_of):
-        if stored is not None and (
-            stored.state.status != ACTIVE or (owner and stored.state.owner != owner)
-        ):
-            continue  # not open now and unchanged since: not open then either
+    for deal_id, stored in await open_subjects_by(connection, as_of, owner):
         subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
         state = subject.state
         if state.exists and state.status == ACTIVE and owner in (None, state.owner):
@@ -86,15 +82,18 @@ async def weekly(
     *,
     as_of: datetime | None,
     owner: str | None,
+    start: int = 0,
+    limit: int | None = None,
     coaching: CoachingRules | None = None,
 ) -> WeeklyReport:
-    """Every open deal of `owner` (None: the team) that moved, stalled or is flagged in the
-    week before `as_of` (default now): its changes, flags and coaching questions."""
+    """The open deals of `owner` (None: the team) that moved, stalled or are flagged in the
+    week before `as_of` (default now), from the `start`th on, at most `limit`: each with its
+    week's changes, flags and coaching questions."""
     at = as_of or datetime.now(UTC)
     since = at - WEEK
     subjects = await _subjects(connection, service, at, owner)
     catalog = await service.catalog_for([s.state for s in subjects])
-    reviews = []
+    listed: list[tuple[Subject, list[Flag], list[str]]] = []
     for subject in sorted(subjects, key=lambda s: (s.state.owner, s.state.name, s.state.deal_id)):
         state = subject.state
         flags = evaluate(subject, at, flag_rules, catalog)
@@ -108,11 +107,14 @@ async def weekly(
             )
             if yes
         ]
-        if not why:
-            continue
+        if why:
+            listed.append((subject, flags, why))
+    reviews = []
+    stop = len(listed) if limit is None else start + limit
+    # Only the page's deals are read from the log (their week's events, their contacts).
+    for subject, flags, why in listed[start:stop]:
+        state = subject.state
         stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
-        if stored and stored[0].type in PIPELINE_EVENT_TYPES:
-            continue
         history = [to_recorded(event) for event in stored]
         pipeline = state.pipeline_in(
             await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
@@ -124,11 +126,7 @@ async def weekly(
         ]
         questions = questions_for(state, pipeline, at, last_contact(history, state), coaching)
         reviews.append(DealReview(state, why, changes, flags, questions))
-    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews)
-
-
-def deal_ids(report: WeeklyReport) -> list[UUID]:
-    return [review.state.deal_id for review in report.deals]
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,13 @@ async def test_the_weekly_review_asks_only_what_gaps_raise(deals: Deals) -> None
 
     report = await inspection(deals, "weekly", owner="rick.rep", as_of=now + DAY)
     by_name = {deal["name"]: deal for deal in report["deals"]}
-    assert set(by_name) == {"Ready", "Bare"}
+    assert set(by_name) == {"Ready", "Bare"} and report["total"] == 2
+    first = await inspection(deals, "weekly", owner="rick.rep", as_of=now + DAY, limit=1)
+    rest = await inspection(
+        deals, "weekly", owner="rick.rep", as_of=now + DAY, limit=1, cursor=first["next_cursor"]
+    )
+    assert [d["name"] for d in first["deals"] + rest["deals"]] == ["Bare", "Ready"]
+    assert rest["next_cursor"] is None
     assert by_name["Ready"]["why"] == ["moved"]
     assert by_name["Ready"]["questions"] == []  # no gap, no question
     types = [change["type"] for change in by_name["Ready"]["changes"]]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from app.domain.errors import InvalidRequest
+from app.domain.time_bounds import FIRST_YEAR, LAST_YEAR, RANGE
 
 _QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -23,9 +24,11 @@ class Period:
     @classmethod
     def parse(cls, text: str) -> Period:
         """A period from its label; InvalidRequest if it is neither a quarter nor a month."""
+        match = _QUARTER.match(text) or _MONTH.match(text)
+        if match and not FIRST_YEAR <= int(match[1]) <= LAST_YEAR:
+            raise InvalidRequest(f"period {text!r} must lie {RANGE}", field="period")
         if match := _QUARTER.match(text):
-            year, quarter = int(match[1]), int(match[2])
-            return cls.quarter(year, quarter)
+            return cls.quarter(int(match[1]), int(match[2]))
         if match := _MONTH.match(text):
             return cls.month(int(match[1]), int(match[2]))
         raise InvalidRequest(

@@ -257,7 +257,7 @@ def assess(
                     "stage_concentration",
                     f"{row.stage.capitalize()} holds {_pct(deal_share)} of open deals and "
                     f"{_pct(value_share)} of their value (limit {_pct(rules.concentration_share)};"
-                    f" Herfindahl index {number(hhi * 100) if hhi < 0.01 else round(hhi, 2)}).",
+                    f" Herfindahl index {hhi:.2f}).",
                     {
                         "deals": row.deals,
                         "deal_share": round(deal_share, 4),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.domain.errors import InvalidRequest
 from app.domain.periods import Period
-from app.domain.pipeline import BUILT_IN
+from app.domain.pipeline import BUILT_IN, DEFAULT_PIPELINE, Pipeline
 from app.domain.pipeline_health import DealFacts, History, assess, herfindahl, percentile
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
@@ -69,3 +72,31 @@ def test_periods_parse_and_step_back() -> None:
     assert (q3.first_day, q3.next_first_day) == (date(2026, 7, 1), date(2026, 10, 1))
     assert str(q3.previous()) == "2026-Q2" and str(Period.parse("2026-01").previous()) == "2025-12"
     assert date(2026, 9, 30) in q3 and date(2026, 10, 1) not in q3
+
+
+def test_periods_outside_the_years_the_service_takes_are_refused() -> None:
+    for text in ("9999-Q4", "0000-01", "1969-12"):
+        with pytest.raises(InvalidRequest):
+            Period.parse(text)
+
+
+def test_a_stage_the_pipeline_marks_is_watched_for_long_stays_at_its_ratio() -> None:
+    document = DEFAULT_PIPELINE.model_dump()
+    document["version"] = 2
+    document["stages"][DEFAULT_PIPELINE.index("negotiation")]["stall"]["long_stay_ratio"] = 1.5
+    marked = Pipeline.model_validate(document)
+    catalog = BUILT_IN.with_versions("default", [marked])
+    in_negotiation = replace(deal("negotiation"), pipeline_version=2)
+    at = T0 + 42 * DAY  # 1.5 x its 28 expected days
+    found = assess([in_negotiation], at, catalog, History(), Period.quarter_of(at.date()))
+    assert [(f.rule, f.stage) for f in found.findings if f.rule == "too_long_in_stage"] == [
+        ("too_long_in_stage", "negotiation")
+    ]
+    just_before = assess(
+        [in_negotiation],
+        at - timedelta(seconds=1),
+        catalog,
+        History(),
+        Period.quarter_of(at.date()),
+    )
+    assert "too_long_in_stage" not in {f.rule for f in just_before.findings}

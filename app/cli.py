@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
@@ -266,6 +267,7 @@ def rebuild_command(
 
 
 async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadResult, int]:
+    from app.service.demo_showcase import NEGLECTED_SHARE, set_quarter_targets, showcase
     from app.service.simulation import lay_down_history
 
     engine = create_engine(url, pool_size=2)
@@ -281,13 +283,18 @@ async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadR
             console=console,
         ) as progress:
             task = progress.add_task("demo", total=None, deals=deals)
+            end = datetime.now(UTC)
             result = await lay_down_history(
                 store,
                 deals=deals,
                 seed=seed,
                 days=days,
+                end=end,
                 on_progress=lambda done: progress.update(task, completed=done),
+                scripted=showcase,
+                neglected_share=NEGLECTED_SHARE,
             )
+        await _with_connection(url, lambda connection: set_quarter_targets(connection, end))
         return result, 0
     finally:
         await engine.dispose()
@@ -310,8 +317,9 @@ def demo(
         raise typer.Exit(1)
     typer.echo(
         f"{len(result.deals)} deals, {result.events:,} events ({result.refused:,} commands"
-        " refused by the rules, as in life). `dealledger serve --dev --port 8001` (a port"
-        " of its own if another server runs), then curl localhost:8001/v1/pipeline"
+        " refused by the rules, as in life), with a few textbook problem deals and this"
+        " quarter's targets. `dealledger serve --dev --port 8001` (a port of its own if"
+        " another server runs), then curl localhost:8001/v1/pipeline/health"
     )
 
 

@@ -11,7 +11,19 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import analytics, audit, deals, events, flags, health, keys, log, pipelines
+from app.api import (
+    analytics,
+    audit,
+    deals,
+    events,
+    flags,
+    health,
+    inspections,
+    keys,
+    log,
+    pipeline_health,
+    pipelines,
+)
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
@@ -121,4 +133,6 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(flags.router)
     app.include_router(analytics.router)
+    app.include_router(pipeline_health.router)
+    app.include_router(inspections.router)
     return app

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     log_origin: str = Field(default="dealledger.local/log", pattern=r"^[^\s+]+$")
     # Deal-size bands for analytics: upper bounds of each band but the last (amounts).
+    # Pipeline health (GET /v1/pipeline/health): when the pipeline as a whole is unhealthy.
+    health_concentration_share: float = Field(default=0.40, gt=0, le=1)
+    health_stale_days: float = Field(default=30, gt=0)
+    health_stale_share: float = Field(default=0.30, gt=0, le=1)
+    health_dead_days: float = Field(default=60, gt=0)
     size_bands: list[int] = Field(default_factory=lambda: [10_000, 50_000, 250_000])
 
 

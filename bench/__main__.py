@@ -139,6 +139,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
         async with scenarios.servers(log) as (ours, floor):
             console.print(f"read one deal at {loaded:,} events")
             rows.append(await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000))
+            console.print(f"pipeline health and weekly inspection at {loaded:,} events")
+            rows.extend(await scenarios.manager_reports(ours, 5 if quick else 30))
         if not args.no_peer:
             from bench import peer
 

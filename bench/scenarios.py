@@ -239,6 +239,38 @@ async def read_one_deal(deals: list[uuid.UUID], ours: Server, floor: Server, rea
     )
 
 
+async def manager_reports(ours: Server, reads: int) -> list[Row]:
+    """GET /v1/pipeline/health and /v1/inspections/weekly (first page) for the whole team,
+    one at a time, on the loaded log: answered from read models, so p99 is what a manager
+    waits. No floor: nothing simpler answers the same question."""
+    rows = []
+    for label, path in (
+        ("pipeline health", "/v1/pipeline/health"),
+        ("weekly inspection, first page", "/v1/inspections/weekly"),
+    ):
+        async with ours.client() as http:
+
+            async def get(w: int, i: int, http: httpx.AsyncClient = http, p: str = path) -> None:
+                response = await http.get(p)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text}")
+
+            await concurrently(1, 2, get)
+            found = await concurrently(1, reads, get)
+        rows.append(
+            Row(
+                f"{label}, whole team, GET, 1 client",
+                found.rate,
+                None,
+                "requests/s",
+                found.percentile(0.5),
+                found.percentile(0.99),
+                target="p99 ≤ 2 s",
+            )
+        )
+    return rows
+
+
 def rebuild_all(url: str) -> dict[str, Any]:
     """Rebuild every projection in a child process (its peak RSS is the rebuild's)."""
     done = subprocess.run(

@@ -6,18 +6,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
+from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
 from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
+from app.domain.periods import Period
 from app.projections import analytics as queries
 from app.projections.analytics import Filters, band_labels
 from app.projections.blockers import blocker_categories
+from app.service import forecast_accuracy as accuracy
 from app.service import snapshots
 
 router = APIRouter(
@@ -125,13 +128,27 @@ class StageConversion(BaseModel):
     to_won_rate: float | None
 
 
+CsvFormat = Annotated[TableFormat | None, Query(description="csv: rows as a spreadsheet")]
+
+
+def _table(request: Request, format: str | None, rows: Sequence[BaseModel]) -> Any:
+    """`rows` as CSV when asked for (?format=csv or Accept: text/csv), else as they are."""
+    if wants_csv(request, format):
+        return csv_response([row.model_dump(mode="json") for row in rows])
+    return rows
+
+
 @router.get(
     "/conversion",
     summary="Per stage: deals entered, how their last stay there ended, conversion rates",
     dependencies=READY,
+    responses=CSV_RESPONSE,
 )
-async def conversion(connection: ConnectionDep, f: FiltersDep) -> list[StageConversion]:
-    return _all(StageConversion, await queries.conversion(connection, f))
+async def conversion(
+    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+) -> list[StageConversion]:
+    rows = _all(StageConversion, await queries.conversion(connection, f))
+    return _table(request, format, rows)  # type: ignore[no-any-return]
 
 
 class WeekPoint(BaseModel):
@@ -163,9 +180,13 @@ class StageRegressions(BaseModel):
     "/regressions",
     summary="Per stage: how often stays ended in a regression, and why",
     dependencies=READY,
+    responses=CSV_RESPONSE,
 )
-async def regressions(connection: ConnectionDep, f: FiltersDep) -> list[StageRegressions]:
-    return _all(StageRegressions, await queries.regressions(connection, f))
+async def regressions(
+    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+) -> list[StageRegressions]:
+    rows = _all(StageRegressions, await queries.regressions(connection, f))
+    return _table(request, format, rows)  # type: ignore[no-any-return]
 
 
 class Disqualifications(BaseModel):
@@ -265,3 +286,69 @@ async def overrides(connection: ConnectionDep, f: FiltersDep) -> list[OverrideCo
 @router.get("/size-bands", summary="The deal-size bands analytics group by (configurable)")
 async def size_bands(services: ServicesDep) -> list[str]:
     return [*band_labels(services.settings.size_bands), "unknown"]
+
+
+class ScoredOut(BaseModel):
+    owner: str | None
+    """None: the whole team (or the owner filtered on)."""
+    forecast: Decimal
+    """The weighted forecast for the period at the snapshot."""
+    won: Decimal
+    """The amount actually won in the period."""
+    accuracy: float | None
+    """1 - |F - A| / A (None: nothing won)."""
+    bias: float | None
+    """(F - A) / A: positive when the forecast promised more than was won."""
+
+
+class PeriodAccuracyOut(BaseModel):
+    period: str
+    snapshot_at: datetime
+    overall: ScoredOut
+    owners: list[ScoredOut]
+
+
+class ForecastAccuracy(BaseModel):
+    periods: list[PeriodAccuracyOut]
+    """The period asked for first, then the ones before it."""
+    mape: float | None
+    """Mean absolute percentage error of the overall forecasts across those periods."""
+
+
+@router.get(
+    "/forecast-accuracy",
+    summary="The forecast as it stood before a period ended against what was won: accuracy,"
+    " bias, MAPE",
+    dependencies=READY,
+)
+async def forecast_accuracy(
+    connection: ConnectionDep,
+    service: ServiceDep,
+    period: Annotated[str, Query(max_length=7, description='"2026-Q3" or "2026-09"')],
+    snapshot_days_before_end: Annotated[float, Query(ge=0, le=3650)] = 45,
+    periods: Annotated[int, Query(ge=1, le=12, description="Score this many periods")] = 1,
+    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    as_of: Annotated[IsoTime | None, Query(description="Count wins recorded by then")] = None,
+    min_position: MinPosition = None,
+) -> ForecastAccuracy:
+    report = await accuracy.forecast_accuracy(
+        connection,
+        service,
+        Period.parse(period),
+        snapshot_days_before_end,
+        periods,
+        owner,
+        as_of,
+    )
+    return ForecastAccuracy(
+        periods=[
+            PeriodAccuracyOut(
+                period=p.period.label,
+                snapshot_at=p.snapshot_at,
+                overall=ScoredOut.model_validate(p.overall, from_attributes=True),
+                owners=[ScoredOut.model_validate(o, from_attributes=True) for o in p.owners],
+            )
+            for p in report.periods
+        ],
+        mape=report.mape,
+    )

@@ -7,9 +7,10 @@ from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
 from app.api.deps import (
     READ,
     ConnectionDep,
@@ -19,12 +20,14 @@ from app.api.deps import (
     StoreDep,
     projected,
 )
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import DealOut, IsoTime
-from app.domain.errors import DealNotFound, UnknownValue
+from app.domain.errors import DealNotFound, InvalidRequest, UnknownValue
 from app.domain.events import EvidenceSource, Override
 from app.domain.pipeline import DISQUALIFIED, NURTURE, WON
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.provenance import EvidenceAtTheTime, provenance
+from app.domain.stage_facts import StayTimes, stage_facts
 from app.domain.state import pipelines_named
 from app.events.hashing import expected_hash
 from app.events.recorded import to_recorded
@@ -80,6 +83,47 @@ async def stage_history(
             )
         )
     return StageHistory(deal_id=deal_id, intervals=out)
+
+
+class StageFactsOut(BaseModel):
+    stage: str
+    stays: int
+    first_entered_at: datetime
+    last_exited_at: datetime | None
+    """None while the deal is in the stage now."""
+    latest_days: float
+    cumulative_days: float
+    """Every stay summed (repeat stays after a regression or nurture count)."""
+    current: bool
+
+
+class DealStageFacts(BaseModel):
+    deal_id: UUID
+    as_of: datetime
+    stages: list[StageFactsOut]
+
+
+@router.get(
+    "/deals/{deal_id}/stage-facts",
+    summary="Per stage: first entered, last exited, latest and cumulative days in it",
+    dependencies=[Depends(projected("stage_intervals"))],
+)
+async def deal_stage_facts(
+    deal_id: UUID,
+    connection: ConnectionDep,
+    as_of: Annotated[IsoTime | None, Query(description="As they stood then")] = None,
+    min_position: MinPosition = None,
+) -> DealStageFacts:
+    at = as_of or datetime.now(UTC)
+    intervals = await intervals_of(connection, deal_id)
+    facts = stage_facts([StayTimes(i.stage, i.entered_at, i.left_at) for i in intervals], at)
+    if not facts:
+        raise DealNotFound(f"no stage history for deal {deal_id} by {at.isoformat()}")
+    return DealStageFacts(
+        deal_id=deal_id,
+        as_of=at,
+        stages=[StageFactsOut.model_validate(f, from_attributes=True) for f in facts],
+    )
 
 
 class ActorOut(BaseModel):
@@ -255,34 +299,62 @@ class StageTotal(BaseModel):
     count: int
     amounts: dict[str, Decimal]
     """Sum of deal amounts per currency (deals without a currency under "")."""
+    weighted: dict[str, Decimal]
+    """Open deals' amounts x their stage's probability, per currency."""
 
 
 class PipelineSnapshot(BaseModel):
     as_of: datetime | None
     stages: list[StageTotal]
     deals: list[DealOut]
+    """One page of the deals (in opening order); the totals cover them all."""
+    next_cursor: str | None
 
 
 @router.get(
     "/pipeline",
-    summary="The whole pipeline: count and amount per stage, and the deals; as of a past time",
+    summary="The pipeline: count, amount and weighted amount per stage, and a page of the"
+    " deals; filter by owner and stage; as of a past time",
     dependencies=[Depends(projected("deals"))],
+    responses=CSV_RESPONSE,
 )
 async def pipeline_snapshot(
+    request: Request,
     connection: ConnectionDep,
     service: ServiceDep,
+    owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     as_of: Annotated[
         IsoTime | None,
         Query(description="Replay every deal's events recorded up to then (slow on large logs)."),
     ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    format: Annotated[
+        TableFormat | None, Query(description="csv: the page of deals as a spreadsheet")
+    ] = None,
     min_position: MinPosition = None,
 ) -> PipelineSnapshot:
-    snapshot = await snapshots.pipeline_snapshot(connection, service, as_of)
-    catalog = await service.catalog_for(snapshot.deals)
+    after = decode_cursor(cursor, "i")
+    start = after["i"] if after else 0
+    if start < 0:
+        raise InvalidRequest("cursor is not valid: use next_cursor from a previous page")
+    snapshot = await snapshots.pipeline_snapshot(
+        connection, service, as_of, owner=owner, stage=stage
+    )
+    page = snapshot.deals[start : start + limit]
+    catalog = await service.catalog_for(page)
+    deals = [DealOut.of(state, state.pipeline_in(catalog)) for state in page]
+    if wants_csv(request, format):
+        return csv_response(  # type: ignore[return-value]
+            [d.model_dump(mode="json") for d in deals], list(DealOut.model_fields)
+        )
+    more = start + limit < len(snapshot.deals)
     return PipelineSnapshot(
         as_of=as_of,
         stages=[
             StageTotal.model_validate(total, from_attributes=True) for total in snapshot.stages
         ],
-        deals=[DealOut.of(state, state.pipeline_in(catalog)) for state in snapshot.deals],
+        deals=deals,
+        next_cursor=encode_cursor({"i": start + limit}) if more else None,
     )

@@ -14,6 +14,7 @@ from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, ServicesD
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
+from app.domain.explanations import explain
 from app.domain.flags import KINDS, FlagKind
 from app.projections.flags import FIRST_KEY, FlagFilter, FlagOnDeal, flag_key
 from app.service import snapshots
@@ -33,6 +34,9 @@ class FlagOut(BaseModel):
     cleared_at: datetime | None
     numbers: dict[str, Any]
     """The figures the rule judged, e.g. days_in_stage, expected_days, ratio."""
+    explanation: str
+    """One sentence from those figures, e.g. "In discovery for 15 days, 2.1x the 7 days
+    expected." """
     owner: str
     stage: str
     deal_name: str
@@ -59,6 +63,7 @@ def _out(found: FlagOnDeal) -> FlagOut:
         raised_at=flag.raised_at,
         cleared_at=flag.cleared_at,
         numbers=flag.numbers,
+        explanation=explain(flag.kind, flag.numbers, state.stage),
         owner=state.owner,
         stage=state.stage,
         deal_name=state.name,

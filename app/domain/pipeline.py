@@ -110,6 +110,9 @@ class StallThresholds(Frozen):
     slow_critical_ratio: float | None = Field(default=None, gt=0, le=1000)
     inactive_days: float | None = Field(default=None, gt=0, le=3650)
     """Days without buyer activity that raise `inactive`."""
+    long_stay_ratio: float | None = Field(default=None, gt=0, le=1000)
+    """Days in stage / expected days past which pipeline health lists a deal as too long
+    in the stage (set: the stage is watched; proposal is watched at 2x by default)."""
 
 
 class Stage(Frozen):

@@ -318,3 +318,49 @@ async def overrides(connection: asyncpg.Connection, f: Filters) -> list[Override
         )
         for r in rows
     ]
+
+
+async def won_by_owner(
+    connection: asyncpg.Connection, start: datetime, end: datetime, recorded_by: datetime
+) -> dict[str, Any]:
+    """Amounts won in [start, end) per owner at the win, counting wins recorded by
+    `recorded_by`."""
+    rows = await connection.fetch(
+        "SELECT owner, coalesce(sum(amount), 0) AS won FROM stage_intervals"
+        " WHERE left_how = 'won' AND left_at >= $1 AND left_at < $2 AND left_at <= $3"
+        " GROUP BY owner",
+        start,
+        end,
+        recorded_by,
+    )
+    return {r["owner"]: r["won"] for r in rows}
+
+
+async def closed_stays(
+    connection: asyncpg.Connection,
+    pipeline: str,
+    owner: str | None,
+    start: datetime,
+    end: datetime,
+    recorded_by: datetime,
+) -> list[tuple[Any, str, bool, float | None]]:
+    """Every stay of the deals of `pipeline` closed (won or disqualified) in [start, end) and
+    by `recorded_by`: (deal, stage, won, days of the stay unless the deal closed from it)."""
+    rows = await connection.fetch(
+        "WITH closed AS (SELECT deal_id, left_how = 'won' AS won FROM stage_intervals"
+        "   WHERE left_how IN ('won', 'disqualified') AND left_at >= $1 AND left_at < $2"
+        "   AND left_at <= $3 AND pipeline = $4 AND ($5::text IS NULL OR owner = $5))"
+        f" SELECT i.deal_id, i.stage, c.won, CASE WHEN i.left_how IN ('won', 'disqualified')"
+        f"   THEN NULL ELSE {DAYS} END AS days"
+        " FROM stage_intervals i JOIN closed c USING (deal_id)"
+        " WHERE i.left_at IS NOT NULL ORDER BY i.deal_id, i.seq",
+        start,
+        end,
+        recorded_by,
+        pipeline,
+        owner,
+    )
+    return [
+        (r["deal_id"], r["stage"], r["won"], None if r["days"] is None else float(r["days"]))
+        for r in rows
+    ]

@@ -342,3 +342,22 @@ async def subjects_recorded_by(
         (r["deal_id"], SUBJECT.validate_json(r["subject"]) if r["subject"] is not None else None)
         for r in rows
     ]
+
+
+async def open_subjects_by(
+    connection: asyncpg.Connection, as_of: datetime, owner: str | None
+) -> list[tuple[UUID, Subject | None]]:
+    """The stored flag subjects of deals open (and `owner`'s) as they stood at `as_of`, or
+    None for deals with events recorded after `as_of` (whatever they were then: the caller
+    replays those). Only open deals' subjects are parsed."""
+    rows = await connection.fetch(
+        "SELECT deal_id, CASE WHEN last_recorded_at <= $1 THEN subject::text END AS subject"
+        " FROM flag_subjects WHERE last_recorded_at > $1"
+        " OR (status = 'open' AND ($2::text IS NULL OR owner = $2))",
+        as_of,
+        owner,
+    )
+    return [
+        (r["deal_id"], SUBJECT.validate_json(r["subject"]) if r["subject"] is not None else None)
+        for r in rows
+    ]

@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -116,7 +116,7 @@ def next_command(
             ),
         ),
         (
-            1,
+            0.25,  # overrides: a minority of exits, as a manager's judgement should be
             lambda: (
                 (c.WinDeal(override_reason="signed on paper"), MANAGER)
                 if here == len(stages) - 1
@@ -127,7 +127,7 @@ def next_command(
             ),
         ),
         (
-            3 if here > 0 else 0,
+            0.5 if here > 0 else 0,  # regressions: a minority of stays, not half of them
             lambda: (
                 c.RegressStage(
                     to_stage=stages[rng.randrange(0, here)],
@@ -137,13 +137,20 @@ def next_command(
             ),
         ),
         (
-            0.8,
+            0.3,
             lambda: (
-                c.NurtureDeal(reason="budget next year", resume_on=now.date() + timedelta(90)),
+                c.NurtureDeal(
+                    reason="budget next year",
+                    resume_on=now.date() + timedelta(rng.randrange(14, 150)),
+                ),
                 rep,
             ),
         ),
-        (0.8, lambda: (c.DisqualifyDeal(reason=rng.choice(DISQUALIFICATION_REASONS)), rep)),
+        # Early deals are dropped more readily than late ones.
+        (
+            0.75 if here < 2 else 0.4,
+            lambda: (c.DisqualifyDeal(reason=rng.choice(DISQUALIFICATION_REASONS)), rep),
+        ),
         (
             3 if live_evidence else 0,
             lambda: (
@@ -175,7 +182,10 @@ def next_command(
                 c.AddStakeholder(
                     stakeholder_id=_uuid(rng),
                     name=f"Buyer {rng.randrange(1000)}",
-                    role=rng.choice(("economic_buyer", *STAKEHOLDER_ROLES)),
+                    # Reps chase the economic buyer the next stage needs.
+                    role="economic_buyer"
+                    if not state.has_field("economic_buyer") and rng.random() < 0.5
+                    else rng.choice(STAKEHOLDER_ROLES),
                 ),
                 rep,
             ),
@@ -269,7 +279,8 @@ async def run_workload(
 # Commands a deal takes, on average, to earn a stage with the weights of `next_command`
 # (measured on generated histories): pacing each deal's commands at expected_days / this
 # makes stage durations come out near the pipeline's expected days.
-COMMANDS_PER_STAGE = 12
+COMMANDS_PER_STAGE = 14
+SCRIPTED = -2  # a queue entry that is a scripted step, not a deal's next random command
 
 
 @dataclass(frozen=True, order=True)
@@ -291,19 +302,37 @@ class History:
     Seeded: the same seed gives the same history.
     """
 
-    def __init__(self, *, deals: int, seed: int, days: float, end: datetime) -> None:
+    def __init__(
+        self,
+        *,
+        deals: int,
+        seed: int,
+        days: float,
+        end: datetime,
+        scripted: Sequence[Step] = (),
+        neglected_share: float = 0.0,
+    ) -> None:
         self.rng = random.Random(seed)
         self.end = end
         self.states: dict[UUID, DealState] = {}
         self.pace: dict[UUID, float] = {}
+        self.neglected_from: dict[UUID, datetime] = {}
+        """Deals their rep stops working after a while (no command after that time)."""
         self._queue: list[tuple[datetime, int, UUID, int]] = []
         self._seq = 0
+        self._scripted: dict[int, Step] = {}
+        self.scripted_deals = {step.deal_id for step in scripted}
         start = end - timedelta(days=days)
         openings = sorted(start + timedelta(days=self.rng.uniform(0, days)) for _ in range(deals))
         for index, at in enumerate(openings):
             deal_id = _uuid(self.rng)
             self.pace[deal_id] = self.rng.lognormvariate(0, 0.4)
+            if self.rng.random() < neglected_share:
+                self.neglected_from[deal_id] = at + timedelta(days=self.rng.uniform(2, 40))
             self._push(at, deal_id, index)
+        for step in scripted:
+            self._push(step.at, step.deal_id, SCRIPTED)
+            self._scripted[self._seq] = step
 
     def _push(self, at: datetime, deal_id: UUID, index: int = -1) -> None:
         self._seq += 1
@@ -313,6 +342,8 @@ class History:
         """The next command due, or None when every deal is closed or at `end`."""
         while self._queue:
             at, seq, deal_id, index = heapq.heappop(self._queue)
+            if index == SCRIPTED:
+                return self._scripted.pop(seq)
             if index >= 0:
                 command: c.Command = open_command(self.rng, index, at.date())
                 return Step(at, seq, deal_id, command, Actor("crm", "rep"))
@@ -324,8 +355,8 @@ class History:
     def settled(self, step: Step, state: DealState) -> None:
         """The deal's state after `step` (unchanged if it was refused); schedules its next."""
         self.states[step.deal_id] = state
-        if state.is_terminal:
-            return
+        if state.is_terminal or step.deal_id in self.scripted_deals:
+            return  # scripted deals take only their script
         if state.status == NURTURE and state.nurture_resume_on is not None:
             resume = datetime.combine(state.nurture_resume_on, step.at.timetz())
             gap = max(resume - step.at, timedelta(hours=1))
@@ -334,7 +365,8 @@ class History:
             mean_days = expected / COMMANDS_PER_STAGE * self.pace[step.deal_id]
             gap = timedelta(days=self.rng.expovariate(1 / mean_days))
         at = step.at + max(gap, timedelta(minutes=1))
-        if at <= self.end:
+        neglected = self.neglected_from.get(step.deal_id)
+        if at <= self.end and (neglected is None or at < neglected):
             self._push(at, step.deal_id)
 
 
@@ -346,9 +378,20 @@ async def lay_down_history(
     days: float = 120,
     end: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
+    scripted: Callable[[datetime], Sequence[Step]] | None = None,
+    neglected_share: float = 0.0,
 ) -> WorkloadResult:
-    """Write a `History` through the real service, on a simulated clock (see DealService)."""
-    history = History(deals=deals, seed=seed, days=days, end=end or datetime.now(UTC))
+    """Write a `History` through the real service, on a simulated clock (see DealService);
+    `scripted` gives steps to weave in, by the history's end time."""
+    end = end or datetime.now(UTC)
+    history = History(
+        deals=deals,
+        seed=seed,
+        days=days,
+        end=end,
+        scripted=scripted(end) if scripted else (),
+        neglected_share=neglected_share,
+    )
     clock = [history.end]
     service = DealService(store, clock=lambda: clock[0], heads=HeadCache())
     result = WorkloadResult()

@@ -67,6 +67,8 @@ class StageTotal:
     count: int
     amounts: dict[str, Decimal]
     """Sum of deal amounts per currency (deals without a currency under "")."""
+    weighted: dict[str, Decimal]
+    """Open deals' amounts x their stage's probability, per currency."""
 
 
 @dataclass(frozen=True)
@@ -76,21 +78,41 @@ class PipelineSnapshot:
 
 
 async def pipeline_snapshot(
-    connection: asyncpg.Connection, service: DealService, as_of: datetime | None
+    connection: asyncpg.Connection,
+    service: DealService,
+    as_of: datetime | None,
+    *,
+    owner: str | None = None,
+    stage: str | None = None,
 ) -> PipelineSnapshot:
-    """Every deal, now or as of a time, and the count and amounts per stage (every stage of
-    the default pipeline and the closed ones, then any other in name order)."""
-    states = await deal_states(connection, service, as_of)
+    """Every deal (of `owner`, in `stage`), now or as of a time, and the count, amounts and
+    weighted amounts per stage (every stage of the default pipeline and the closed ones,
+    then any other in name order)."""
+    states = [
+        s
+        for s in await deal_states(connection, service, as_of)
+        if owner in (None, s.owner) and stage in (None, s.stage)
+    ]
+    catalog = await service.catalog_for(states)
     stage_order = [*DEFAULT_PIPELINE.stage_keys, NURTURE, WON, DISQUALIFIED]
     counts: dict[str, int] = defaultdict(int)
     amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    weighted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for state in states:
         counts[state.stage] += 1
         if state.amount is not None:
             amounts[state.stage][state.currency or ""] += state.amount
+            pipeline = state.pipeline_in(catalog)
+            if state.status == "open" and state.stage in pipeline.stage_keys:
+                chance = Decimal(str(pipeline.stage(state.stage).probability))
+                weighted[state.stage][state.currency or ""] += (state.amount * chance).quantize(
+                    Decimal("0.01")
+                )
     order = stage_order + sorted(set(counts) - set(stage_order))
+    if stage is not None:
+        order = [stage]
     return PipelineSnapshot(
-        stages=[StageTotal(stage, counts[stage], dict(amounts[stage])) for stage in order],
+        stages=[StageTotal(s, counts[s], dict(amounts[s]), dict(weighted[s])) for s in order],
         deals=states,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -197,7 +197,12 @@ async def test_pipeline_as_of_shows_the_whole_pipeline_then(deals: Deals) -> Non
     then_time = datetime.now(UTC)
     then = await deals.read("/v1/pipeline")
     discovery = next(s for s in then["stages"] if s["stage"] == "discovery")
-    assert discovery == {"stage": "discovery", "count": 2, "amounts": {"USD": "3500"}}
+    assert discovery == {
+        "stage": "discovery",
+        "count": 2,
+        "amounts": {"USD": "3500"},
+        "weighted": {"USD": "350.00"},  # 10 % of each
+    }
 
     advanced = await deals.command(first["id"], "advance", {"to_stage": "qualification"})
     assert advanced.is_success, advanced.text
@@ -264,3 +269,25 @@ async def test_a_read_model_behind_min_position_answers_503_with_retry_after(
         assert str(position) in response.json()["detail"]
     # Without min_position the (empty) read model answers at once.
     assert (await client.get("/v1/deals")).json()["items"] == []
+
+
+async def test_stage_facts_sum_repeat_stays(deals: Deals) -> None:
+    deal = await deals.open(**READY)
+    opened_at = datetime.fromisoformat(deal["stage_entered_at"])
+    body = {"to_stage": "qualification", "override": {"reason": "call went well"}}
+    assert (await deals.command(deal["id"], "advance", body, headers=MANAGER)).is_success
+    back = {"to_stage": "discovery", "trigger": "timeline_extended"}
+    assert (await deals.command(deal["id"], "regress", back)).is_success
+    back_at = datetime.fromisoformat((await deals.get(deal["id"]))["stage_entered_at"])
+    later = back_at + timedelta(days=3)
+    found = await deals.read(f"/v1/deals/{deal['id']}/stage-facts", as_of=later.isoformat())
+    facts = {row["stage"]: row for row in found["stages"]}
+    discovery = facts["discovery"]
+    assert discovery["stays"] == 2 and discovery["current"] is True
+    assert datetime.fromisoformat(discovery["first_entered_at"]) == opened_at
+    assert discovery["latest_days"] == 3.0
+    assert facts["qualification"]["stays"] == 1 and facts["qualification"]["current"] is False
+    qualification_days = facts["qualification"]["cumulative_days"]
+    # Both stays in discovery fill the time from opening to `later` but for qualification's.
+    whole = (later - opened_at) / timedelta(days=1)
+    assert abs(discovery["cumulative_days"] - (whole - qualification_days)) < 1e-3

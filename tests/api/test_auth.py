@@ -47,6 +47,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/deals/{deal_id}/stakeholders/{stakeholder_id}/left"): DEAL_WRITERS,
     ("GET", "/v1/deals/{deal_id}/history"): READERS,
     ("GET", "/v1/deals/{deal_id}/stage-history"): READERS,
+    ("GET", "/v1/deals/{deal_id}/stage-facts"): READERS,
     ("GET", "/v1/deals/{deal_id}/provenance"): READERS,
     ("GET", "/v1/deals/{deal_id}/verify"): READERS,
     ("GET", "/v1/pipeline"): READERS,
@@ -70,6 +71,12 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/analytics/forecast"): TEAM,
     ("GET", "/v1/analytics/overrides"): TEAM,
     ("GET", "/v1/analytics/size-bands"): TEAM,
+    ("GET", "/v1/pipeline/health"): TEAM,
+    ("GET", "/v1/analytics/forecast-accuracy"): TEAM,
+    ("GET", "/v1/inspections/weekly"): TEAM,
+    ("GET", "/v1/inspections/monthly"): TEAM,
+    ("GET", "/v1/inspections/quarterly"): TEAM,
+    ("PUT", "/v1/targets/{owner}/{period}"): {"manager", "admin"},
     ("GET", "/v1/log/public-key"): READERS,
     ("GET", "/v1/log/checkpoint"): READERS,
     ("GET", "/v1/log/checkpoints"): READERS,
@@ -103,6 +110,8 @@ def url_of(path: str) -> str:
         key_id=uuid.uuid4(),
         key="default",
         version=1,
+        owner="rick.rep",
+        period="2026-Q3",
     )
 
 

@@ -65,6 +65,7 @@ async def test_a_scripted_deal_has_exactly_the_hand_computed_flags(deals: Deals)
     slow = found["slow_in_stage"]
     assert slow["severity"] == "critical"  # 15 days >= 2 x 7
     assert slow["numbers"] == {"days_in_stage": 15.0, "expected_days": 7, "ratio": 2.14}
+    assert slow["explanation"] == "In discovery for 15 days, 2.1x the 7 days expected."
     assert ts(slow["raised_at"]) == entered + 10.5 * DAY
     assert found["next_step_overdue"]["severity"] == "critical"  # a week past due
 

@@ -190,7 +190,7 @@ async def test_demo_lays_down_months_of_pipeline_once(
     env = environment(DATABASE_URL=database_url)
     result = dealledger("demo", "--deals", "25", "--days", "60", "--seed", "3", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("25 deals")
+    assert result.stdout.startswith("31 deals")  # and six textbook problem deals
     span = await pg.fetchrow(
         "SELECT min(recorded_at) AS first, max(recorded_at) AS last FROM events"
     )
@@ -207,8 +207,11 @@ async def test_demo_lays_down_months_of_pipeline_once(
     listed = await client.get("/v1/deals", params={"limit": 100})
     assert listed.status_code == 200
     items = listed.json()["items"]
-    assert len(items) == 25
+    assert len(items) == 31
     assert len({d["stage"] for d in items}) > 1  # deals spread over the pipeline
+    assert "Quiet Harbor" in {d["name"] for d in items}
+    targets = await pg.fetchval("SELECT count(*) FROM sales_targets")
+    assert targets == 5  # this quarter's, one per demo owner
 
     again = dealledger("demo", env=env)
     assert again.returncode == 1

@@ -1,0 +1,237 @@
+"""The manager's inspection reports: the weekly deal review (what moved, stalled or is
+flagged, with coaching questions), built from the flag subjects read model and, for the
+deals it lists, their streams up to the time asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from app.domain.calibration import Calibration, Stay, calibrate
+from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
+from app.domain.errors import InvalidRequest
+from app.domain.flags import Flag, FlagRules, Subject, evaluate
+from app.domain.periods import Period
+from app.domain.pipeline import ACTIVE, Pipeline
+from app.domain.state import DealState, pipelines_named
+from app.events.recorded import to_recorded
+from app.projections.analytics import (
+    Filters,
+    StageConversion,
+    closed_stays,
+    conversion,
+    durations,
+    regressions,
+)
+from app.projections.blockers import BlockerCategory, blocker_categories
+from app.projections.flags import open_subjects_by
+from app.service.deals import DealService
+from app.service.snapshots import subject_as_of
+
+WEEK = timedelta(days=7)
+STALLED = frozenset({"slow_in_stage", "inactive", "ghosting", "stuck_blocker"})
+
+
+@dataclass(frozen=True)
+class Change:
+    version: int
+    type: str
+    recorded_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DealReview:
+    state: DealState
+    why: list[str]
+    """moved (changed stage this week), stalled (a stall flag stands), flagged."""
+    changes: list[Change]
+    flags: list[Flag]
+    questions: list[Question]
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    as_of: datetime
+    since: datetime
+    owner: str | None
+    deals: list[DealReview]
+    total: int
+    """Deals that moved, stalled or are flagged, across every page."""
+
+
+async def _subjects(
+    connection: asyncpg.Connection, service: DealService, as_of: datetime, owner: str | None
+) -> list[Subject]:
+    found = []
+    for deal_id, stored in await open_subjects_by(connection, as_of, owner):
+        subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
+        state = subject.state
+        if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+            found.append(subject)
+    return found
+
+
+async def weekly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    flag_rules: FlagRules,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    start: int = 0,
+    limit: int | None = None,
+    coaching: CoachingRules | None = None,
+) -> WeeklyReport:
+    """The open deals of `owner` (None: the team) that moved, stalled or are flagged in the
+    week before `as_of` (default now), from the `start`th on, at most `limit`: each with its
+    week's changes, flags and coaching questions."""
+    at = as_of or datetime.now(UTC)
+    since = at - WEEK
+    subjects = await _subjects(connection, service, at, owner)
+    catalog = await service.catalog_for([s.state for s in subjects])
+    listed: list[tuple[Subject, list[Flag], list[str]]] = []
+    for subject in sorted(subjects, key=lambda s: (s.state.owner, s.state.name, s.state.deal_id)):
+        state = subject.state
+        flags = evaluate(subject, at, flag_rules, catalog)
+        moved = state.stage_entered_at is not None and since < state.stage_entered_at <= at
+        why = [
+            reason
+            for reason, yes in (
+                ("moved", moved),
+                ("stalled", any(f.kind in STALLED for f in flags)),
+                ("flagged", bool(flags)),
+            )
+            if yes
+        ]
+        if why:
+            listed.append((subject, flags, why))
+    reviews = []
+    stop = len(listed) if limit is None else start + limit
+    # Only the page's deals are read from the log (their week's events, their contacts).
+    for subject, flags, why in listed[start:stop]:
+        state = subject.state
+        stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
+        history = [to_recorded(event) for event in stored]
+        pipeline = state.pipeline_in(
+            await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
+        )
+        changes = [
+            Change(e.version, e.type, e.recorded_at, dict(e.data))
+            for e in stored
+            if since < e.recorded_at <= at
+        ]
+        questions = questions_for(state, pipeline, at, last_contact(history, state), coaching)
+        reviews.append(DealReview(state, why, changes, flags, questions))
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
+
+
+@dataclass(frozen=True)
+class QuarterlyReport:
+    period: Period
+    as_of: datetime
+    pipeline: Pipeline
+    calibration: Calibration
+
+
+async def quarterly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    pipeline_key: str,
+    period: Period | None,
+) -> QuarterlyReport:
+    """Calibration of `pipeline_key`'s latest version over the deals closed in the quarter
+    (default: the quarter of `as_of`), counting what was recorded by `as_of`."""
+    at = as_of or datetime.now(UTC)
+    period = period or Period.quarter_of(at.date())
+    pipeline = await service.latest_pipeline(pipeline_key)
+    if pipeline is None:
+        keys = await service.pipeline_keys()
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(keys)}", field="pipeline")
+    rows = await closed_stays(connection, pipeline_key, owner, period.start, period.end, at)
+    stays = [Stay(deal_id, stage, won, days) for deal_id, stage, won, days in rows]
+    return QuarterlyReport(period, at, pipeline, calibrate(stays, pipeline))
+
+
+@dataclass(frozen=True)
+class MonthStage:
+    stage: str
+    expected_days: int | None
+    this_month: StageConversion | None
+    previous_month: StageConversion | None
+    this_month_median_days: float | None
+    previous_month_median_days: float | None
+
+
+@dataclass(frozen=True)
+class MonthlyReport:
+    period: Period
+    previous: Period
+    stages: list[MonthStage]
+    regressions_by_trigger: dict[str, int]
+    blockers: list[BlockerCategory]
+
+
+async def monthly(
+    connection: asyncpg.Connection,
+    service: DealService,
+    *,
+    as_of: datetime | None,
+    owner: str | None,
+    pipeline_key: str,
+    size_bands: list[int],
+) -> MonthlyReport:
+    """Stage conversion and time in stage for stays begun in `as_of`'s month against the
+    month before and the pipeline's expected days; regressions by trigger; blockers."""
+    at = as_of or datetime.now(UTC)
+    period = Period.month(at.year, at.month)
+    previous = period.previous()
+    pipeline = await service.latest_pipeline(pipeline_key)
+    if pipeline is None:
+        keys = await service.pipeline_keys()
+        raise InvalidRequest(f"pipeline must be one of: {', '.join(keys)}", field="pipeline")
+
+    def window(p: Period) -> Filters:
+        return Filters(
+            owner,
+            pipeline_key,
+            p.start,
+            min(p.end, at),
+            None,
+            size_bands,
+            stage_keys=pipeline.stage_keys,
+        )
+
+    now_f, before_f = window(period), window(previous)
+    conv = {c.stage: c for c in await conversion(connection, now_f)}
+    conv_before = {c.stage: c for c in await conversion(connection, before_f)}
+    med = {d.stage: d.median_days for d in await durations(connection, now_f, None)}
+    med_before = {d.stage: d.median_days for d in await durations(connection, before_f, None)}
+    triggers: dict[str, int] = {}
+    for row in await regressions(connection, now_f):
+        for trigger, n in row.by_trigger.items():
+            triggers[trigger] = triggers.get(trigger, 0) + n
+    stages = [
+        MonthStage(
+            stage=s.key,
+            expected_days=s.expected_days,
+            this_month=conv.get(s.key),
+            previous_month=conv_before.get(s.key),
+            this_month_median_days=med.get(s.key),
+            previous_month_median_days=med_before.get(s.key),
+        )
+        for s in pipeline.stages
+    ]
+    return MonthlyReport(
+        period=period,
+        previous=previous,
+        stages=stages,
+        regressions_by_trigger=dict(sorted(triggers.items())),
+        blockers=await blocker_categories(connection, now_f),
+    )

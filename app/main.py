@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api import (
     analytics,
@@ -31,6 +32,7 @@ from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
+from app.api.ui import routes as ui_routes
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
@@ -39,6 +41,8 @@ from app.projections.registry import projections_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.service.heads import HeadCache
 from app.settings import Settings, load_settings
+
+UI_STATIC = Path(ui_routes.__file__).parent / "static"
 
 
 def create_app(
@@ -130,6 +134,8 @@ def create_app(
     app.include_router(pipelines.router)
     app.include_router(audit.router)
     app.include_router(log.router)
+    app.include_router(ui_routes.router)
+    app.mount("/ui/static", StaticFiles(directory=UI_STATIC), name="ui-static")
     app.include_router(keys.router)
     app.include_router(flags.router)
     app.include_router(analytics.router)

@@ -1,0 +1,1 @@
+"""The web pages managers open every morning: server-rendered from the read models."""

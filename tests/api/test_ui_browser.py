@@ -202,6 +202,13 @@ async def test_a_manager_reads_the_pipeline_in_a_browser(
         assert all("inactive" in row for row in rows)
         await shot(page, "flags")
 
+        # Insights: 3 of the 4 open deals (and of their value) sit in discovery.
+        await page.goto(f"{base_url}/ui/insights")
+        assert await page.locator("svg.chart rect").count() >= 5
+        concentration = page.locator("[data-rule=stage_concentration]")
+        assert "discovery" in (await concentration.inner_text()).lower()
+        await shot(page, "insights")
+
         await page.click(".signout button")
         await page.wait_for_url(f"{base_url}/ui/login")
         await page.goto(f"{base_url}/ui")

@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.api.auth import DEV_ACTOR, PERMISSIONS
 from app.api.deps import ConnectionDep, ServiceDep, ServicesDep, StoreDep
+from app.api.pipeline_health import health_rules_of
 from app.api.state import app_state
 from app.api.ui.sessions import (
     COOKIE,
@@ -38,10 +39,12 @@ from app.domain.flags import KINDS
 from app.domain.pipeline import Pipeline
 from app.domain.state import DealState
 from app.keys import find_key
+from app.projections import analytics
 from app.projections.flags import FIRST_KEY, FlagFilter
 from app.projections.stage_intervals import intervals_of
 from app.service import snapshots
 from app.service.integrity import check_deal
+from app.service.pipeline_health import pipeline_health
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(
@@ -269,6 +272,70 @@ async def flags_inbox(
         request, "flags.html", actor, rows=rows, kinds=KINDS, kind=kind or None,
         severity=severity or None, owner=owner or None,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageTime:
+    stage: str
+    label: str
+    expected: int
+    median: float | None
+    count: int
+
+
+@router.get("/insights", response_class=HTMLResponse)
+async def insights(
+    request: Request,
+    connection: ConnectionDep,
+    service: ServiceDep,
+    services: ServicesDep,
+    pipeline: Annotated[str, Query(max_length=100)] = "default",
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Where time goes and deals leak, what the pipeline is worth, and its red flags."""
+    actor = await _signed_in(request, connection)
+    if actor is None:
+        return _to_login()
+    if actor.role not in PERMISSIONS["team"]:
+        return _page(request, "missing.html", actor, 403, what="Insights are for the team.")
+    owner = owner or None
+    shown = await service.latest_pipeline(pipeline)
+    if shown is None:
+        return _page(request, "missing.html", actor, 404, what=f"No pipeline {pipeline}.")
+    f = analytics.Filters(
+        owner, pipeline, None, None, None, services.settings.size_bands,
+        stage_keys=shown.stage_keys,
+    )  # fmt: skip
+    medians = {d.stage: d for d in await analytics.durations(connection, f, None)}
+    times = [
+        StageTime(
+            stage.key,
+            stage.label,
+            stage.expected_days,
+            medians[stage.key].median_days if stage.key in medians else None,
+            medians[stage.key].count if stage.key in medians else 0,
+        )
+        for stage in shown.stages
+    ]
+    widest = max([t.expected for t in times] + [t.median or 0 for t in times]) or 1
+    report = await pipeline_health(
+        connection, service, health_rules_of(services.settings),
+        as_of=None, owner=owner, pipeline=pipeline, period=None,
+    )  # fmt: skip
+    return _page(
+        request,
+        "insights.html",
+        actor,
+        pipeline=shown,
+        owner=owner,
+        times=times,
+        widest=widest,
+        conversion=await analytics.conversion(connection, f),
+        regressions=await analytics.regressions(connection, f),
+        disqualified=await analytics.disqualifications(connection, f),
+        forecast=await snapshots.forecast(connection, service, None, owner=owner),
+        health=report.health,
+    )
 
 
 @router.get("/deals/{deal_id}", response_class=HTMLResponse)

@@ -152,20 +152,20 @@ def verify(deal: UUID | None = typer.Argument(None, help="One deal id; all when 
 @cli.command()
 def project() -> None:
     """Run the projections only: catch up, then follow the log (one active runner each)."""
-    from app.projections.registry import projections_for
+    from app.projections.registry import followers_for
     from app.projections.runner import ProjectionRunner
 
     _exit_cleanly_on_sigterm()
     settings = load_settings()
     url = prepare(settings)
-    projections = projections_for(settings)
+    followers = followers_for(settings)
     runner = ProjectionRunner(
         asyncpg_dsn(url),
-        list(projections.values()),
+        followers,
         batch_size=settings.projection_batch_size,
         tick_interval=settings.flag_sweep_seconds,
     )
-    console.print(f"projecting {', '.join(projections)}; Ctrl-C to stop")
+    console.print(f"projecting {', '.join(p.name for p in followers)}; Ctrl-C to stop")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.run())
 

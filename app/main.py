@@ -11,7 +11,18 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import analytics, audit, deals, events, flags, health, keys, log, pipelines
+from app.api import (
+    analytics,
+    audit,
+    deals,
+    events,
+    flags,
+    health,
+    keys,
+    log,
+    pipelines,
+    webhooks,
+)
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
@@ -22,9 +33,10 @@ from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.store import EventStore
 from app.projections.log_tree import load_signer
-from app.projections.registry import projections_for, rules_of
+from app.projections.registry import followers_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.service.heads import HeadCache
+from app.service.webhooks import delivering
 from app.settings import Settings, load_settings
 
 
@@ -57,10 +69,13 @@ def create_app(
             if supervise is not None
             else None
         )
+        workers = contextlib.AsyncExitStack()
+        if settings.webhooks_deliver:
+            await workers.enter_async_context(delivering(asyncpg_dsn(url), settings))
         if settings.run_projector:
             runner = ProjectionRunner(
                 asyncpg_dsn(url),
-                list(projections_for(settings).values()),
+                followers_for(settings),
                 batch_size=settings.projection_batch_size,
                 tick_interval=settings.flag_sweep_seconds,
             )
@@ -68,6 +83,7 @@ def create_app(
         try:
             yield {STATE_KEY: services}  # the server hands it to every request's scope
         finally:
+            await workers.aclose()
             if projector is not None:
                 projector.cancel()
                 # Bounded: a shutdown never hangs on a projector stuck in a database call.
@@ -119,4 +135,5 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(flags.router)
     app.include_router(analytics.router)
+    app.include_router(webhooks.router)
     return app

@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "buyer:write": frozenset({"ingest", "rep", "manager", "admin"}),
     "events:ingest": frozenset({"ingest", "admin"}),
     "keys": frozenset({"admin"}),
+    "webhooks": frozenset({"admin"}),
 }
 DEV_ACTOR = Actor(id="dev", role="admin", name="anonymous (dev mode)")
 # Real tokens are the prefix and 43 URL-safe characters; up to 100 keeps hand-made ones working.

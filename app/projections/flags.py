@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
 from app.domain.pipeline import ACTIVE, NURTURE
 from app.domain.state import DealState, replace
+from app.domain.webhooks import deal_summary
 from app.projections.runner import Envelope
 
 SUBJECT = TypeAdapter(Subject)
@@ -91,7 +92,42 @@ ON CONFLICT (deal_id) DO UPDATE SET owner = excluded.owner, stage = excluded.sta
 """
 
 
-async def _write_flags(connection: asyncpg.Connection, rows: list[FlagRow]) -> None:
+_RECORD_RAISINGS = """
+INSERT INTO flag_raisings (deal_id, kind, raised_at, severity, numbers, deal, evaluated_at)
+SELECT d, k, r, s, n::jsonb, j::jsonb, e
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[]) AS row(d, k, r, s, n, j, e)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def _record_raisings(
+    connection: asyncpg.Connection, rows: list[FlagRow], deals: Mapping[UUID, DealState]
+) -> None:
+    """The outbox of flag.raised webhooks: each open flag once per severity, in this
+    projection's transaction. A rebuild finds them recorded and adds nothing new."""
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for r in rows:
+        if r.cleared_at is not None:
+            continue
+        values = (
+            r.deal_id,
+            r.kind,
+            r.raised_at,
+            r.severity,
+            json.dumps(r.numbers, sort_keys=True),
+            json.dumps(deal_summary(deals[r.deal_id])),
+            r.evaluated_at,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    if columns[0]:
+        await connection.execute(_RECORD_RAISINGS, *columns)
+
+
+async def _write_flags(
+    connection: asyncpg.Connection, rows: list[FlagRow], deals: Mapping[UUID, DealState]
+) -> None:
     final = {(r.deal_id, r.kind, r.raised_at): r for r in rows}
     dropped = [key for key, row in final.items() if row.dropped]
     if dropped:
@@ -119,6 +155,7 @@ async def _write_flags(connection: asyncpg.Connection, rows: list[FlagRow]) -> N
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     await connection.execute(_UPSERT_FLAGS, *columns)
+    await _record_raisings(connection, list(final.values()), deals)
 
 
 async def _open_rows(
@@ -170,7 +207,7 @@ class FlagsProjection:
             written += reconcile(deal_id, mine, evaluate(subject, at, self.rules), at, clear=True)
             subjects[deal_id] = subject
             last_at[deal_id] = at
-        await _write_flags(connection, written)
+        await _write_flags(connection, written, {d: s.state for d, s in subjects.items()})
         columns: list[list[Any]] = [[] for _ in range(6)]
         for deal_id in ids:
             subject = subjects[deal_id]
@@ -212,13 +249,15 @@ async def sweep(
         ids = [r["deal_id"] for r in rows]
         open_rows = await _open_rows(connection, ids)
         written: list[FlagRow] = []
+        deals: dict[UUID, DealState] = {}
         for r in rows:
             subject = SUBJECT.validate_json(r["subject"])
+            deals[r["deal_id"]] = subject.state
             mine = open_rows.setdefault(r["deal_id"], {})
             written += reconcile(
                 r["deal_id"], mine, evaluate(subject, as_of, rules), as_of, clear=False
             )
-        await _write_flags(connection, written)
+        await _write_flags(connection, written, deals)
         total += len(written)
         after = ids[-1]
 

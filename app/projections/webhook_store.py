@@ -1,0 +1,411 @@
+"""The webhook tables, and the SQL on them: subscriptions (`webhook_endpoints`) and the
+outbox (`webhook_deliveries`), which the log consumer fills and delivery workers drain.
+
+Workers claim due deliveries with FOR UPDATE SKIP LOCKED and a lease, in a short transaction
+of their own: no transaction stays open across an HTTP call (it would hold every gap-safe
+reader of the log back). A delivery whose worker died comes due again when its lease ends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from app.domain.webhooks import Subscription
+
+WAKE_CHANNEL = "webhook_deliveries"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    endpoint_id: UUID
+    seq: int
+    url: str
+    description: str
+    event_types: tuple[str, ...]
+    filters: dict[str, tuple[str, ...]]
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+    failing_since: datetime | None
+    created_at: datetime
+    created_by: str | None
+    updated_at: datetime
+
+    @property
+    def subscription(self) -> Subscription:
+        return Subscription(self.endpoint_id, self.event_types, self.filters)
+
+
+_ENDPOINT_COLUMNS = (
+    "endpoint_id, seq, url, description, event_types, filters::text AS filters, enabled,"
+    " disabled_reason, disabled_at, secret, previous_secret, previous_secret_until,"
+    " failing_since, created_at, created_by, updated_at"
+)
+
+
+def _endpoint(row: asyncpg.Record) -> Endpoint:
+    values = dict(row)
+    values["event_types"] = tuple(values["event_types"])
+    values["filters"] = {k: tuple(v) for k, v in json.loads(values["filters"]).items()}
+    return Endpoint(**values)
+
+
+async def create_endpoint(
+    connection: asyncpg.Connection,
+    *,
+    url: str,
+    description: str,
+    event_types: Sequence[str],
+    filters: dict[str, tuple[str, ...]],
+    enabled: bool,
+    secret: str,
+    created_by: str,
+) -> Endpoint:
+    row = await connection.fetchrow(
+        "INSERT INTO webhook_endpoints"
+        " (endpoint_id, url, description, event_types, filters, enabled, secret, created_by)"
+        f" VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING {_ENDPOINT_COLUMNS}",
+        uuid4(),
+        url,
+        description,
+        list(event_types),
+        json.dumps(filters),
+        enabled,
+        secret,
+        created_by,
+    )
+    return _endpoint(row)
+
+
+async def get_endpoint(connection: asyncpg.Connection, endpoint_id: UUID) -> Endpoint | None:
+    row = await connection.fetchrow(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE endpoint_id = $1", endpoint_id
+    )
+    return _endpoint(row) if row else None
+
+
+async def list_endpoints(
+    connection: asyncpg.Connection, *, after_seq: int, limit: int
+) -> list[Endpoint]:
+    rows = await connection.fetch(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE seq > $1 ORDER BY seq LIMIT $2",
+        after_seq,
+        limit,
+    )
+    return [_endpoint(r) for r in rows]
+
+
+async def enabled_endpoints(connection: asyncpg.Connection) -> list[Endpoint]:
+    rows = await connection.fetch(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE enabled ORDER BY seq"
+    )
+    return [_endpoint(r) for r in rows]
+
+
+async def update_endpoint(
+    connection: asyncpg.Connection, endpoint_id: UUID, changes: dict[str, Any]
+) -> Endpoint | None:
+    """Set the given columns (url, description, event_types, filters, enabled); enabling
+    again clears why it was disabled and its failure streak."""
+    sets, values = ["updated_at = now()"], []
+    for column in ("url", "description", "event_types", "filters", "enabled"):
+        if column in changes:
+            value = changes[column]
+            if column == "filters":
+                value = json.dumps(value)
+            elif column == "event_types":
+                value = list(value)
+            values.append(value)
+            cast = "::jsonb" if column == "filters" else ""
+            sets.append(f"{column} = ${len(values) + 1}{cast}")
+    if changes.get("enabled") is True:
+        sets += ["disabled_reason = NULL", "disabled_at = NULL", "failing_since = NULL"]
+    elif changes.get("enabled") is False:
+        sets += ["disabled_reason = 'disabled by an admin'", "disabled_at = now()"]
+    row = await connection.fetchrow(
+        f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE endpoint_id = $1"
+        f" RETURNING {_ENDPOINT_COLUMNS}",
+        endpoint_id,
+        *values,
+    )
+    return _endpoint(row) if row else None
+
+
+async def rotate_secret(
+    connection: asyncpg.Connection, endpoint_id: UUID, secret: str, overlap_seconds: float
+) -> Endpoint | None:
+    """A new secret; the old one keeps signing alongside it for `overlap_seconds`."""
+    row = await connection.fetchrow(
+        "UPDATE webhook_endpoints SET previous_secret = secret, secret = $2,"
+        " previous_secret_until = now() + $3 * interval '1 second', updated_at = now()"
+        f" WHERE endpoint_id = $1 RETURNING {_ENDPOINT_COLUMNS}",
+        endpoint_id,
+        secret,
+        overlap_seconds,
+    )
+    return _endpoint(row) if row else None
+
+
+async def delete_endpoint(connection: asyncpg.Connection, endpoint_id: UUID) -> bool:
+    status: str = await connection.execute(
+        "DELETE FROM webhook_endpoints WHERE endpoint_id = $1", endpoint_id
+    )
+    return status.endswith(" 1")
+
+
+# ---- deliveries ----
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    endpoint_id: UUID
+    message_id: str
+    event_type: str
+    position: int | None
+    deal_id: UUID | None
+    payload: str
+    event_at: datetime
+
+
+async def enqueue(connection: asyncpg.Connection, deliveries: Sequence[NewDelivery]) -> int:
+    """Add deliveries (in the caller's transaction) and wake the workers when it commits."""
+    if not deliveries:
+        return 0
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for d in deliveries:
+        values = (
+            uuid4(),
+            d.endpoint_id,
+            d.message_id,
+            d.event_type,
+            d.position,
+            d.deal_id,
+            d.payload,
+            d.event_at,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await connection.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, message_id, event_type,"
+        " position, deal_id, payload, event_at)"
+        " SELECT a, b, c, d, e, f, g, h FROM unnest($1::uuid[], $2::uuid[], $3::text[],"
+        " $4::text[], $5::bigint[], $6::uuid[], $7::text[], $8::timestamptz[])"
+        " WITH ORDINALITY AS r"
+        "(a, b, c, d, e, f, g, h, n) ORDER BY n",
+        *columns,
+    )
+    await connection.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+    return len(deliveries)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: UUID
+    seq: int
+    endpoint_id: UUID
+    message_id: str
+    event_type: str
+    position: int | None
+    deal_id: UUID | None
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, seq, endpoint_id, message_id, event_type, position, deal_id, status,"
+    " attempts, CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,"
+    " last_attempt_at, last_status_code, last_error, created_at, delivered_at"
+)
+
+
+async def list_deliveries(
+    connection: asyncpg.Connection,
+    endpoint_id: UUID,
+    *,
+    status: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[Delivery]:
+    """Newest first."""
+    rows = await connection.fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1"
+        " AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR seq < $3)"
+        " ORDER BY seq DESC LIMIT $4",
+        endpoint_id,
+        status,
+        before_seq,
+        limit,
+    )
+    return [Delivery(**dict(r)) for r in rows]
+
+
+async def retry_delivery(
+    connection: asyncpg.Connection, endpoint_id: UUID, delivery_id: UUID
+) -> Delivery | bool | None:
+    """Due again now (whatever its status); False while a worker holds it, None if unknown."""
+    async with connection.transaction():
+        row = await connection.fetchrow(
+            "SELECT lease_until > now() AS leased FROM webhook_deliveries"
+            " WHERE delivery_id = $1 AND endpoint_id = $2 FOR UPDATE",
+            delivery_id,
+            endpoint_id,
+        )
+        if row is None:
+            return None
+        if row["leased"]:
+            return False
+        updated = await connection.fetchrow(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
+            " lease_token = NULL, lease_until = NULL"
+            f" WHERE delivery_id = $1 RETURNING {_DELIVERY_COLUMNS}",
+            delivery_id,
+        )
+        await connection.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+    return Delivery(**dict(updated))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds until `lease_token`'s lease ends."""
+
+    delivery_id: UUID
+    lease_token: UUID
+    endpoint_id: UUID
+    message_id: str
+    payload: str
+    attempts: int
+    """Including the attempt about to be made."""
+    event_at: datetime
+    url: str
+    secrets: tuple[str, ...]
+    failing_since: datetime | None
+
+
+# The oldest pending delivery of a deal to an endpoint goes first: the next one waits for
+# it (delivered or given up), so a receiver sees each deal's events in log order.
+_CLAIM = """
+WITH due AS (
+    SELECT d.delivery_id FROM webhook_deliveries d
+    JOIN webhook_endpoints e USING (endpoint_id)
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.enabled
+      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND (d.deal_id IS NULL OR NOT EXISTS (
+            SELECT 1 FROM webhook_deliveries earlier
+            WHERE earlier.endpoint_id = d.endpoint_id AND earlier.deal_id = d.deal_id
+              AND earlier.status = 'pending' AND earlier.seq < d.seq))
+    ORDER BY d.next_attempt_at, d.seq
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries w
+SET lease_token = $1, lease_until = now() + $2 * interval '1 second',
+    attempts = w.attempts + 1, last_attempt_at = now()
+FROM due, webhook_endpoints e
+WHERE w.delivery_id = due.delivery_id AND e.endpoint_id = w.endpoint_id
+RETURNING w.delivery_id, w.endpoint_id, w.message_id, w.payload, w.attempts, w.event_at,
+          e.url, e.secret, e.failing_since,
+          CASE WHEN e.previous_secret_until > now() THEN e.previous_secret END AS previous_secret
+"""
+
+
+async def claim(
+    connection: asyncpg.Connection, *, lease_seconds: float, limit: int
+) -> list[Claimed]:
+    """Lease up to `limit` due deliveries (none another worker holds)."""
+    token = uuid4()
+    async with connection.transaction():
+        rows = await connection.fetch(_CLAIM, token, lease_seconds, limit)
+    return [
+        Claimed(
+            delivery_id=r["delivery_id"],
+            lease_token=token,
+            endpoint_id=r["endpoint_id"],
+            message_id=r["message_id"],
+            payload=r["payload"],
+            attempts=r["attempts"],
+            event_at=r["event_at"],
+            url=r["url"],
+            secrets=(r["secret"], *([r["previous_secret"]] if r["previous_secret"] else [])),
+            failing_since=r["failing_since"],
+        )
+        for r in rows
+    ]
+
+
+async def record_attempt(
+    connection: asyncpg.Connection,
+    claimed: Claimed,
+    *,
+    status: str,
+    status_code: int | None,
+    error: str | None,
+    retry_in: float | None,
+    disable_reason: str | None,
+) -> bool:
+    """Record how an attempt ended; False if the lease had ended and another worker took the
+    delivery meanwhile (then its result is the one that counts)."""
+    async with connection.transaction():
+        done = await connection.execute(
+            "UPDATE webhook_deliveries SET status = $3, last_status_code = $4, last_error = $5,"
+            " next_attempt_at = CASE WHEN $6::float8 IS NULL THEN next_attempt_at"
+            " ELSE now() + $6::float8 * interval '1 second' END,"
+            " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END,"
+            " lease_token = NULL, lease_until = NULL"
+            " WHERE delivery_id = $1 AND lease_token = $2",
+            claimed.delivery_id,
+            claimed.lease_token,
+            status,
+            status_code,
+            error,
+            retry_in,
+        )
+        if not done.endswith(" 1"):
+            return False
+        if status == "delivered":
+            await connection.execute(
+                "UPDATE webhook_endpoints SET failing_since = NULL"
+                " WHERE endpoint_id = $1 AND failing_since IS NOT NULL",
+                claimed.endpoint_id,
+            )
+        else:
+            await connection.execute(
+                "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now())"
+                " WHERE endpoint_id = $1",
+                claimed.endpoint_id,
+            )
+        if disable_reason is not None:
+            await connection.execute(
+                "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,"
+                " disabled_at = now() WHERE endpoint_id = $1 AND enabled",
+                claimed.endpoint_id,
+                disable_reason,
+            )
+    return True
+
+
+async def delivery_backlog(connection: asyncpg.Connection) -> tuple[int, float]:
+    """Pending deliveries to enabled endpoints, and how long the oldest due one has waited."""
+    row = await connection.fetchrow(
+        "SELECT count(*) AS pending,"
+        " coalesce(extract(epoch FROM now() - min(d.next_attempt_at)"
+        " FILTER (WHERE d.next_attempt_at <= now())), 0) AS waited"
+        " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
+        " WHERE d.status = 'pending' AND e.enabled"
+    )
+    return int(row["pending"]), float(row["waited"])

@@ -72,8 +72,8 @@ class Notification:
     kind: str | None = None
 
 
-def _stage_entered(to_stage: str, how: str, **more: Any) -> tuple[str, str | None, dict[str, Any]]:
-    return "deal.stage_entered", to_stage, {"to_stage": to_stage, "how": how, **more}
+def _stage_entered(entered: str, how: str, **more: Any) -> tuple[str, str | None, dict[str, Any]]:
+    return "deal.stage_entered", entered, {**more, "to_stage": entered, "how": how}
 
 
 def notifications_of(

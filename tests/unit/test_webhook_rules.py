@@ -25,6 +25,8 @@ from app.domain.webhooks import (
     DEFAULT_SCHEDULE,
     JITTER,
     LATE_STAGES,
+    AttemptResult,
+    Notification,
     Subscription,
     after_attempt,
     check_event_types,
@@ -83,12 +85,12 @@ def sub(*types: str, **filters: tuple[str, ...]) -> Subscription:
     return Subscription(uuid.uuid4(), types, filters)
 
 
-def stage_entered(stage: str) -> list:  # type: ignore[type-arg]
+def stage_entered(stage: str) -> list[Notification]:
     event = e.StageAdvanced(from_stage="x", to_stage=stage, criteria={}, pipeline_version=1)
     return notifications_of(event, deal_id=DEAL, position=1, recorded_at=AT)
 
 
-def flag(severity: str, kind: str = "ghosting"):  # type: ignore[no-untyped-def]
+def flag(severity: str, kind: str = "ghosting") -> Notification:
     return flag_notification(
         deal_id=DEAL, kind=kind, severity=severity, raised_at=AT, numbers={"days": 3}
     )
@@ -150,7 +152,13 @@ def test_what_may_be_subscribed_to_is_checked() -> None:
         "stage": ("closing",),
         "owner": ("anyone",),
     }
-    for bad in ({"stage": ["attic"]}, {"severity": ["mild"]}, {"colour": ["red"]}, {"kind": []}):
+    bad_filters: list[dict[str, list[str]]] = [
+        {"stage": ["attic"]},
+        {"severity": ["mild"]},
+        {"colour": ["red"]},
+        {"kind": []},
+    ]
+    for bad in bad_filters:
         with pytest.raises(InvalidRequest):
             check_filters(bad)
 
@@ -193,24 +201,31 @@ def test_outcomes_by_status(code: int | None, outcome: str) -> None:
     assert outcome_of(code) == outcome
 
 
+def attempt(code: int | None, made: int, failing_days: float | None = None) -> AttemptResult:
+    since = None if failing_days is None else AT - timedelta(days=failing_days)
+    return after_attempt(
+        code,
+        attempts_made=made,
+        schedule=(0, 5),
+        jitter=0.0,
+        retry_after=None,
+        failing_since=since,
+        now=AT,
+        disable_after=timedelta(days=5),
+    )
+
+
 def test_after_an_attempt() -> None:
-    window = timedelta(days=5)
-    common = {"schedule": (0, 5), "jitter": 0.0, "retry_after": None, "now": AT}
-    assert after_attempt(200, attempts_made=1, failing_since=None, disable_after=window, **common)
-    retry = after_attempt(500, attempts_made=1, failing_since=None, disable_after=window, **common)
+    assert attempt(200, 1).status == "delivered"
+    retry = attempt(500, 1)
     assert (retry.status, retry.retry_in, retry.disable_reason) == ("pending", 5, None)
-    spent = after_attempt(500, attempts_made=2, failing_since=None, disable_after=window, **common)
+    spent = attempt(500, 2)
     assert (spent.status, spent.outcome) == ("failed", "failed")
-    gone = after_attempt(410, attempts_made=1, failing_since=None, disable_after=window, **common)
+    gone = attempt(410, 1)
     assert gone.status == "failed" and gone.disable_reason is not None
-    long_failing = after_attempt(
-        500, attempts_made=1, failing_since=AT - timedelta(days=6), disable_after=window, **common
-    )
+    long_failing = attempt(500, 1, failing_days=6)
     assert long_failing.disable_reason is not None and "6.0 days" in long_failing.disable_reason
-    recent = after_attempt(
-        500, attempts_made=1, failing_since=AT - timedelta(days=4), disable_after=window, **common
-    )
-    assert recent.disable_reason is None
+    assert attempt(500, 1, failing_days=4).disable_reason is None
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

@@ -35,6 +35,7 @@ from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
 from app.service.simulation import WorkloadResult
 from app.settings import load_settings
+from app.telemetry import configure_logging
 
 T = TypeVar("T")
 cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
@@ -94,7 +95,9 @@ def serve(
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
     embedded = None if settings.database_url else settings.data_dir
     app = create_app(settings, database_url=url, supervise=embedded)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    configure_logging(settings.log_format)
+    # Our own middleware logs each request with its id; uvicorn's access log would not.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @cli.command("db-url")
@@ -166,6 +169,7 @@ def project() -> None:
         tick_interval=settings.flag_sweep_seconds,
     )
     console.print(f"projecting {', '.join(p.name for p in followers)}; Ctrl-C to stop")
+    configure_logging(settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.run())
 

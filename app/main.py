@@ -28,6 +28,7 @@ from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
+from app.api.observability import Observed
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
@@ -126,6 +127,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.add_middleware(UnavailableGuard)
     app.add_middleware(SafeHeaders)
+    app.add_middleware(Observed)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(events.router)

@@ -409,3 +409,10 @@ async def delivery_backlog(connection: asyncpg.Connection) -> tuple[int, float]:
         " WHERE d.status = 'pending' AND e.enabled"
     )
     return int(row["pending"]), float(row["waited"])
+
+
+async def delivery_counts(connection: asyncpg.Connection) -> dict[str, int]:
+    rows = await connection.fetch(
+        "SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status"
+    )
+    return {r["status"]: int(r["n"]) for r in rows}

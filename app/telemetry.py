@@ -58,7 +58,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, and any
     `extra=` fields the caller passed."""
 
-    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    # Fields every record has, and uvicorn's terminal colouring: not extras.
+    _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

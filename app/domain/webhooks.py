@@ -302,7 +302,7 @@ def preset(name: Literal["manager"]) -> tuple[tuple[str, ...], dict[str, tuple[s
 
 # ---- delivery: outcomes and the retry schedule ----
 
-Outcome = Literal["delivered", "retry", "failed", "gone"]
+Outcome = Literal["delivered", "retry", "gone"]
 
 
 def parse_schedule(text: str) -> tuple[float, ...]:

@@ -330,6 +330,9 @@ async def claim(
     """Lease up to `limit` due deliveries (none another worker holds)."""
     token = uuid4()
     async with connection.transaction():
+        # Walk the due index in order and stop at `limit`: on a young table the planner's
+        # estimates favour reading every pending row and sorting them (9 ms at 3,000 rows).
+        await connection.execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off")
         rows = await connection.fetch(_CLAIM, token, lease_seconds, limit)
     return [
         Claimed(
@@ -348,55 +351,66 @@ async def claim(
     ]
 
 
-async def record_attempt(
-    connection: asyncpg.Connection,
-    claimed: Claimed,
-    *,
-    status: str,
-    status_code: int | None,
-    error: str | None,
-    retry_in: float | None,
-    disable_reason: str | None,
-) -> bool:
-    """Record how an attempt ended; False if the lease had ended and another worker took the
-    delivery meanwhile (then its result is the one that counts)."""
+@dataclass(frozen=True)
+class Attempted:
+    """How one attempt on a claimed delivery ended, to be recorded under its lease."""
+
+    claimed: Claimed
+    status: str
+    status_code: int | None
+    error: str | None
+    retry_in: float | None
+    disable_reason: str | None
+
+
+async def record_attempts(
+    connection: asyncpg.Connection, attempts: Sequence[Attempted]
+) -> set[UUID]:
+    """Record how attempts ended, in one transaction; returns the deliveries recorded. One
+    whose lease had ended and that another worker took meanwhile is not (its result counts)."""
     async with connection.transaction():
-        done = await connection.execute(
-            "UPDATE webhook_deliveries SET status = $3, last_status_code = $4, last_error = $5,"
-            " next_attempt_at = CASE WHEN $6::float8 IS NULL THEN next_attempt_at"
-            " ELSE now() + $6::float8 * interval '1 second' END,"
-            " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END,"
-            " lease_token = NULL, lease_until = NULL"
-            " WHERE delivery_id = $1 AND lease_token = $2",
-            claimed.delivery_id,
-            claimed.lease_token,
-            status,
-            status_code,
-            error,
-            retry_in,
+        rows = await connection.fetch(
+            "UPDATE webhook_deliveries d SET status = r.status, last_status_code = r.code,"
+            " last_error = r.error, lease_token = NULL, lease_until = NULL,"
+            " next_attempt_at = CASE WHEN r.retry_in IS NULL THEN d.next_attempt_at"
+            " ELSE now() + r.retry_in * interval '1 second' END,"
+            " delivered_at = CASE WHEN r.status = 'delivered' THEN now() END"
+            " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[],"
+            " $6::float8[]) AS r(id, token, status, code, error, retry_in)"
+            " WHERE d.delivery_id = r.id AND d.lease_token = r.token RETURNING d.delivery_id",
+            [a.claimed.delivery_id for a in attempts],
+            [a.claimed.lease_token for a in attempts],
+            [a.status for a in attempts],
+            [a.status_code for a in attempts],
+            [a.error for a in attempts],
+            [a.retry_in for a in attempts],
         )
-        if not done.endswith(" 1"):
-            return False
-        if status == "delivered":
+        kept = {r["delivery_id"] for r in rows}
+        mine = [a for a in attempts if a.claimed.delivery_id in kept]
+        # An endpoint's failure streak ends with any success and starts with a failure.
+        succeeded = {a.claimed.endpoint_id for a in mine if a.status == "delivered"}
+        failed = {a.claimed.endpoint_id for a in mine if a.status != "delivered"} - succeeded
+        if succeeded:
             await connection.execute(
                 "UPDATE webhook_endpoints SET failing_since = NULL"
-                " WHERE endpoint_id = $1 AND failing_since IS NOT NULL",
-                claimed.endpoint_id,
+                " WHERE endpoint_id = ANY($1::uuid[]) AND failing_since IS NOT NULL",
+                list(succeeded),
             )
-        else:
+        if failed:
             await connection.execute(
-                "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now())"
-                " WHERE endpoint_id = $1",
-                claimed.endpoint_id,
+                "UPDATE webhook_endpoints SET failing_since = now()"
+                " WHERE endpoint_id = ANY($1::uuid[]) AND failing_since IS NULL",
+                list(failed),
             )
-        if disable_reason is not None:
-            await connection.execute(
-                "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,"
-                " disabled_at = now() WHERE endpoint_id = $1 AND enabled",
-                claimed.endpoint_id,
-                disable_reason,
-            )
-    return True
+        for a in mine:
+            if a.disable_reason is not None:
+                await connection.execute(
+                    "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,"
+                    " disabled_at = now() WHERE endpoint_id = $1 AND enabled",
+                    a.claimed.endpoint_id,
+                    a.disable_reason,
+                )
+    return kept
 
 
 async def delivery_backlog(connection: asyncpg.Connection) -> tuple[int, float]:

@@ -26,7 +26,7 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.db import SESSION_SETTINGS, is_lost
+from app.db import SESSION_SETTINGS
 from app.domain.destinations import (
     DestinationRefused,
     IPAddress,
@@ -36,7 +36,13 @@ from app.domain.destinations import (
 )
 from app.domain.webhooks import after_attempt, parse_retry_after
 from app.projections.runner import close_quickly
-from app.projections.webhook_store import WAKE_CHANNEL, Claimed, claim, record_attempt
+from app.projections.webhook_store import (
+    WAKE_CHANNEL,
+    Attempted,
+    Claimed,
+    claim,
+    record_attempts,
+)
 from app.settings import Settings
 from app.telemetry import WEBHOOK_DELIVERIES, WEBHOOK_LAG_SECONDS
 
@@ -235,12 +241,15 @@ class DeliveryWorker:
 
     async def _loop(self, connection: asyncpg.Connection, client: httpx.AsyncClient) -> None:
         in_flight: set[asyncio.Task[None]] = set()
-        # Results are recorded on a connection of their own: the claiming one stays free.
-        recorder = await asyncpg.connect(self.dsn, server_settings=SESSION_SETTINGS)
-        lock = asyncio.Lock()
+        done: asyncio.Queue[Attempted] = asyncio.Queue()
+        # Answers are recorded in batches on a connection of their own, so neither claiming
+        # nor sending waits for one round trip per delivery.
+        recorder = asyncio.create_task(self._record(done))
         try:
             while True:
                 self._wake.clear()
+                if recorder.done():
+                    recorder.result()  # its failure (a lost database) is this loop's
                 room = self.concurrency - len(in_flight)
                 claimed = []
                 if room > 0:
@@ -248,7 +257,7 @@ class DeliveryWorker:
                         connection, lease_seconds=self.policy.lease_seconds, limit=room
                     )
                 for item in claimed:
-                    task = asyncio.create_task(self._attempt(client, recorder, lock, item))
+                    task = asyncio.create_task(self._attempt(client, done, item))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 if claimed and len(claimed) == room:
@@ -256,24 +265,19 @@ class DeliveryWorker:
                 woken = asyncio.ensure_future(self._wake.wait())
                 try:
                     await asyncio.wait(
-                        [woken, *in_flight],
+                        [woken, recorder, *in_flight],
                         timeout=self.poll_interval,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     woken.cancel()
         finally:
-            for task in in_flight:
+            for task in [*in_flight, recorder]:
                 task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            await close_quickly(recorder)
+            await asyncio.gather(*in_flight, recorder, return_exceptions=True)
 
     async def _attempt(
-        self,
-        client: httpx.AsyncClient,
-        recorder: asyncpg.Connection,
-        lock: asyncio.Lock,
-        claimed: Claimed,
+        self, client: httpx.AsyncClient, done: asyncio.Queue[Attempted], claimed: Claimed
     ) -> None:
         now = self.clock()
         answer = await send(client, self.policy, claimed, now)
@@ -287,24 +291,8 @@ class DeliveryWorker:
             now=now,
             disable_after=self.policy.disable_after,
         )
-        outcome = "refused" if answer.error and answer.error.startswith("refused") else None
-        try:
-            async with lock:
-                kept = await record_attempt(
-                    recorder,
-                    claimed,
-                    status=result.status,
-                    status_code=answer.status_code,
-                    error=answer.error,
-                    retry_in=result.retry_in,
-                    disable_reason=result.disable_reason,
-                )
-        except Exception as error:
-            if is_lost(error):
-                raise
-            log.exception("recording delivery %s failed", claimed.delivery_id)
-            return
-        WEBHOOK_DELIVERIES.labels(outcome or result.outcome).inc()
+        refused = answer.error is not None and "refused:" in answer.error
+        WEBHOOK_DELIVERIES.labels("refused" if refused else result.outcome).inc()
         if result.status == "delivered":
             lag = datetime.now(UTC) - claimed.event_at
             WEBHOOK_LAG_SECONDS.observe(max(lag.total_seconds(), 0.0))
@@ -319,13 +307,33 @@ class DeliveryWorker:
                 "status_code": answer.status_code,
                 "error": answer.error,
                 "retry_in": result.retry_in,
-                "recorded": kept,
             },
         )
         if result.disable_reason is not None:
             log.warning(
                 "webhook endpoint %s disabled: %s", claimed.endpoint_id, result.disable_reason
             )
+        done.put_nowait(
+            Attempted(
+                claimed,
+                result.status,
+                answer.status_code,
+                answer.error,
+                result.retry_in,
+                result.disable_reason,
+            )
+        )
+
+    async def _record(self, done: asyncio.Queue[Attempted]) -> None:
+        connection = await asyncpg.connect(self.dsn, server_settings=SESSION_SETTINGS)
+        try:
+            while True:
+                batch = [await done.get()]
+                while not done.empty() and len(batch) < 500:
+                    batch.append(done.get_nowait())
+                await record_attempts(connection, batch)
+        finally:
+            await close_quickly(connection)
 
 
 @contextlib.asynccontextmanager

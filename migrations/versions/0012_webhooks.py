@@ -2,14 +2,13 @@
 flags projection's record of every flag it raised (flag.raised comes from there).
 
 Revision ID: 0012_webhooks
-Revises: 0010_verifiable_log
 Create Date: 2026-11-24
 """
 
 from alembic import op
 
 revision = "0012_webhooks"
-down_revision = "0010_verifiable_log"
+down_revision = "0010_verifiable_log"  # the only line to change when 0011 lands first
 branch_labels = None
 depends_on = None
 

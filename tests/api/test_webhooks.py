@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -274,6 +276,46 @@ async def test_410_gone_disables_the_endpoint_with_a_reason(http: httpx.AsyncCli
         await Deals(http).open(name="After")
         await asyncio.sleep(0.5)
         assert len(receiver.requests) == 1  # nothing more is sent to a disabled endpoint
+
+
+async def test_redirects_are_not_followed_but_tried_again(http: httpx.AsyncClient) -> None:
+    receiver = Receiver(answers=[302], headers={"Location": "http://127.0.0.1:9/elsewhere"})
+    async with receiving(receiver):
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        await Deals(http).open()
+        (delivery,) = await settled(http, hook["id"], 1)
+        assert delivery["status"] == "delivered" and delivery["attempts"] == 2
+        assert [r.path for r in receiver.requests] == ["/hook", "/hook"]
+
+
+async def test_an_endpoint_failing_for_days_is_disabled_with_the_reason(
+    http: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    async with receiving(Receiver(answers=[500])) as receiver:
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        await pg.execute(
+            "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days'"
+            " WHERE endpoint_id = $1",
+            uuid.UUID(hook["id"]),
+        )
+        await Deals(http).open()
+        await receiver.wait_for(1)
+        async with asyncio.timeout(20):
+            while True:
+                endpoint = (await http.get(f"/v1/webhooks/{hook['id']}", headers=ADMIN)).json()
+                if not endpoint["enabled"]:
+                    break
+                await asyncio.sleep(0.05)
+        assert "every delivery attempt failed since" in endpoint["disabled_reason"]
+        (delivery,) = await deliveries(http, hook["id"])
+        assert delivery["status"] == "pending" and delivery["last_status_code"] == 500
+        # Enabled again, its pending delivery goes out.
+        again = await http.patch(
+            f"/v1/webhooks/{hook['id']}", json={"enabled": True}, headers=ADMIN
+        )
+        assert again.json()["failing_since"] is None
+        (delivery,) = await settled(http, hook["id"], 1)
+        assert delivery["status"] == "delivered"
 
 
 async def test_a_spent_schedule_fails_the_delivery(database_url: str) -> None:

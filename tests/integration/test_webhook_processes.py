@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,10 +42,13 @@ def service_env(database_url: str, owner_url: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def service(env: dict[str, str]) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`dealledger serve` as a process of its own, once it answers /readyz."""
+async def service(
+    env: dict[str, str], log_path: Path | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`dealledger serve` as a process of its own, once it answers /readyz; its stderr (the
+    log) goes to `log_path`, or a temporary file."""
     port = free_port()
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:  # noqa: ASYNC230
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app", "serve", "--port", str(port),
             env=env, stdout=subprocess.DEVNULL, stderr=log,
@@ -120,11 +125,11 @@ async def test_a_delivery_cut_off_by_sigkill_is_sent_again_with_the_same_id(
 
 
 async def test_two_processes_deliver_side_by_side_without_sending_anything_twice(
-    service_env: dict[str, str],
+    service_env: dict[str, str], tmp_path: Path
 ) -> None:
     async with (
         receiving() as receiver,
-        service(service_env) as (_, one),
+        service(service_env, tmp_path / "one.log") as (_, one),
         service(service_env) as (_, two),
     ):
         hook = await subscribe(one, receiver.url)
@@ -135,3 +140,10 @@ async def test_two_processes_deliver_side_by_side_without_sending_anything_twice
         assert len(ids) == len(set(ids)) == 40
         bodies = receiver.verified(hook["secret"])
         assert len({b["data"]["deal"]["id"] for b in bodies}) == 40
+    # serve logs JSON lines (after its banner); each one written for a request names it.
+    text = (tmp_path / "one.log").read_text().splitlines()
+    lines = [json.loads(line) for line in text if line.startswith("{")]
+    assert len(lines) > len(text) - 5
+    requests = [line for line in lines if line["logger"] == "dealledger.http"]
+    assert requests and all(line["request_id"] for line in requests)
+    assert any(line["message"] == "POST /v1/webhooks 201" for line in requests)

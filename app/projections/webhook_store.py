@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -175,6 +175,7 @@ class NewDelivery:
     deal_id: UUID | None
     payload: str
     event_at: datetime
+    delivery_id: UUID = field(default_factory=uuid4)
 
 
 async def enqueue(connection: asyncpg.Connection, deliveries: Sequence[NewDelivery]) -> int:
@@ -184,7 +185,7 @@ async def enqueue(connection: asyncpg.Connection, deliveries: Sequence[NewDelive
     columns: list[list[Any]] = [[] for _ in range(8)]
     for d in deliveries:
         values = (
-            uuid4(),
+            d.delivery_id,
             d.endpoint_id,
             d.message_id,
             d.event_type,
@@ -232,6 +233,13 @@ _DELIVERY_COLUMNS = (
     " attempts, CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,"
     " last_attempt_at, last_status_code, last_error, created_at, delivered_at"
 )
+
+
+async def get_delivery(connection: asyncpg.Connection, delivery_id: UUID) -> Delivery | None:
+    row = await connection.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE delivery_id = $1", delivery_id
+    )
+    return Delivery(**dict(row)) if row else None
 
 
 async def list_deliveries(

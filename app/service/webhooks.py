@@ -101,7 +101,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         return [literal]
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+    except (OSError, UnicodeError):  # no such name (gaierror), or not a name DNS can carry
         return []
     found = [literal_address(str(info[4][0])) for info in infos]
     return list(dict.fromkeys(a for a in found if a is not None))

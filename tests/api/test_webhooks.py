@@ -318,6 +318,30 @@ async def test_an_endpoint_failing_for_days_is_disabled_with_the_reason(
         assert delivery["status"] == "delivered"
 
 
+async def test_retry_after_is_honoured(database_url: str, pg: asyncpg.Connection) -> None:
+    async with (
+        receiving(Receiver(answers=[503], headers={"Retry-After": "30"})) as receiver,
+        app_client(database_url, settings(webhooks_retry_schedule=(0, 0.05, 600))) as http,
+    ):
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        await Deals(http).open()
+        await receiver.wait_for(1)
+        async with asyncio.timeout(20):
+            while True:
+                row = await pg.fetchrow(
+                    "SELECT attempts, lease_token,"
+                    " extract(epoch FROM next_attempt_at - last_attempt_at) AS wait"
+                    " FROM webhook_deliveries WHERE endpoint_id = $1",
+                    uuid.UUID(hook["id"]),
+                )
+                if row["lease_token"] is None:
+                    break
+                await asyncio.sleep(0.05)
+        # The schedule says 0.05 s next; the receiver asked for 30 s (less than the longest
+        # wait, 600 s), and gets them.
+        assert row["attempts"] == 1 and row["wait"] >= 30
+
+
 async def test_a_spent_schedule_fails_the_delivery(database_url: str) -> None:
     async with (
         receiving(Receiver(answers=[503] * 10, headers={"Retry-After": "0"})) as receiver,

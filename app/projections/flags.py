@@ -101,14 +101,29 @@ ON CONFLICT DO NOTHING
 """
 
 
+RaisingKey = tuple[UUID, str, datetime, str]
+
+
+def _raisings_known(open_rows: Mapping[UUID, Mapping[str, FlagRow]]) -> set[RaisingKey]:
+    """The open flags a batch starts with: written again as it goes, but not raised anew."""
+    return {
+        (row.deal_id, row.kind, row.raised_at, row.severity)
+        for rows in open_rows.values()
+        for row in rows.values()
+    }
+
+
 async def _record_raisings(
-    connection: asyncpg.Connection, rows: list[FlagRow], deals: Mapping[UUID, DealState]
+    connection: asyncpg.Connection,
+    rows: list[FlagRow],
+    deals: Mapping[UUID, DealState],
+    known: set[RaisingKey],
 ) -> None:
     """The outbox of flag.raised webhooks: each open flag once per severity, in this
     projection's transaction. A rebuild finds them recorded and adds nothing new."""
     columns: list[list[Any]] = [[] for _ in range(7)]
     for r in rows:
-        if r.cleared_at is not None:
+        if r.cleared_at is not None or (r.deal_id, r.kind, r.raised_at, r.severity) in known:
             continue
         values = (
             r.deal_id,
@@ -126,7 +141,10 @@ async def _record_raisings(
 
 
 async def _write_flags(
-    connection: asyncpg.Connection, rows: list[FlagRow], deals: Mapping[UUID, DealState]
+    connection: asyncpg.Connection,
+    rows: list[FlagRow],
+    deals: Mapping[UUID, DealState],
+    known: set[RaisingKey],
 ) -> None:
     final = {(r.deal_id, r.kind, r.raised_at): r for r in rows}
     dropped = [key for key, row in final.items() if row.dropped]
@@ -155,7 +173,7 @@ async def _write_flags(
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     await connection.execute(_UPSERT_FLAGS, *columns)
-    await _record_raisings(connection, list(final.values()), deals)
+    await _record_raisings(connection, list(final.values()), deals, known)
 
 
 async def _open_rows(
@@ -194,6 +212,7 @@ class FlagsProjection:
         subjects = {r["deal_id"]: SUBJECT.validate_json(r["subject"]) for r in stored}
         last_at = {r["deal_id"]: r["last_recorded_at"] for r in stored}
         open_rows = await _open_rows(connection, ids)
+        known = _raisings_known(open_rows)
         written: list[FlagRow] = []
         for envelope in batch:
             deal_id = envelope.stream_id
@@ -207,7 +226,8 @@ class FlagsProjection:
             written += reconcile(deal_id, mine, evaluate(subject, at, self.rules), at, clear=True)
             subjects[deal_id] = subject
             last_at[deal_id] = at
-        await _write_flags(connection, written, {d: s.state for d, s in subjects.items()})
+        states = {deal_id: subject.state for deal_id, subject in subjects.items()}
+        await _write_flags(connection, written, states, known)
         columns: list[list[Any]] = [[] for _ in range(6)]
         for deal_id in ids:
             subject = subjects[deal_id]
@@ -248,6 +268,7 @@ async def sweep(
             return total
         ids = [r["deal_id"] for r in rows]
         open_rows = await _open_rows(connection, ids)
+        known = _raisings_known(open_rows)
         written: list[FlagRow] = []
         deals: dict[UUID, DealState] = {}
         for r in rows:
@@ -257,7 +278,7 @@ async def sweep(
             written += reconcile(
                 r["deal_id"], mine, evaluate(subject, as_of, rules), as_of, clear=False
             )
-        await _write_flags(connection, written, deals)
+        await _write_flags(connection, written, deals, known)
         total += len(written)
         after = ids[-1]
 

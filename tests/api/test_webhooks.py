@@ -16,6 +16,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.db import asyncpg_dsn
+from app.projections.registry import PROJECTIONS
+from app.projections.runner import rebuild
 from app.service.webhooks import DeliveryPolicy, DeliveryWorker
 from app.settings import Settings
 from tests.api.conftest import MANAGER, Deals, criteria_of
@@ -452,7 +454,9 @@ async def test_a_delivery_can_be_sent_again_and_the_log_replayed(http: httpx.Asy
         assert failed == []
 
 
-async def test_critical_flags_and_retractions_reach_the_manager(http: httpx.AsyncClient) -> None:
+async def test_critical_flags_and_retractions_reach_the_manager(
+    http: httpx.AsyncClient, database_url: str, pg: asyncpg.Connection
+) -> None:
     async with receiving() as receiver:
         hook = await subscribe(
             http,
@@ -481,6 +485,15 @@ async def test_critical_flags_and_retractions_reach_the_manager(http: httpx.Asyn
         assert flag["data"]["kind"] == "stage_evidence_retracted"
         assert flag["data"]["severity"] == "critical"
         assert flag["data"]["deal"]["id"] == deal["id"]
+
+        # Rebuilding the flags read model announces nothing again.
+        recorded = await pg.fetchval("SELECT count(*) FROM flag_raisings")
+        await rebuild(asyncpg_dsn(database_url), PROJECTIONS["flags"], poll_interval=0.02)
+        assert await pg.fetchval("SELECT count(*) FROM flag_raisings") == recorded
+        await Deals(http).open(name="Later")  # the outbox has moved past the rebuild
+        await settled(http, hook["id"], 2)
+        await asyncio.sleep(0.3)
+        assert len(receiver.requests) == 2
 
 
 async def test_two_workers_never_send_one_delivery_twice(database_url: str) -> None:

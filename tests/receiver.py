@@ -36,6 +36,8 @@ class Receiver:
     """Extra response headers (e.g. Retry-After)."""
     hold: asyncio.Event | None = None
     """When set: each request waits for it before it is answered."""
+    endless: bool = False
+    """Answer 200 with a body announced as 100 MB of which only 64 KiB ever comes."""
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,6 +57,12 @@ class Receiver:
             self.arrived.set()
             if self.hold is not None:
                 await self.hold.wait()
+            if self.endless:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                await reader.read()  # until the sender hangs up
+                return
             status = self.answers.pop(0) if self.answers else 200
             extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
             status_line = f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n"

@@ -180,9 +180,14 @@ async def send(
     try:
         parse_destination(claimed.url, allow_http=policy.allow_http)
         headers = signature_headers(claimed.message_id, claimed.secrets, now, claimed.payload)
-        async with client.stream(
-            "POST", claimed.url, content=claimed.payload.encode(), headers=headers
-        ) as response:
+        # One deadline for the whole exchange (httpx's timeouts are per read): a receiver
+        # trickling bytes cannot outlast the lease.
+        async with (
+            asyncio.timeout(policy.timeout_seconds),
+            client.stream(
+                "POST", claimed.url, content=claimed.payload.encode(), headers=headers
+            ) as response,
+        ):
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)
@@ -191,6 +196,8 @@ async def send(
             return Answer(response.status_code, response.headers.get("retry-after"))
     except DestinationRefused as refused:
         return Answer(None, error=refused.detail)
+    except TimeoutError:
+        return Answer(None, error=f"no answer within {policy.timeout_seconds:g} s")
     except httpx.HTTPError as error:
         return Answer(None, error=f"{type(error).__name__}: {error}"[:500])
 

@@ -320,6 +320,27 @@ async def test_an_endpoint_failing_for_days_is_disabled_with_the_reason(
         assert delivery["status"] == "delivered"
 
 
+async def test_a_receiver_that_never_answers_times_out(database_url: str) -> None:
+    hung = Receiver(hold=asyncio.Event())  # never set while the test runs
+    quick = settings(webhooks_timeout_seconds=0.3, webhooks_retry_schedule=(0, 0.05))
+    async with receiving(hung) as receiver, app_client(database_url, quick) as http:
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        await Deals(http).open()
+        (delivery,) = await settled(http, hook["id"], 1)
+        assert delivery["status"] == "failed" and delivery["attempts"] == 2
+        assert delivery["last_error"] == "no answer within 0.3 s"
+        assert len(receiver.requests) == 2
+
+
+async def test_only_the_start_of_an_answer_is_read(http: httpx.AsyncClient) -> None:
+    async with receiving(Receiver(endless=True)) as receiver:
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        await Deals(http).open()
+        (delivery,) = await settled(http, hook["id"], 1)
+        # Reading the whole announced body would have waited past the timeout.
+        assert delivery["status"] == "delivered" and delivery["attempts"] == 1
+
+
 async def test_retry_after_is_honoured(database_url: str, pg: asyncpg.Connection) -> None:
     async with (
         receiving(Receiver(answers=[503], headers={"Retry-After": "30"})) as receiver,

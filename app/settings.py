@@ -9,7 +9,7 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.domain.webhooks import DEFAULT_SCHEDULE, parse_schedule
+from app.domain.delivery_schedule import DEFAULT_SCHEDULE, parse_schedule
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 

@@ -16,7 +16,7 @@ import asyncpg
 from app.db import asyncpg_dsn, create_engine
 from app.domain import commands as c
 from app.events.store import EventStore
-from app.projections.webhook_store import create_endpoint
+from app.projections.webhook_endpoints import create_endpoint
 from app.service.deals import DealService
 from app.service.heads import HeadCache
 from app.service.webhooks import new_secret

@@ -12,7 +12,7 @@ from app.api.problems import problem_response
 from app.db import driver_connection, head_revision
 from app.projections.health import health
 from app.projections.registry import FOLLOWERS, PROJECTIONS
-from app.projections.webhook_store import delivery_backlog, delivery_counts
+from app.projections.webhook_deliveries import delivery_backlog, delivery_counts
 
 router = APIRouter(tags=["health"])
 

@@ -26,7 +26,8 @@ from app.domain.webhooks import (
     ping_envelope,
     preset,
 )
-from app.projections import webhook_store as store
+from app.projections import webhook_deliveries as outbox
+from app.projections import webhook_endpoints as endpoints
 from app.projections.webhook_outbox import replay as replay_events
 from app.service.webhooks import DeliveryPolicy, check_destination, new_secret
 
@@ -94,7 +95,7 @@ class WebhookOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, endpoint: store.Endpoint) -> WebhookOut:
+    def of(cls, endpoint: endpoints.Endpoint) -> WebhookOut:
         return cls(
             id=endpoint.endpoint_id,
             url=endpoint.url,
@@ -136,7 +137,7 @@ class DeliveryOut(BaseModel):
     delivered_at: datetime | None
 
     @classmethod
-    def of(cls, d: store.Delivery) -> DeliveryOut:
+    def of(cls, d: outbox.Delivery) -> DeliveryOut:
         return cls(
             id=d.delivery_id,
             message_id=d.message_id,
@@ -165,8 +166,8 @@ class Replayed(BaseModel):
     enqueued: int
 
 
-async def _endpoint(connection: ConnectionDep, webhook_id: UUID) -> store.Endpoint:
-    endpoint = await store.get_endpoint(connection, webhook_id)
+async def _endpoint(connection: ConnectionDep, webhook_id: UUID) -> endpoints.Endpoint:
+    endpoint = await endpoints.get_endpoint(connection, webhook_id)
     if endpoint is None:
         raise NotFound(f"no webhook {webhook_id}")
     return endpoint
@@ -192,7 +193,7 @@ async def create_webhook(
     url = str(body.url)
     await check_destination(url, DeliveryPolicy.of(services.settings))
     secret = new_secret()
-    endpoint = await store.create_endpoint(
+    endpoint = await endpoints.create_endpoint(
         connection,
         url=url,
         description=body.description,
@@ -214,7 +215,7 @@ async def list_webhooks(
     cursor: str | None = None,
 ) -> WebhookPage:
     after = decode_cursor(cursor, "s")
-    found = await store.list_endpoints(
+    found = await endpoints.list_endpoints(
         connection, after_seq=after["s"] if after else 0, limit=limit + 1
     )
     page = found[:limit]
@@ -253,7 +254,7 @@ async def update_webhook(
         changes["event_types"] = check_event_types(body.event_types)
     if body.filters is not None:
         changes["filters"] = check_filters(body.filters)
-    endpoint = await store.update_endpoint(connection, webhook_id, changes)
+    endpoint = await endpoints.update_endpoint(connection, webhook_id, changes)
     if endpoint is None:
         raise NotFound(f"no webhook {webhook_id}")
     return WebhookOut.of(endpoint)
@@ -261,7 +262,7 @@ async def update_webhook(
 
 @router.delete("/{webhook_id}", status_code=204, summary="Unsubscribe (its deliveries go too)")
 async def delete_webhook(webhook_id: UUID, connection: ConnectionDep, admin: Admin) -> Response:
-    if not await store.delete_endpoint(connection, webhook_id):
+    if not await endpoints.delete_endpoint(connection, webhook_id):
         raise NotFound(f"no webhook {webhook_id}")
     return Response(status_code=204)
 
@@ -279,7 +280,7 @@ async def rotate_webhook_secret(
 ) -> WebhookWithSecret:
     secret = new_secret()
     overlap = (body or RotateSecret()).overlap_seconds
-    endpoint = await store.rotate_secret(connection, webhook_id, secret, overlap)
+    endpoint = await endpoints.rotate_secret(connection, webhook_id, secret, overlap)
     if endpoint is None:
         raise NotFound(f"no webhook {webhook_id}")
     response.headers["Cache-Control"] = "no-store"
@@ -290,7 +291,7 @@ async def rotate_webhook_secret(
 async def test_webhook(webhook_id: UUID, connection: ConnectionDep, admin: Admin) -> DeliveryOut:
     endpoint = await _endpoint(connection, webhook_id)
     now = datetime.now(UTC)
-    ping = store.NewDelivery(
+    ping = outbox.NewDelivery(
         endpoint.endpoint_id,
         message_id(endpoint.endpoint_id, f"ping:{uuid.uuid4()}"),
         "webhook.test",
@@ -300,8 +301,8 @@ async def test_webhook(webhook_id: UUID, connection: ConnectionDep, admin: Admin
         now,
     )
     async with connection.transaction():
-        await store.enqueue(connection, [ping])
-    delivery = await store.get_delivery(connection, ping.delivery_id)
+        await outbox.enqueue(connection, [ping])
+    delivery = await outbox.get_delivery(connection, ping.delivery_id)
     if delivery is None:  # the endpoint was deleted meanwhile
         raise NotFound(f"no webhook {webhook_id}")
     return DeliveryOut.of(delivery)
@@ -318,7 +319,7 @@ async def list_webhook_deliveries(
 ) -> DeliveryPage:
     await _endpoint(connection, webhook_id)
     before = decode_cursor(cursor, "s")
-    found = await store.list_deliveries(
+    found = await outbox.list_deliveries(
         connection,
         webhook_id,
         status=status,
@@ -341,12 +342,12 @@ async def list_webhook_deliveries(
 async def retry_webhook_delivery(
     webhook_id: UUID, delivery_id: UUID, connection: ConnectionDep, admin: Admin
 ) -> DeliveryOut:
-    found = await store.retry_delivery(connection, webhook_id, delivery_id)
+    found = await outbox.retry_delivery(connection, webhook_id, delivery_id)
     if found is None:
         raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}")
     if found is False:
         raise ConcurrentModification("a worker is sending this delivery now; retry shortly")
-    assert isinstance(found, store.Delivery)
+    assert isinstance(found, outbox.Delivery)
     return DeliveryOut.of(found)
 
 

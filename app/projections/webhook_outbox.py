@@ -36,7 +36,8 @@ from app.events.log import Checkpoint
 from app.events.recorded import to_recorded
 from app.events.store import READ_THROUGH_SQL, read_streams_through, record_of
 from app.projections.runner import Envelope, load_checkpoint
-from app.projections.webhook_store import Endpoint, NewDelivery, enabled_endpoints, enqueue
+from app.projections.webhook_deliveries import NewDelivery, enqueue
+from app.projections.webhook_endpoints import Endpoint, enabled_endpoints
 
 NAME = "webhooks"
 FLAGS_CHECKPOINT = "webhooks:flags"

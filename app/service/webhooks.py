@@ -27,6 +27,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from app.db import SESSION_SETTINGS
+from app.domain.delivery_schedule import after_attempt, parse_retry_after
 from app.domain.destinations import (
     DestinationRefused,
     IPAddress,
@@ -34,9 +35,8 @@ from app.domain.destinations import (
     parse_destination,
     refusal,
 )
-from app.domain.webhooks import after_attempt, parse_retry_after
 from app.projections.runner import close_quickly
-from app.projections.webhook_store import (
+from app.projections.webhook_deliveries import (
     WAKE_CHANNEL,
     Attempted,
     Claimed,

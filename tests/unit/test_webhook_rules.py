@@ -13,6 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.domain import events as e
+from app.domain.delivery_schedule import (
+    DEFAULT_SCHEDULE,
+    JITTER,
+    AttemptResult,
+    after_attempt,
+    next_attempt_delay,
+    outcome_of,
+    parse_retry_after,
+    parse_schedule,
+)
 from app.domain.destinations import (
     DestinationRefused,
     address_class,
@@ -22,13 +32,9 @@ from app.domain.destinations import (
 from app.domain.errors import InvalidRequest
 from app.domain.state import DealState
 from app.domain.webhooks import (
-    DEFAULT_SCHEDULE,
-    JITTER,
     LATE_STAGES,
-    AttemptResult,
     Notification,
     Subscription,
-    after_attempt,
     check_event_types,
     check_filters,
     deal_summary,
@@ -36,11 +42,7 @@ from app.domain.webhooks import (
     flag_notification,
     matches,
     message_id,
-    next_attempt_delay,
     notifications_of,
-    outcome_of,
-    parse_retry_after,
-    parse_schedule,
     preset,
 )
 

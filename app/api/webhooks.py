@@ -342,12 +342,14 @@ async def list_webhook_deliveries(
 async def retry_webhook_delivery(
     webhook_id: UUID, delivery_id: UUID, connection: ConnectionDep, admin: Admin
 ) -> DeliveryOut:
-    found = await outbox.retry_delivery(connection, webhook_id, delivery_id)
+    try:
+        found = await outbox.retry_delivery(connection, webhook_id, delivery_id)
+    except outbox.DeliveryInFlight as busy:
+        raise ConcurrentModification(
+            "a worker is sending this delivery now; retry shortly"
+        ) from busy
     if found is None:
         raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}")
-    if found is False:
-        raise ConcurrentModification("a worker is sending this delivery now; retry shortly")
-    assert isinstance(found, outbox.Delivery)
     return DeliveryOut.of(found)
 
 

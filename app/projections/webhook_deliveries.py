@@ -116,10 +116,15 @@ async def list_deliveries(
     return [Delivery(**dict(r)) for r in rows]
 
 
+class DeliveryInFlight(Exception):
+    """A worker is sending this delivery now."""
+
+
 async def retry_delivery(
     connection: asyncpg.Connection, endpoint_id: UUID, delivery_id: UUID
-) -> Delivery | bool | None:
-    """Due again now (whatever its status); False while a worker holds it, None if unknown."""
+) -> Delivery | None:
+    """Due again now, whatever its status (None: no such delivery of this endpoint); raises
+    DeliveryInFlight while a worker holds it."""
     async with connection.transaction():
         row = await connection.fetchrow(
             "SELECT lease_until > now() AS leased FROM webhook_deliveries"
@@ -130,7 +135,7 @@ async def retry_delivery(
         if row is None:
             return None
         if row["leased"]:
-            return False
+            raise DeliveryInFlight(str(delivery_id))
         updated = await connection.fetchrow(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(),"
             " lease_token = NULL, lease_until = NULL"

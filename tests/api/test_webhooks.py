@@ -121,6 +121,10 @@ async def test_a_subscription_shows_its_secret_once_and_can_be_changed_and_delet
     assert changed.json()["event_types"] == ["deal.won", "flag.raised"]
     again = await http.patch(f"/v1/webhooks/{created['id']}", json={"enabled": True}, headers=ADMIN)
     assert again.json()["enabled"] is True and again.json()["disabled_reason"] is None
+    for body in ({"url": "https://10.0.0.1/x"}, {"description": None}, {"filters": {"x": ["y"]}}):
+        refused = await http.patch(f"/v1/webhooks/{created['id']}", json=body, headers=ADMIN)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
 
     gone = await http.delete(f"/v1/webhooks/{created['id']}", headers=ADMIN)
     assert gone.status_code == 204
@@ -189,22 +193,30 @@ async def test_each_matching_event_arrives_once_signed_in_log_order(
         other = await subscribe(
             http, receiver.url, event_types=["deal.stage_entered"], filters={"stage": ["proposal"]}
         )
+        manager = await subscribe(http, receiver.url, preset="manager", event_types=None)
         deals = Deals(http)
         first = await walk_to_negotiation(deals)
         second = await deals.open(name="Second Co", owner="olga")
         # opened, qualification, proposal, negotiation (first) + opened (second); proposal (other)
         await settled(http, hook["id"], 5)
         await settled(http, other["id"], 1)
-        await receiver.wait_for(6)
+        await settled(http, manager["id"], 1)
+        await receiver.wait_for(7)
         await asyncio.sleep(0.3)  # nothing more arrives
-        assert len(receiver.requests) == 6
-        for_hook, for_other = [], []
-        for request in receiver.requests:
-            try:
-                for_hook.append(Webhook(hook["secret"]).verify(request.body, request.headers))
-            except WebhookVerificationError:
-                for_other.append(Webhook(other["secret"]).verify(request.body, request.headers))
-        assert len({r.message_id for r in receiver.requests}) == 6
+        assert len(receiver.requests) == 7
+        heard: dict[str, list[Any]] = {hook["id"]: [], other["id"]: [], manager["id"]: []}
+        for request in receiver.requests:  # each request verifies with exactly one secret
+            verified = []
+            for sub in (hook, other, manager):
+                try:
+                    verified.append(Webhook(sub["secret"]).verify(request.body, request.headers))
+                    heard[sub["id"]].append(verified[-1])
+                except WebhookVerificationError:
+                    pass
+            assert len(verified) == 1
+        for_hook, for_other = heard[hook["id"]], heard[other["id"]]
+        assert [b["data"]["to_stage"] for b in heard[manager["id"]]] == ["negotiation"]
+        assert len({r.message_id for r in receiver.requests}) == 7
         stages = [
             (b["data"]["deal"]["id"], b["data"]["to_stage"])
             for b in for_hook

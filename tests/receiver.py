@@ -36,6 +36,8 @@ class Receiver:
     """Extra response headers (e.g. Retry-After)."""
     hold: asyncio.Event | None = None
     """When set: each request waits for it before it is answered."""
+    delay: float = 0.0
+    """Seconds to think before answering."""
     endless: bool = False
     """Answer 200 with a body announced as 100 MB of which only 64 KiB ever comes."""
     requests: list[Received] = field(default_factory=list)
@@ -57,6 +59,7 @@ class Receiver:
             self.arrived.set()
             if self.hold is not None:
                 await self.hold.wait()
+            await asyncio.sleep(self.delay)
             if self.endless:
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
                 writer.write(b"x" * 65536)

@@ -127,10 +127,13 @@ async def test_a_delivery_cut_off_by_sigkill_is_sent_again_with_the_same_id(
 async def test_two_processes_deliver_side_by_side_without_sending_anything_twice(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
+    # A receiver that takes its time, and two deliveries in flight per process: neither
+    # process can take everything, so both deliver.
+    env = {**service_env, "DEALLEDGER_WEBHOOKS_CONCURRENCY": "2"}
     async with (
-        receiving() as receiver,
-        service(service_env, tmp_path / "one.log") as (_, one),
-        service(service_env) as (_, two),
+        receiving(Receiver(delay=0.05)) as receiver,
+        service(env, tmp_path / "one.log") as (_, one),
+        service(env, tmp_path / "two.log") as (_, two),
     ):
         hook = await subscribe(one, receiver.url)
         await asyncio.gather(open_deals(one, 20), open_deals(two, 20))
@@ -140,10 +143,19 @@ async def test_two_processes_deliver_side_by_side_without_sending_anything_twice
         assert len(ids) == len(set(ids)) == 40
         bodies = receiver.verified(hook["secret"])
         assert len({b["data"]["deal"]["id"] for b in bodies}) == 40
-    # serve logs JSON lines (after its banner); each one written for a request names it.
-    text = (tmp_path / "one.log").read_text().splitlines()
-    lines = [json.loads(line) for line in text if line.startswith("{")]
-    assert len(lines) > len(text) - 5
-    requests = [line for line in lines if line["logger"] == "dealledger.http"]
+    logs = {name: log_lines(tmp_path / f"{name}.log") for name in ("one", "two")}
+    for lines in logs.values():
+        sent = [line for line in lines if line["logger"] == "dealledger.webhooks"]
+        assert sent and all(line["message"].endswith(": delivered") for line in sent)
+    # serve logs JSON lines; each one written for a request names that request.
+    requests = [line for line in logs["one"] if line["logger"] == "dealledger.http"]
     assert requests and all(line["request_id"] for line in requests)
     assert any(line["message"] == "POST /v1/webhooks 201" for line in requests)
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """serve's log: JSON lines after its banner."""
+    text = path.read_text().splitlines()
+    lines = [json.loads(line) for line in text if line.startswith("{")]
+    assert len(lines) > len(text) - 5
+    return lines

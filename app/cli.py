@@ -318,15 +318,15 @@ cli.add_typer(projections_cli, name="projections")
 
 @projections_cli.command("status")
 def projections_status() -> None:
-    """Each projection's position, lag and stop (an event it cannot apply); exit 1 if one
-    is stopped."""
+    """Each projection's (and the webhook outbox's) position, lag in events and seconds, and
+    stop (an event it cannot apply); exit 1 if one is stopped."""
     from app.projections.health import Health, health
-    from app.projections.registry import PROJECTIONS
+    from app.projections.registry import FOLLOWERS
 
     url = _database_url()
-    state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(PROJECTIONS))))
+    state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(FOLLOWERS))))
     for p in state.projections:
-        line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}"
+        line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}  {p.lag_seconds:>8.1f}s"
         if p.stopped_at is not None:
             line += f"  STOPPED at position {p.stopped_at:,} since {p.stopped_since:%Y-%m-%d %H:%M}"
             line += f": {p.stopped_by}"

@@ -279,6 +279,27 @@ async def test_500_twice_then_200_is_delivered_on_the_third_attempt_signed_afres
         assert len(signatures) == 3
 
 
+async def test_a_deal_waits_for_its_earlier_delivery_while_that_one_is_retried(
+    database_url: str,
+) -> None:
+    # Retries slow enough that the advance is recorded while the opening is still failing.
+    patient = settings(webhooks_retry_schedule=(0, 0.4, 0.4, 0.4))
+    async with (
+        receiving(Receiver(answers=[500, 500])) as receiver,
+        app_client(database_url, patient) as http,
+    ):
+        hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])
+        deals = Deals(http)
+        deal = await deals.open(amount="9000", currency="EUR", close_date="2027-03-31")
+        await deals.make_ready_for(deal["id"], "discovery")
+        moved = await deals.command(deal["id"], "advance", {"to_stage": "qualification"})
+        assert moved.status_code == 200, moved.text
+        await settled(http, hook["id"], 2)
+        stages = [b["data"]["to_stage"] for b in receiver.verified(hook["secret"])]
+        # The opening failed twice; the advance waited for it instead of overtaking it.
+        assert stages == ["discovery", "discovery", "discovery", "qualification"]
+
+
 async def test_410_gone_disables_the_endpoint_with_a_reason(http: httpx.AsyncClient) -> None:
     async with receiving(Receiver(answers=[410])) as receiver:
         hook = await subscribe(http, receiver.url, event_types=["deal.stage_entered"])

@@ -30,9 +30,12 @@ from app.domain.destinations import (
     refusal,
 )
 from app.domain.errors import InvalidRequest
+from app.domain.flags import KINDS as FLAG_KINDS
 from app.domain.state import DealState
 from app.domain.webhooks import (
+    EVENT_TYPES,
     LATE_STAGES,
+    SEVERITIES,
     Notification,
     Subscription,
     check_event_types,
@@ -40,10 +43,12 @@ from app.domain.webhooks import (
     deal_summary,
     envelope,
     flag_notification,
+    known_stages,
     matches,
     message_id,
     notifications_of,
     preset,
+    wants_type,
 )
 
 DEAL = uuid.UUID(int=7)
@@ -290,3 +295,64 @@ def test_urls_must_be_https_without_credentials() -> None:
     ):
         with pytest.raises(DestinationRefused):
             parse_destination(bad, allow_http=allow_http)
+
+
+@st.composite
+def notifications(draw: st.DrawFn) -> tuple[Notification, str | None]:
+    kind = draw(st.sampled_from(EVENT_TYPES))
+    owner = draw(st.none() | st.sampled_from(["ann", "bob"]))
+    if kind == "flag.raised":
+        severity = draw(st.sampled_from(SEVERITIES))
+        return flag(severity, draw(st.sampled_from(FLAG_KINDS))), owner
+    stage = draw(st.sampled_from(known_stages())) if kind == "deal.stage_entered" else None
+    n = Notification(kind, DEAL, f"event:1:{kind}", AT, {}, position=1, stage=stage)
+    return n, owner
+
+
+filter_values = {
+    "stage": known_stages(),
+    "severity": SEVERITIES,
+    "kind": FLAG_KINDS,
+    "owner": ("ann", "bob"),
+}
+
+
+@st.composite
+def subscriptions(draw: st.DrawFn) -> Subscription:
+    types = draw(st.lists(st.sampled_from((*EVENT_TYPES, "*")), min_size=1, unique=True))
+    keys = draw(st.lists(st.sampled_from(list(filter_values)), unique=True))
+    filters = {
+        key: tuple(draw(st.lists(st.sampled_from(filter_values[key]), min_size=1, unique=True)))
+        for key in keys
+    }
+    return Subscription(uuid.uuid4(), tuple(types), filters)
+
+
+@given(notifications())
+def test_everything_unfiltered_matches_every_notification(
+    item: tuple[Notification, str | None],
+) -> None:
+    notification, owner = item
+    assert matches(Subscription(uuid.uuid4(), ("*",)), notification, owner)
+
+
+@given(subscriptions(), notifications(), st.sampled_from(list(filter_values)))
+def test_widening_a_filter_never_loses_a_match(
+    subscription: Subscription, item: tuple[Notification, str | None], key: str
+) -> None:
+    notification, owner = item
+    wider = Subscription(
+        subscription.endpoint_id,
+        subscription.event_types,
+        {**subscription.filters, key: filter_values[key]},
+    )
+    without = Subscription(
+        subscription.endpoint_id,
+        subscription.event_types,
+        {k: v for k, v in subscription.filters.items() if k != key},
+    )
+    if matches(subscription, notification, owner):
+        assert matches(without, notification, owner)
+        assert (key == "owner" and owner is None) or matches(wider, notification, owner)
+    if not wants_type(subscription, notification.type):
+        assert not matches(wider, notification, owner)

@@ -11,21 +11,34 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from app.api import analytics, audit, deals, events, flags, health, keys, log, pipelines
+from app.api import (
+    analytics,
+    audit,
+    deals,
+    events,
+    flags,
+    health,
+    keys,
+    log,
+    pipelines,
+    webhooks,
+)
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
+from app.api.observability import Observed
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.projections.log_tree import load_signer
-from app.projections.registry import projections_for, rules_of
+from app.projections.registry import followers_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.service.heads import HeadCache
+from app.service.webhooks import delivering
 from app.settings import Settings, load_settings
 
 
@@ -59,10 +72,13 @@ def create_app(
             if supervise is not None
             else None
         )
+        workers = contextlib.AsyncExitStack()
+        if settings.webhooks_deliver:
+            await workers.enter_async_context(delivering(asyncpg_dsn(url), settings))
         if settings.run_projector:
             runner = ProjectionRunner(
                 asyncpg_dsn(url),
-                list(projections_for(settings).values()),
+                followers_for(settings),
                 batch_size=settings.projection_batch_size,
                 tick_interval=settings.flag_sweep_seconds,
             )
@@ -70,6 +86,7 @@ def create_app(
         try:
             yield {STATE_KEY: services}  # the server hands it to every request's scope
         finally:
+            await workers.aclose()
             if projector is not None:
                 projector.cancel()
                 # Bounded: a shutdown never hangs on a projector stuck in a database call.
@@ -112,6 +129,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.add_middleware(UnavailableGuard)
     app.add_middleware(SafeHeaders)
+    app.add_middleware(Observed)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(events.router)
@@ -121,4 +139,5 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(flags.router)
     app.include_router(analytics.router)
+    app.include_router(webhooks.router)
     return app

@@ -43,6 +43,7 @@ from app.service.deals import CommandContext, DealService
 from app.service.pipelines import PipelineService, Published
 from app.service.simulation import WorkloadResult
 from app.settings import load_settings
+from app.telemetry import configure_logging
 
 T = TypeVar("T")
 cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
@@ -102,7 +103,9 @@ def serve(
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
     embedded = None if settings.database_url else settings.data_dir
     app = create_app(settings, database_url=url, supervise=embedded)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    configure_logging(settings.log_format)
+    # Our own middleware logs each request with its id; uvicorn's access log would not.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @cli.command("db-url")
@@ -160,20 +163,21 @@ def verify(deal: UUID | None = typer.Argument(None, help="One deal id; all when 
 @cli.command()
 def project() -> None:
     """Run the projections only: catch up, then follow the log (one active runner each)."""
-    from app.projections.registry import projections_for
+    from app.projections.registry import followers_for
     from app.projections.runner import ProjectionRunner
 
     _exit_cleanly_on_sigterm()
     settings = load_settings()
     url = prepare(settings)
-    projections = projections_for(settings)
+    followers = followers_for(settings)
     runner = ProjectionRunner(
         asyncpg_dsn(url),
-        list(projections.values()),
+        followers,
         batch_size=settings.projection_batch_size,
         tick_interval=settings.flag_sweep_seconds,
     )
-    console.print(f"projecting {', '.join(projections)}; Ctrl-C to stop")
+    console.print(f"projecting {', '.join(p.name for p in followers)}; Ctrl-C to stop")
+    configure_logging(settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.run())
 
@@ -329,15 +333,15 @@ cli.add_typer(projections_cli, name="projections")
 
 @projections_cli.command("status")
 def projections_status() -> None:
-    """Each projection's position, lag and stop (an event it cannot apply); exit 1 if one
-    is stopped."""
+    """Each projection's (and the webhook outbox's) position, lag in events and seconds, and
+    stop (an event it cannot apply); exit 1 if one is stopped."""
     from app.projections.health import Health, health
-    from app.projections.registry import PROJECTIONS
+    from app.projections.registry import FOLLOWERS
 
     url = _database_url()
-    state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(PROJECTIONS))))
+    state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(FOLLOWERS))))
     for p in state.projections:
-        line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}"
+        line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}  {p.lag_seconds:>8.1f}s"
         if p.stopped_at is not None:
             line += f"  STOPPED at position {p.stopped_at:,} since {p.stopped_since:%Y-%m-%d %H:%M}"
             line += f": {p.stopped_by}"

@@ -24,12 +24,14 @@ from app.api import (
     log,
     pipeline_health,
     pipelines,
+    webhooks,
 )
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
 from app.api.headers import SafeHeaders
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
+from app.api.observability import Observed
 from app.api.problems import UnavailableGuard, document_problems, install_problem_handlers
 from app.api.state import STATE_KEY, AppState
 from app.api.ui import routes as ui_routes
@@ -37,9 +39,10 @@ from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_e
 from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
 from app.projections.log_tree import load_signer
-from app.projections.registry import projections_for, rules_of
+from app.projections.registry import followers_for, rules_of
 from app.projections.runner import ProjectionRunner
 from app.service.heads import HeadCache
+from app.service.webhooks import delivering
 from app.settings import Settings, load_settings
 
 UI_STATIC = Path(ui_routes.__file__).parent / "static"
@@ -75,10 +78,13 @@ def create_app(
             if supervise is not None
             else None
         )
+        workers = contextlib.AsyncExitStack()
+        if settings.webhooks_deliver:
+            await workers.enter_async_context(delivering(asyncpg_dsn(url), settings))
         if settings.run_projector:
             runner = ProjectionRunner(
                 asyncpg_dsn(url),
-                list(projections_for(settings).values()),
+                followers_for(settings),
                 batch_size=settings.projection_batch_size,
                 tick_interval=settings.flag_sweep_seconds,
             )
@@ -86,6 +92,7 @@ def create_app(
         try:
             yield {STATE_KEY: services}  # the server hands it to every request's scope
         finally:
+            await workers.aclose()
             if projector is not None:
                 projector.cancel()
                 # Bounded: a shutdown never hangs on a projector stuck in a database call.
@@ -128,6 +135,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.add_middleware(UnavailableGuard)
     app.add_middleware(SafeHeaders)
+    app.add_middleware(Observed)
     app.include_router(health.router)
     app.include_router(deals.router)
     app.include_router(events.router)
@@ -141,4 +149,5 @@ def create_app(
     app.include_router(analytics.router)
     app.include_router(pipeline_health.router)
     app.include_router(inspections.router)
+    app.include_router(webhooks.router)
     return app

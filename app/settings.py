@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.domain.delivery_schedule import DEFAULT_SCHEDULE, parse_schedule
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
@@ -66,6 +69,40 @@ class Settings(BaseSettings):
     health_stale_share: float = Field(default=0.30, gt=0, le=1)
     health_dead_days: float = Field(default=60, gt=0)
     size_bands: list[int] = Field(default_factory=lambda: [10_000, 50_000, 250_000])
+    # Outbound webhooks: plain http and non-public addresses are refused unless allowed here.
+    webhooks_allow_http: bool = False
+    webhooks_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    webhooks_retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_SCHEDULE
+    webhooks_timeout_seconds: float = Field(default=15.0, gt=0)
+    # How long a worker holds a delivery it sends: longer than the timeout, so a live worker
+    # never loses one mid-send; a dead worker's delivery comes due again after it.
+    webhooks_lease_seconds: float = Field(default=35.0, gt=0)
+    # Deliver from this process (several processes may: they never send one delivery twice).
+    webhooks_deliver: bool = True
+    webhooks_concurrency: int = Field(default=16, ge=1)
+    webhooks_disable_after_days: float = Field(default=5.0, gt=0)
+    webhooks_max_response_bytes: int = Field(default=4096, ge=0)
+    # The base of the `link` to a deal in webhook payloads.
+    public_url: str = "http://127.0.0.1:8000"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("webhooks_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhooks_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return parse_schedule(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        if self.webhooks_lease_seconds <= self.webhooks_timeout_seconds:
+            raise ValueError("DEALLEDGER_WEBHOOKS_LEASE_SECONDS must exceed the timeout")
+        return self
 
 
 def load_settings() -> Settings:

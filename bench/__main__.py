@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import stop_embedded
-from bench import log_tree, scenarios
+from bench import log_tree, scenarios, webhooks
 from bench.common import Row, fresh_database, machine, server_url
 from bench.load import bulk_load
 
@@ -104,6 +104,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.append(await scenarios.http_command(writes, ours, floor, 400 if quick else 5000))
         console.print("projection lag")
         rows.append(await scenarios.projection_lag(writes, 3 if quick else 20))
+        console.print("webhook lag under the 16-writer append load")
+        rows.append(await webhooks.webhook_lag(writes, 3 if quick else 20))
         console.print("append with the log sequencer following")
         rows.append(await log_tree.append_with_sequencer(writes, 300 if quick else 3000))
 

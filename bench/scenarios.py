@@ -320,9 +320,10 @@ async def projection_lag(url: str, seconds: float, writers: int = 8) -> Row:
     deals = await open_deals(service, writers * 10)
     watcher = await asyncpg.connect(asyncpg_dsn(url))
     # Where the slowest read model stands (0 until every projection has a checkpoint).
-    seen_sql = (
+    names = ", ".join(f"'{name}'" for name in build_projections())
+    seen_sql = (  # the read models only: the webhook outbox keeps its checkpoints there too
         f"SELECT CASE WHEN count(*) = {len(build_projections())} THEN min(position) ELSE 0 END"
-        " FROM projection_checkpoints"
+        f" FROM projection_checkpoints WHERE name IN ({names})"
     )
     committed: list[tuple[int, float]] = []
     lags: list[float] = []

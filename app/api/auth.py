@@ -37,6 +37,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "pipelines:write": frozenset({"admin"}),
     "deal:migrate": frozenset({"manager", "admin"}),
     "targets:write": frozenset({"manager", "admin"}),
+    "webhooks": frozenset({"admin"}),
 }
 DEV_ACTOR = Actor(id="dev", role="admin", name="anonymous (dev mode)")
 # Real tokens are the prefix and 43 URL-safe characters; up to 100 keeps hand-made ones working.

@@ -21,6 +21,7 @@ from app.domain.errors import BadRequest, InvalidRequest, NotCaughtUp
 from app.events.store import EventStore
 from app.projections.runner import wait_for_position
 from app.service.deals import CommandContext, DealService
+from app.telemetry import REQUEST_ID
 
 
 def get_services(request: Request) -> AppState:
@@ -57,6 +58,10 @@ def get_request_id(
         Header(description="Kept in event metadata; over 200 characters, a new id is used."),
     ] = None,
 ) -> str:
+    # The id the request is served (and logged) under, when the app set one.
+    current = REQUEST_ID.get()
+    if current is not None:
+        return current
     if x_request_id and len(x_request_id) <= 200:
         return x_request_id
     return str(uuid.uuid4())

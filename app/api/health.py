@@ -6,11 +6,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from app import telemetry
 from app.api.deps import ServicesDep
 from app.api.problems import problem_response
 from app.db import driver_connection, head_revision
 from app.projections.health import health
-from app.projections.registry import PROJECTIONS
+from app.projections.registry import FOLLOWERS, PROJECTIONS
+from app.projections.webhook_deliveries import delivery_backlog, delivery_counts
 
 router = APIRouter(tags=["health"])
 
@@ -61,16 +63,24 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics: projection lag and stops, the oldest open transaction",
+    summary="Prometheus metrics: projection lag and stops, webhook deliveries, latencies",
     response_class=PlainTextResponse,
 )
 async def metrics(services: ServicesDep) -> PlainTextResponse:
     async with driver_connection(services.engine) as connection:
-        state = await health(connection, list(PROJECTIONS))
+        state = await health(connection, list(FOLLOWERS))
+        by_status = await delivery_counts(connection)
+        pending, waited = await delivery_backlog(connection)
     registry = CollectorRegistry()
     lag = Gauge(
         "dealledger_projection_lag_events",
         "Committed events a projection has not applied yet",
+        ["projection"],
+        registry=registry,
+    )
+    lag_seconds = Gauge(
+        "dealledger_projection_lag_seconds",
+        "How long the oldest event a projection has not applied has been in the log",
         ["projection"],
         registry=registry,
     )
@@ -82,6 +92,7 @@ async def metrics(services: ServicesDep) -> PlainTextResponse:
     )
     for projection in state.projections:
         lag.labels(projection.name).set(projection.lag)
+        lag_seconds.labels(projection.name).set(projection.lag_seconds)
         stopped.labels(projection.name).set(1 if projection.stopped_at is not None else 0)
     oldest = Gauge(
         "dealledger_oldest_transaction_seconds",
@@ -89,4 +100,19 @@ async def metrics(services: ServicesDep) -> PlainTextResponse:
         registry=registry,
     )
     oldest.set(state.oldest_transaction_seconds or 0)
-    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    deliveries = Gauge(
+        "dealledger_webhook_deliveries",
+        "Webhook deliveries in the outbox by status (all processes)",
+        ["status"],
+        registry=registry,
+    )
+    for status in ("pending", "delivered", "failed"):
+        deliveries.labels(status).set(by_status.get(status, 0))
+    backlog = Gauge(
+        "dealledger_webhook_due_seconds",
+        "How long the oldest due delivery to an enabled endpoint has waited for a worker",
+        registry=registry,
+    )
+    backlog.set(waited if pending else 0)
+    text = generate_latest(registry) + generate_latest(telemetry.REGISTRY)
+    return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)

@@ -7,11 +7,14 @@ driver connection underneath SQLAlchemy's pool: append and catch-up are the hot 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncGenerator, Callable, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, ParamSpec
 from uuid import UUID
 
 import asyncpg
@@ -33,6 +36,7 @@ from app.events.log import (
     RecordedEvent,
     VersionConflict,
 )
+from app.telemetry import APPEND_SECONDS
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,25 @@ async def _insert(
     )
 
 
+P = ParamSpec("P")
+
+
+def _timed(
+    append: Callable[P, Coroutine[Any, Any, AppendResult]],
+) -> Callable[P, Coroutine[Any, Any, AppendResult]]:
+    """Count an append's time in the append latency histogram (/metrics)."""
+
+    @functools.wraps(append)
+    async def timed(*args: P.args, **kwargs: P.kwargs) -> AppendResult:
+        started = time.perf_counter()
+        try:
+            return await append(*args, **kwargs)
+        finally:
+            APPEND_SECONDS.observe(time.perf_counter() - started)
+
+    return timed
+
+
 def record_of(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
@@ -150,6 +173,7 @@ class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    @_timed
     async def append(
         self,
         stream_id: UUID,
@@ -201,6 +225,7 @@ class EventStore:
             connection, stream_id, current_version, head["hash"], events, recorded_at
         )
 
+    @_timed
     async def append_at_head(
         self,
         stream_id: UUID,
@@ -479,6 +504,14 @@ READ_ALL_SQL = (
     " ORDER BY events.transaction_id, events.position LIMIT $3"
 )
 
+# Events between two gap-safe checkpoints (both already read past), from a position on.
+READ_THROUGH_SQL = (
+    f"SELECT {_COLUMNS} FROM events"
+    " WHERE (transaction_id, position) > ($1::text::xid8, $2)"
+    " AND (transaction_id, position) <= ($3::text::xid8, $4) AND position >= $5"
+    " ORDER BY events.transaction_id, events.position LIMIT $6"
+)
+
 
 async def read_all_on(
     connection: asyncpg.Connection, after: Checkpoint, limit: int
@@ -520,3 +553,18 @@ async def read_stream_on(
 
 def checkpoint_of(event: RecordedEvent) -> Checkpoint:
     return Checkpoint(event.transaction_id, event.position)
+
+
+async def read_streams_through(
+    connection: asyncpg.Connection, through: dict[UUID, int]
+) -> list[RecordedEvent]:
+    """Each given stream's events up to the given version, stream by stream in order."""
+    rows = await connection.fetch(
+        f"SELECT {_COLUMNS} FROM events"
+        " JOIN unnest($1::uuid[], $2::int[]) AS wanted(wanted_stream, through)"
+        " ON events.stream_id = wanted.wanted_stream AND events.version <= wanted.through"
+        " ORDER BY events.stream_id, events.version",
+        list(through),
+        list(through.values()),
+    )
+    return [record_of(row) for row in rows]

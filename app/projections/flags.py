@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
 from app.domain.pipeline import ACTIVE, NURTURE, Catalog
 from app.domain.state import DealState, pipelines_named, replace
+from app.domain.webhooks import deal_summary
 from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.runner import Envelope
 
@@ -92,7 +93,60 @@ ON CONFLICT (deal_id) DO UPDATE SET owner = excluded.owner, stage = excluded.sta
 """
 
 
-async def _write_flags(connection: asyncpg.Connection, rows: list[FlagRow]) -> None:
+_RECORD_RAISINGS = """
+INSERT INTO flag_raisings (deal_id, kind, raised_at, severity, numbers, deal, evaluated_at)
+SELECT d, k, r, s, n::jsonb, j::jsonb, e
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[]) AS row(d, k, r, s, n, j, e)
+ON CONFLICT DO NOTHING
+"""
+
+
+RaisingKey = tuple[UUID, str, datetime, str]
+
+
+def _raisings_known(open_rows: Mapping[UUID, Mapping[str, FlagRow]]) -> set[RaisingKey]:
+    """The open flags a batch starts with: written again as it goes, but not raised anew."""
+    return {
+        (row.deal_id, row.kind, row.raised_at, row.severity)
+        for rows in open_rows.values()
+        for row in rows.values()
+    }
+
+
+async def _record_raisings(
+    connection: asyncpg.Connection,
+    rows: list[FlagRow],
+    deals: Mapping[UUID, DealState],
+    known: set[RaisingKey],
+) -> None:
+    """The outbox of flag.raised webhooks: each open flag once per severity, in this
+    projection's transaction. A rebuild finds them recorded and adds nothing new."""
+    columns: list[list[Any]] = [[] for _ in range(7)]
+    for r in rows:
+        if r.cleared_at is not None or (r.deal_id, r.kind, r.raised_at, r.severity) in known:
+            continue
+        values = (
+            r.deal_id,
+            r.kind,
+            r.raised_at,
+            r.severity,
+            json.dumps(r.numbers, sort_keys=True),
+            json.dumps(deal_summary(deals[r.deal_id])),
+            r.evaluated_at,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    if columns[0]:
+        await connection.execute(_RECORD_RAISINGS, *columns)
+
+
+async def _write_flags(
+    connection: asyncpg.Connection,
+    rows: list[FlagRow],
+    deals: Mapping[UUID, DealState],
+    known: set[RaisingKey],
+) -> None:
     final = {(r.deal_id, r.kind, r.raised_at): r for r in rows}
     dropped = [key for key, row in final.items() if row.dropped]
     if dropped:
@@ -120,6 +174,7 @@ async def _write_flags(connection: asyncpg.Connection, rows: list[FlagRow]) -> N
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     await connection.execute(_UPSERT_FLAGS, *columns)
+    await _record_raisings(connection, list(final.values()), deals, known)
 
 
 async def _open_rows(
@@ -165,6 +220,7 @@ class FlagsProjection:
         )
         catalog = await self.versions.ensure(wanted, reader_on(connection))
         open_rows = await _open_rows(connection, ids)
+        known = _raisings_known(open_rows)
         written: list[FlagRow] = []
         for envelope in batch:
             deal_id = envelope.stream_id
@@ -179,7 +235,8 @@ class FlagsProjection:
             written += reconcile(deal_id, mine, after, at, clear=True)
             subjects[deal_id] = subject
             last_at[deal_id] = at
-        await _write_flags(connection, written)
+        states = {deal_id: subject.state for deal_id, subject in subjects.items()}
+        await _write_flags(connection, written, states, known)
         columns: list[list[Any]] = [[] for _ in range(6)]
         for deal_id in ids:
             subject = subjects[deal_id]
@@ -224,14 +281,17 @@ async def sweep(
             return total
         ids = [r["deal_id"] for r in rows]
         open_rows = await _open_rows(connection, ids)
+        known = _raisings_known(open_rows)
         written: list[FlagRow] = []
         subjects = [(r["deal_id"], SUBJECT.validate_json(r["subject"])) for r in rows]
         catalog = await _catalog(connection, versions, [s.state for _, s in subjects])
+        deals: dict[UUID, DealState] = {}
         for deal_id, subject in subjects:
+            deals[deal_id] = subject.state
             mine = open_rows.setdefault(deal_id, {})
             standing = evaluate(subject, as_of, rules, catalog)
             written += reconcile(deal_id, mine, standing, as_of, clear=False)
-        await _write_flags(connection, written)
+        await _write_flags(connection, written, deals, known)
         total += len(written)
         after = ids[-1]
 

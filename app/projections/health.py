@@ -22,6 +22,8 @@ class ProjectionState:
     position: int
     lag: int
     """Committed events not applied yet (at most LAG_CAP)."""
+    lag_seconds: float = 0.0
+    """How long the oldest event not applied yet has been in the log (0: none)."""
     stopped_at: int | None = None
     stopped_by: str | None = None
     """The event type and error that stopped it."""
@@ -54,12 +56,20 @@ async def health(connection: asyncpg.Connection, names: list[str]) -> Health:
             position,
             LAG_CAP,
         )
+        waited = await connection.fetchval(
+            "SELECT extract(epoch FROM now() - recorded_at) FROM events"
+            " WHERE (transaction_id, position) > ($1::text::xid8, $2)"
+            " ORDER BY transaction_id, position LIMIT 1",
+            str(txid),
+            position,
+        )
         stop = stops.get(name)
         states.append(
             ProjectionState(
                 name,
                 position,
                 int(lag),
+                max(float(waited or 0), 0.0),
                 stop["position"] if stop else None,
                 f"{stop['event_type']}: {stop['error']}" if stop else None,
                 stop["failed_at"] if stop else None,

@@ -11,6 +11,8 @@ from app.projections.flags import FlagsProjection
 from app.projections.log_tree import LogTree, log_tree_for
 from app.projections.runner import Projection
 from app.projections.stage_intervals import StageIntervalsProjection
+from app.projections.webhook_outbox import NAME as OUTBOX
+from app.projections.webhook_outbox import WebhookOutbox
 from app.settings import Settings
 
 
@@ -47,4 +49,12 @@ def projections_for(settings: Settings) -> dict[str, Projection]:
     return build_projections(rules_of(settings), log_tree_for(settings))
 
 
+def followers_for(settings: Settings) -> list[Projection]:
+    """What a projector follows the log with: every projection, and the webhook outbox
+    (which is never rebuilt: that would send everything again)."""
+    return [*projections_for(settings).values(), WebhookOutbox(settings.public_url)]
+
+
 PROJECTIONS = build_projections()
+FOLLOWERS: tuple[str, ...] = (*PROJECTIONS, OUTBOX)
+"""The names of everything a projector follows the log with (for lag and stops)."""

@@ -27,6 +27,7 @@ from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
 from app.events.store import read_all_on, record_of
+from app.telemetry import PROJECTION_ERRORS
 
 log = logging.getLogger("dealledger.projections")
 
@@ -430,6 +431,7 @@ class ProjectionRunner:
                 try:
                     applied = await apply_next_batch(connection, projection, self.batch_size)
                 except Exception as error:
+                    PROJECTION_ERRORS.labels(projection.name).inc()
                     if is_lost(error):
                         raise
                     poison = await _stop_at_poison(connection, projection, self.batch_size)

@@ -4,14 +4,14 @@ A settings table like api_keys, not a read model: every PUT adds a row, so the t
 stood at any past time (as_of) stays answerable, and a rebuild never touches it.
 
 Revision ID: 0013_sales_targets
-Revises: 0011_pipeline_versions
+Revises: 0012_webhooks
 Create Date: 2026-11-24
 """
 
 from alembic import op
 
 revision = "0013_sales_targets"
-down_revision = "0011_pipeline_versions"
+down_revision = "0012_webhooks"
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-24
 from alembic import op
 
 revision = "0014_ui_sessions"
-down_revision = "0013_sales_targets"  # the only line to change when 0012 lands (then 0013 follows it)
+down_revision = "0013_sales_targets"
 branch_labels = None
 depends_on = None
 

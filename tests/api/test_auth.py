@@ -87,6 +87,16 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys/{key_id}/revoke"): ADMIN,
+    ("GET", "/v1/webhooks"): ADMIN,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("PATCH", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/test"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): ADMIN,
 }
 ROUTES = sorted(MATRIX)
 
@@ -108,6 +118,8 @@ def url_of(path: str) -> str:
         blocker_id=uuid.uuid4(),
         stakeholder_id=uuid.uuid4(),
         key_id=uuid.uuid4(),
+        webhook_id=uuid.uuid4(),
+        delivery_id=uuid.uuid4(),
         key="default",
         version=1,
         owner="rick.rep",

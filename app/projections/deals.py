@@ -135,3 +135,10 @@ async def open_deals_on(
         limit,
     )
     return [r["deal_id"] for r in rows]
+
+
+async def owners(connection: asyncpg.Connection) -> list[str]:
+    """Everyone who owns a deal, in name order."""
+    return [
+        r["owner"] for r in await connection.fetch("SELECT DISTINCT owner FROM deals ORDER BY 1")
+    ]

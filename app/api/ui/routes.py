@@ -40,6 +40,7 @@ from app.domain.pipeline import Pipeline
 from app.domain.state import DealState
 from app.keys import find_key
 from app.projections import analytics
+from app.projections.deals import owners as deal_owners
 from app.projections.flags import FIRST_KEY, FlagFilter
 from app.projections.stage_intervals import intervals_of
 from app.service import snapshots
@@ -55,8 +56,8 @@ templates = Jinja2Templates(
     )
 )
 router = APIRouter(prefix="/ui", include_in_schema=False)
-BOARD_DEALS = 2000
-"""Deals a board shows at most (the rest are counted, not drawn)."""
+CARDS_PER_COLUMN = 60
+"""Cards a column draws at most, the slowest first (the rest are counted, not drawn)."""
 
 
 def _page(
@@ -140,11 +141,14 @@ class Column:
     label: str
     probability: float
     cards: list[Card] = field(default_factory=list)
+    hidden: list[Card] = field(default_factory=list)
+    """Cards counted in the totals but not drawn."""
+    total: int = 0
 
     @property
     def amounts(self) -> dict[str, Decimal]:
         totals: dict[str, Decimal] = defaultdict(Decimal)
-        for card in self.cards:
+        for card in [*self.cards, *self.hidden]:
             if card.state.amount is not None:
                 totals[card.state.currency or ""] += card.state.amount
         return dict(sorted(totals.items()))
@@ -206,7 +210,10 @@ async def board(
         columns[state.stage].cards.append(Card(state, days, stage.expected_days, kinds))
     for column in columns.values():
         column.cards.sort(key=lambda c: -c.ratio)
-    owners = sorted({s.owner for s in await snapshots.deal_states(connection, service, None)})
+        column.total = len(column.cards)
+        column.hidden = column.cards[CARDS_PER_COLUMN:]
+        column.cards = column.cards[:CARDS_PER_COLUMN]
+    owners = await deal_owners(connection)
     return _page(
         request,
         "board.html",

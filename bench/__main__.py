@@ -143,6 +143,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.append(await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000))
             console.print(f"pipeline health and weekly inspection at {loaded:,} events")
             rows.extend(await scenarios.manager_reports(ours, 5 if quick else 30))
+            console.print(f"pages at {len(deals):,} deals")
+            rows.extend(await scenarios.ui_pages(ours, deals, 5 if quick else 50))
         if not args.no_peer:
             from bench import peer
 

@@ -444,3 +444,45 @@ async def servers(url: str) -> AsyncIterator[tuple[Server, Server]]:
     finally:
         ours.stop()
         floor.stop()
+
+
+async def ui_pages(ours: Server, deals: list[uuid.UUID], reads: int) -> list[Row]:
+    """The board and a deal's page as a signed-in manager's browser gets them (one client,
+    one at a time), against the API's JSON for the same deal as the floor."""
+    rows = []
+    async with ours.client() as http:
+        signed = await http.post("/ui/login", data={"key": ours.token or ""})
+        if signed.status_code != 303:
+            raise RuntimeError(f"sign-in: {signed.status_code}")
+        for label, path_of in (
+            ("page: board, default pipeline", lambda i: "/ui"),
+            ("page: one deal's story", lambda i: f"/ui/deals/{deals[i % len(deals)]}"),
+        ):
+
+            async def page(w: int, i: int, path_of: Any = path_of) -> None:
+                response = await http.get(path_of(i))
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+            async def api(w: int, i: int) -> None:
+                response = await http.get(f"/v1/deals/{deals[i % len(deals)]}")
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+            await concurrently(1, 2, page)
+            mine = await concurrently(1, reads, page)
+            floor = await concurrently(1, reads, api)
+            rows.append(
+                Row(
+                    f"{label}, GET, 1 client",
+                    mine.rate,
+                    floor.rate,
+                    "requests/s",
+                    mine.percentile(0.5),
+                    mine.percentile(0.99),
+                    floor.percentile(0.99),
+                    target="≤ 100 ms server time at the demo's size",
+                    note="floor = GET /v1/deals/{id} (JSON of one deal)",
+                )
+            )
+    return rows

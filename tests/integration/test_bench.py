@@ -49,6 +49,8 @@ def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> Non
         "weekly inspection",
         "append with the log sequencer following",
         "inclusion proof from the stored tree",
+        "page: board",
+        "page: one deal's story",
     ):
         line = next(row for row in table.splitlines() if row.startswith(f"| {scenario}"))
         cells = [cell.strip() for cell in line.split("|")[1:-1]]

@@ -7,12 +7,15 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 TableFormat = Literal["json", "csv"]
+PageFormat = Annotated[
+    TableFormat | None, Query(description="csv: this page as a spreadsheet (or Accept: text/csv)")
+]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "?format=csv or Accept: text/csv"}
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api import schemas as s
+from app.api.csv_format import CSV_RESPONSE, PageFormat, csv_response, wants_csv
 from app.api.deps import (
     MAX_POSITION,
     READ,
@@ -82,9 +83,10 @@ async def create_deal(
     "",
     summary="List deals, filtered, with cursor pagination (from the deals read model)",
     dependencies=[READ, Depends(projected("deals"))],
-    responses={503: {"description": "min_position not reached in time", **PROBLEM}},
+    responses={503: {"description": "min_position not reached in time", **PROBLEM}, **CSV_RESPONSE},
 )
 async def list_deals(
+    request: Request,
     connection: ConnectionDep,
     service: ServiceDep,
     stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -94,6 +96,7 @@ async def list_deals(
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
+    format: PageFormat = None,
     min_position: MinPosition = None,
 ) -> s.DealPage:
     after = decode_cursor(cursor, "p")
@@ -108,8 +111,13 @@ async def list_deals(
     page = rows[:limit]
     more = len(rows) > limit
     catalog = await service.catalog_for([state for _, state in page])
+    items = [s.DealOut.of(state, state.pipeline_in(catalog)) for _, state in page]
+    if wants_csv(request, format):
+        return csv_response(  # type: ignore[return-value]
+            [item.model_dump(mode="json") for item in items], list(s.DealOut.model_fields)
+        )
     return s.DealPage(
-        items=[s.DealOut.of(state, state.pipeline_in(catalog)) for _, state in page],
+        items=items,
         next_cursor=encode_cursor({"p": page[-1][0]}) if more else None,
     )
 

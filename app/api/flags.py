@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from app.api.auth import require
+from app.api.csv_format import CSV_RESPONSE, PageFormat, csv_response, wants_csv
 from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
@@ -92,8 +93,10 @@ async def deal_flags(
     "/flags",
     summary="Open flags across deals, oldest first; filter by kind, severity, owner, stage",
     dependencies=[Depends(require("team")), Depends(projected("flags"))],
+    responses=CSV_RESPONSE,
 )
 async def list_flags(
+    request: Request,
     connection: ConnectionDep,
     services: ServicesDep,
     service: ServiceDep,
@@ -104,6 +107,7 @@ async def list_flags(
     as_of: AsOf = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
+    format: PageFormat = None,
     min_position: MinPosition = None,
 ) -> FlagPage:
     after = decode_cursor(cursor, "t", "d", "k")
@@ -117,6 +121,10 @@ async def list_flags(
         connection, service, services.flag_rules, as_of, where, start, limit + 1
     )
     page = flags[:limit]
+    if wants_csv(request, format):
+        return csv_response(  # type: ignore[return-value]
+            [_out(item).model_dump(mode="json") for item in page], list(FlagOut.model_fields)
+        )
     last = flag_key(page[-1].flag) if page else None
     return FlagPage(
         as_of=as_of,

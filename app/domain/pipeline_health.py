@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from app.domain.explanations import number
 from app.domain.periods import Period
-from app.domain.pipeline import ACTIVE, Catalog, Pipeline, Stage
-from app.domain.state import DealState
+from app.domain.pipeline import Catalog, Pipeline, Stage
+from app.domain.pipeline_facts import DealFacts, History
 
 DAY = timedelta(days=1)
 RULES = (
@@ -48,80 +48,6 @@ class HealthRules:
     early_stages: int = 2
     """The first n stages of a deal's pipeline are its early pipeline."""
     creation_window_days: float = 90
-
-
-@dataclass(frozen=True)
-class DealFacts:
-    """What the health rules need of one open deal."""
-
-    deal_id: UUID
-    name: str
-    owner: str
-    stage: str
-    pipeline_key: str
-    pipeline_version: int
-    amount: Decimal | None
-    close_date: date | None
-    opened_at: datetime
-    stage_entered_at: datetime
-    last_buyer_activity_at: datetime | None
-    last_evidence_at: datetime | None
-    has_next_step: bool
-
-    @property
-    def value(self) -> Decimal:
-        return self.amount or Decimal(0)
-
-    @property
-    def last_touch_at(self) -> datetime:
-        """The latest buyer activity or evidence; the opening if neither."""
-        touches = [t for t in (self.last_buyer_activity_at, self.last_evidence_at) if t]
-        return max(touches, default=self.opened_at)
-
-
-def facts_of(state: DealState) -> DealFacts:
-    """The health facts of a deal (open or not) as its state holds them."""
-    evidence = [item.occurred_at for item in state.evidence.values()]
-    opened = state.opened_at or state.stage_entered_at
-    assert opened is not None, "a deal that exists was opened"
-    return DealFacts(
-        deal_id=state.deal_id,
-        name=state.name,
-        owner=state.owner,
-        stage=state.stage,
-        pipeline_key=state.pipeline_key,
-        pipeline_version=state.pipeline_version,
-        amount=state.amount,
-        close_date=state.close_date,
-        opened_at=opened,
-        stage_entered_at=state.stage_entered_at or opened,
-        last_buyer_activity_at=state.last_buyer_activity_at,
-        last_evidence_at=max(evidence, default=None),
-        has_next_step=state.next_step is not None,
-    )
-
-
-@dataclass(frozen=True)
-class History:
-    """Figures from closed deals and the period, computed by the caller up to `as_of`."""
-
-    early_won: int = 0
-    early_closed: int = 0
-    """Of the deals that were in an early stage and have since closed, won and all closed."""
-    won: int = 0
-    closed: int = 0
-    won_in_period: Decimal = Decimal(0)
-    created_value: Decimal = Decimal(0)
-    """The value of deals opened in the trailing creation window."""
-    target: Decimal | None = None
-
-    @property
-    def early_conversion(self) -> float | None:
-        return self.early_won / self.early_closed if self.early_closed else None
-
-    @property
-    def win_rate(self) -> float | None:
-        return self.won / self.closed if self.closed else None
 
 
 @dataclass(frozen=True)
@@ -189,7 +115,7 @@ def _pct(share: float) -> str:
     return f"{number(share * 100)} %"
 
 
-def _days(facts: DealFacts, since: datetime, as_of: datetime) -> float:
+def _days(since: datetime, as_of: datetime) -> float:
     return (as_of - since) / DAY
 
 
@@ -231,7 +157,7 @@ def assess(
     for key in [k for k in order if k in by_stage]:
         group = by_stage[key]
         value = sum((d.value for d in group), Decimal(0))
-        ages = [_days(d, d.stage_entered_at, as_of) for d in group]
+        ages = [_days(d.stage_entered_at, as_of) for d in group]
         expected = {s.expected_days for d in group if (s := stage_of(d))}
         stages.append(
             StageHealth(
@@ -270,7 +196,7 @@ def assess(
                     row.stage,
                 )
             )
-        ages = [_days(d, d.stage_entered_at, as_of) for d in by_stage[row.stage]]
+        ages = [_days(d.stage_entered_at, as_of) for d in by_stage[row.stage]]
         if row.expected_days is not None and sum(ages) / len(ages) >= row.expected_days:
             findings.append(
                 Finding(
@@ -286,7 +212,7 @@ def assess(
                     tuple(
                         d.deal_id
                         for d in by_stage[row.stage]
-                        if _days(d, d.stage_entered_at, as_of) >= row.expected_days
+                        if _days(d.stage_entered_at, as_of) >= row.expected_days
                     ),
                     row.stage,
                 )
@@ -298,7 +224,7 @@ def assess(
         d
         for d in open_deals
         if not d.has_next_step
-        and _days(d, d.last_buyer_activity_at or d.opened_at, as_of) >= rules.dead_days
+        and _days(d.last_buyer_activity_at or d.opened_at, as_of) >= rules.dead_days
     ]
     if dead:
         findings.append(
@@ -324,19 +250,19 @@ def assess(
 
 def _long_stays(
     deals: Sequence[DealFacts],
-    stage_of: Any,
+    stage_of: Callable[[DealFacts], Stage | None],
     as_of: datetime,
     rules: HealthRules,
 ) -> list[Finding]:
     found: dict[str, list[tuple[DealFacts, float, Stage, float]]] = defaultdict(list)
     for d in deals:
-        stage: Stage | None = stage_of(d)
+        stage = stage_of(d)
         if stage is None:
             continue
         limit = stage.stall.long_stay_ratio or (
             rules.long_stay_ratio if stage.key in rules.long_stay_stages else None
         )
-        days = _days(d, d.stage_entered_at, as_of)
+        days = _days(d.stage_entered_at, as_of)
         if limit is not None and days >= limit * stage.expected_days:
             found[stage.key].append((d, days, stage, limit))
     out = []
@@ -363,7 +289,7 @@ def _long_stays(
 
 
 def _stale(deals: Sequence[DealFacts], as_of: datetime, rules: HealthRules) -> list[Finding]:
-    stale = [d for d in deals if _days(d, d.last_touch_at, as_of) >= rules.stale_days]
+    stale = [d for d in deals if _days(d.last_touch_at, as_of) >= rules.stale_days]
     share = _ratio(len(stale), len(deals))
     if not deals or share < rules.stale_share:
         return []
@@ -424,7 +350,10 @@ def _thin_early(
 
 
 def _coverage(
-    deals: Sequence[DealFacts], weighted: Any, history: History, period: Period
+    deals: Sequence[DealFacts],
+    weighted: Callable[[DealFacts], Decimal],
+    history: History,
+    period: Period,
 ) -> list[Finding]:
     if history.target is None or history.win_rate in (None, 0.0):
         return []
@@ -456,7 +385,3 @@ def _coverage(
             tuple(d.deal_id for d in in_period),
         )
     ]
-
-
-def is_open(state: DealState) -> bool:
-    return state.exists and state.status == ACTIVE

@@ -9,7 +9,7 @@ from decimal import Decimal
 import asyncpg
 
 from app.domain.periods import Period
-from app.domain.pipeline_health import DealFacts, History
+from app.domain.pipeline_facts import DealFacts, History
 
 # The fields facts_of() takes from a DealState, read from the state document instead of
 # parsing each deal's whole state (this runs over every open deal).

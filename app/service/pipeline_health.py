@@ -9,14 +9,8 @@ from decimal import Decimal
 import asyncpg
 
 from app.domain.periods import Period
-from app.domain.pipeline_health import (
-    DealFacts,
-    Health,
-    HealthRules,
-    assess,
-    facts_of,
-    is_open,
-)
+from app.domain.pipeline_facts import DealFacts, facts_of, is_open
+from app.domain.pipeline_health import Health, HealthRules, assess
 from app.projections.pipeline_health import closed_history, created_value, open_facts
 from app.projections.targets import Target, targets_for
 from app.service.deals import DealService

@@ -3,6 +3,8 @@ rule triggers at its threshold and not just below it."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -300,6 +302,17 @@ async def test_the_pipeline_view_filters_weighs_pages_and_exports(deals: Deals) 
         "/v1/analytics/conversion", params=deals.fresh(format="csv"), headers=MANAGER
     )
     assert conversion.text.splitlines()[0].startswith("stage,entered,moved_forward")
+    listed = await deals.client.get("/v1/deals", params=deals.fresh(owner="bob", format="csv"))
+    assert listed.text.splitlines()[0].startswith("id,") and len(listed.text.splitlines()) == 2
+    later = (datetime.now(UTC) + 10 * DAY).isoformat()  # inactive by then
+    flags = await deals.client.get(
+        "/v1/flags",
+        params=deals.fresh(owner="bob", as_of=later),
+        headers={**MANAGER, "Accept": "text/csv"},
+    )
+    flag_rows = list(csv.DictReader(io.StringIO(flags.text)))
+    assert flag_rows and {row["owner"] for row in flag_rows} == {"bob"}
+    assert all(row["explanation"] for row in flag_rows)
     findings = await deals.client.get(
         "/v1/pipeline/health", params=deals.fresh(format="csv"), headers=MANAGER
     )

@@ -12,7 +12,8 @@ from app.domain.errors import DomainError
 from app.domain.flags import KINDS, Subject, advance, evaluate
 from app.domain.periods import Period
 from app.domain.pipeline import BUILT_IN
-from app.domain.pipeline_health import RULES, History, assess, facts_of
+from app.domain.pipeline_facts import History, facts_of
+from app.domain.pipeline_health import RULES, assess
 from app.domain.state import DealState, Recorded
 from app.service.demo_showcase import NEGLECTED_SHARE, QUARTER_TARGET, showcase
 from app.service.simulation import OWNERS, decide_step

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from app.domain.errors import InvalidRequest
 from app.domain.periods import Period
 from app.domain.pipeline import BUILT_IN, DEFAULT_PIPELINE, Pipeline
-from app.domain.pipeline_health import DealFacts, History, assess, herfindahl, percentile
+from app.domain.pipeline_facts import DealFacts, History
+from app.domain.pipeline_health import assess, herfindahl, percentile
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

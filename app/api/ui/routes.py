@@ -40,6 +40,7 @@ from app.domain.pipeline import Pipeline
 from app.domain.state import DealState
 from app.keys import find_key
 from app.projections import analytics
+from app.projections.deals import BoardDeal, BoardStep, board_deals
 from app.projections.deals import owners as deal_owners
 from app.projections.flags import FIRST_KEY, FlagFilter
 from app.projections.stage_intervals import intervals_of
@@ -117,9 +118,18 @@ async def logout(request: Request, connection: ConnectionDep) -> RedirectRespons
     return response
 
 
+def _board_deal(state: DealState, flags: tuple[str, ...]) -> BoardDeal:
+    step = state.next_step
+    return BoardDeal(
+        state.deal_id, state.name, state.account, state.owner, state.stage, state.amount,
+        state.currency, state.stage_entered_at,
+        BoardStep(step.description, step.due_date) if step else None, flags,
+    )  # fmt: skip
+
+
 @dataclass
 class Card:
-    state: DealState
+    state: BoardDeal
     days_in_stage: float | None
     expected_days: int
     flags: list[str]
@@ -190,24 +200,24 @@ async def board(
         return _page(request, "missing.html", actor, 404, what=f"No pipeline {pipeline}.")
     moment = _end_of(day) if day else None
     now = moment or datetime.now(UTC)
-    states = [
-        s
-        for s in await snapshots.deal_states(connection, service, moment, owner=owner)
-        if s.pipeline_key == pipeline
-        and s.stage in shown.stage_keys
-        and s.status == "open"
-        and (owner is None or s.owner == owner)
-    ]
-    flags = await _open_flags(connection, service, services, moment)
+    if moment is None:  # now: one query over the read models
+        deals = await board_deals(connection, pipeline, owner)
+    else:  # a past day: every deal replayed to its end, and the flags standing then
+        flags = await _open_flags(connection, service, services, moment)
+        deals = [
+            _board_deal(s, tuple(sorted(flags.get(s.deal_id, ()))))
+            for s in await snapshots.deal_states(connection, service, moment, owner=owner)
+            if s.pipeline_key == pipeline and s.status == "open"
+            and (owner is None or s.owner == owner)
+        ]  # fmt: skip
     columns = {s.key: Column(s.key, s.label, s.probability) for s in shown.stages}
-    for state in states:
-        kinds = sorted(flags.get(state.deal_id, ()))
-        if flag is not None and flag not in kinds:
+    for deal in deals:
+        if deal.stage not in columns or (flag is not None and flag not in deal.flags):
             continue
-        entered = state.stage_entered_at
+        entered = deal.stage_entered_at
         days = (now - entered).total_seconds() / 86_400 if entered else None
-        stage = shown.stage(state.stage)
-        columns[state.stage].cards.append(Card(state, days, stage.expected_days, kinds))
+        stage = shown.stage(deal.stage)
+        columns[deal.stage].cards.append(Card(deal, days, stage.expected_days, list(deal.flags)))
     for column in columns.values():
         column.cards.sort(key=lambda c: -c.ratio)
         column.total = len(column.cards)

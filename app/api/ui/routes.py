@@ -371,7 +371,8 @@ async def deal_page(
     if not state.exists:
         return _page(request, "missing.html", actor, 404, what="No such deal.")
     pipeline = await service.pipeline_of(state)
-    stored = await store.read_stream(deal_id)
+    verdict = await check_deal(store, connection, deal_id, services.verifier)
+    stored = verdict.events  # the stream as check_deal read it: not read a second time
     evidence = {
         event.data.get("evidence_id"): {
             "event": event,
@@ -395,7 +396,6 @@ async def deal_page(
         for i in intervals
     ]
     longest = max((stay.days for stay in stays), default=0.0) or 1.0
-    verdict = await check_deal(store, connection, deal_id, services.verifier)
     return _page(
         request,
         "deal.html",

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Events per projection transaction while following, and while rebuilding.
     projection_batch_size: int = Field(default=1000, ge=1)
     rebuild_batch_size: int = Field(default=5000, ge=1)
+    rebuild_workers: int = Field(default=0, ge=0)
+    """Processes folding deals in `dealledger rebuild` (0: one per core)."""
     # Deals whose state and last hash a process keeps between commands (0: read every time).
     head_cache_size: int = Field(default=10_000, ge=0)
     # Flags: how often the projector re-checks open deals for flags time alone raises.

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -21,10 +22,8 @@ class Activity:
     buyer_activity_count: int = 0
     counts_by_type: dict[str, int] = field(default_factory=dict)
 
-    def add(self, envelope: Envelope) -> None:
-        occurred = envelope.stored.occurred_at
+    def add(self, occurred: datetime, event: e.DomainEvent) -> None:
         self.last_activity_at = max(self.last_activity_at, occurred)
-        event = envelope.recorded.event
         if isinstance(event, e.BuyerActivityRecorded):
             self.buyer_activity_count += 1
             kind = event.activity_type
@@ -33,6 +32,23 @@ class Activity:
                 self.last_buyer_activity_at = occurred
 
 
+def activity_row(deal_id: UUID, a: Activity) -> tuple[Any, ...]:
+    return (
+        deal_id,
+        a.last_buyer_activity_at,
+        a.last_activity_at,
+        a.buyer_activity_count,
+        json.dumps(a.counts_by_type, sort_keys=True),
+    )
+
+
+COLUMNS = (
+    "deal_id",
+    "last_buyer_activity_at",
+    "last_activity_at",
+    "buyer_activity_count",
+    "counts_by_type",
+)
 _UPSERT = """
 INSERT INTO deal_activity (deal_id, last_buyer_activity_at, last_activity_at,
                            buyer_activity_count, counts_by_type)
@@ -71,17 +87,11 @@ class ActivityProjection:
             current = activity.get(envelope.stream_id)
             if current is None:
                 current = activity[envelope.stream_id] = Activity(envelope.stored.occurred_at)
-            current.add(envelope)
+            current.add(envelope.stored.occurred_at, envelope.recorded.event)
         columns: list[list[Any]] = [[] for _ in range(5)]
         for deal_id in ids:
-            a = activity[deal_id]
-            values = (
-                deal_id,
-                a.last_buyer_activity_at,
-                a.last_activity_at,
-                a.buyer_activity_count,
-                json.dumps(a.counts_by_type, sort_keys=True),
-            )
-            for column, value in zip(columns, values, strict=True):
+            for column, value in zip(
+                columns, activity_row(deal_id, activity[deal_id]), strict=True
+            ):
                 column.append(value)
         await connection.execute(_UPSERT, *columns)

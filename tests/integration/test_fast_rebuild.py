@@ -1,0 +1,190 @@
+"""The fast rebuild (per deal, over worker processes, swapped in at once): it equals what the
+follower built, readers see the old read models or the new ones and never a half-built one,
+and a rebuild killed before its swap leaves the old ones and can simply be run again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from app.db import asyncpg_dsn
+from app.events.store import EventStore
+from app.projections.registry import PROJECTIONS
+from app.projections.replay import RebuildFailed, rebuild_fast
+from app.service.deals import DealService
+from app.service.simulation import run_workload
+from tests.support import caught_up, environment, following, read_models, settle
+
+CHECKPOINTS = "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[])"
+
+
+async def _built_by_a_follower(store: EventStore, database_url: str, pg: asyncpg.Connection) -> int:
+    async with following(database_url, batch_size=40):
+        await run_workload(DealService(store), deals=40, commands=900, seed=21, writers=1)
+        await run_workload(DealService(store), deals=30, commands=600, seed=22, writers=3)
+        await caught_up(pg)
+    return int(await pg.fetchval("SELECT count(*) FROM events"))
+
+
+async def test_the_fast_rebuild_equals_the_follower_for_any_number_of_workers(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    total = await _built_by_a_follower(store, database_url, pg)
+    later = datetime.now(UTC) + timedelta(days=20)
+    await settle(pg, later)
+    incremental = await read_models(pg)
+    assert len(incremental["deal_flags"]) > 50 and len(incremental["stage_intervals"]) > 70
+
+    for workers in (1, 3):
+        done = await rebuild_fast(
+            asyncpg_dsn(database_url), list(PROJECTIONS.values()), workers=workers
+        )
+        assert done == total
+        await settle(pg, later)
+        rebuilt = await read_models(pg)
+        for table, rows in incremental.items():
+            assert rebuilt[table] == rows, (workers, table)
+        positions = {r["position"] for r in await pg.fetch(CHECKPOINTS, list(PROJECTIONS))}
+        assert positions == {await pg.fetchval("SELECT max(position) FROM events")}
+
+
+async def test_readers_see_the_old_read_models_or_the_new_never_a_half_built_one(
+    store: EventStore, database_url: str, pg: asyncpg.Connection, owner_url: str
+) -> None:
+    await _built_by_a_follower(store, database_url, pg)
+    deals = await pg.fetchval("SELECT count(*) FROM deals")
+    intervals = await pg.fetchval("SELECT count(*) FROM stage_intervals")
+    # Make the old read models recognisably different from what a rebuild writes.
+    await pg.execute("UPDATE deals SET name = 'stale'")
+    await pg.execute("DELETE FROM stage_intervals WHERE seq > 1")
+    stale_intervals = await pg.fetchval("SELECT count(*) FROM stage_intervals")
+    assert stale_intervals < intervals
+
+    reader = await asyncpg.connect(asyncpg_dsn(owner_url))
+    seen: set[tuple[int, int, int]] = set()
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while not done.is_set():
+            # One snapshot over several statements, as a report reading table after table.
+            async with reader.transaction(isolation="repeatable_read", readonly=True):
+                row = await reader.fetchrow(
+                    "SELECT count(*) AS deals, count(*) FILTER (WHERE name = 'stale') AS stale"
+                    " FROM deals"
+                )
+                await asyncio.sleep(0.001)
+                intervals = await reader.fetchval("SELECT count(*) FROM stage_intervals")
+            seen.add((row["deals"], row["stale"], intervals))
+
+    watching = asyncio.create_task(read())
+    try:
+        await rebuild_fast(asyncpg_dsn(database_url), list(PROJECTIONS.values()), workers=2)
+        await asyncio.sleep(0.05)
+    finally:
+        done.set()
+        await watching
+        await reader.close()
+    assert seen <= {(deals, deals, stale_intervals), (deals, 0, intervals)}, seen
+    assert (deals, 0, intervals) in seen
+
+
+async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_reruns(
+    store: EventStore, database_url: str, pg: asyncpg.Connection, owner_url: str
+) -> None:
+    await _built_by_a_follower(store, database_url, pg)
+    expected = await read_models(pg)
+    await pg.execute("UPDATE deals SET owner = 'before-the-rebuild'")
+    before = await read_models(pg)
+    checkpoints = await pg.fetch(CHECKPOINTS, list(PROJECTIONS))
+
+    # Hold the checkpoint rows: the rebuild folds everything, then waits there to swap.
+    holder = await asyncpg.connect(asyncpg_dsn(owner_url))
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("SELECT * FROM projection_checkpoints FOR UPDATE")
+    rebuild = subprocess.Popen(  # noqa: ASYNC220 - polled without blocking below
+        [sys.executable, "-m", "app", "rebuild"],
+        env=environment(DATABASE_URL=database_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%projection_checkpoints%' AND pid <> pg_backend_pid()"
+        )
+        for _ in range(1200):
+            if await pg.fetchval(waiting):
+                break
+            assert rebuild.poll() is None, "the rebuild ended without waiting to swap"
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the rebuild never reached its swap")
+        os.killpg(rebuild.pid, signal.SIGKILL)
+        rebuild.wait(10)
+    finally:
+        if rebuild.poll() is None:
+            os.killpg(rebuild.pid, signal.SIGKILL)
+        await transaction.rollback()
+        await holder.close()
+
+    assert await read_models(pg) == before
+    assert await pg.fetch(CHECKPOINTS, list(PROJECTIONS)) == checkpoints
+
+    rerun = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "rebuild"],
+        env=environment(DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert await read_models(pg) == expected
+
+
+async def test_a_rebuild_waits_for_no_follower_it_replays_under_one_that_follows(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    async with following(database_url, batch_size=40):
+        await run_workload(DealService(store), deals=5, commands=60, seed=3)
+        await caught_up(pg)
+        # The follower holds the projections' locks: the fast path declines (the caller
+        # then has the follower replay them: runner.rebuild).
+        assert await rebuild_fast(asyncpg_dsn(database_url), list(PROJECTIONS.values())) is None
+
+
+async def test_the_fast_rebuild_of_the_tree_refuses_a_log_that_no_longer_has_a_signed_root(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    async with following(database_url, batch_size=40):
+        await run_workload(DealService(store), deals=4, commands=40, seed=5)
+        await caught_up(pg)
+    leaves = await pg.fetchval("SELECT count(*) FROM log_leaves")
+    # A checkpoint signed for a root this log does not have (as if events changed since).
+    await pg.execute(
+        "INSERT INTO log_checkpoints (tree_size, root_hash, note, verifier_key)"
+        " VALUES (3, $1, 'forged', 'none')",
+        b"\x00" * 32,
+    )
+    with pytest.raises(RebuildFailed, match="the first 3 events no longer has the root signed"):
+        await rebuild_fast(asyncpg_dsn(database_url), [PROJECTIONS["log_tree"]])
+    assert await pg.fetchval("SELECT count(*) FROM log_leaves") == leaves
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "rebuild", "log_tree"],
+        env=environment(DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "no longer has the root signed" in " ".join(result.stderr.split())

@@ -8,6 +8,7 @@ same history at the same time always gives the same flags, whoever evaluates and
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import statistics
 from collections.abc import Sequence
@@ -102,17 +103,84 @@ def thresholds(stage: Stage, rules: FlagRules) -> tuple[float, float, float]:
     )
 
 
+def changed_kinds(before: Subject, after: Subject, at: datetime) -> frozenset[str] | None:
+    """The flag kinds whose inputs one event recorded at `at` changed (None: every kind).
+
+    Between events a rule's flag only comes into being as time passes (none clears by
+    time, and `raised_at` is computed from its inputs), so a rule whose inputs an event left
+    as they were stands after it as before: a replay need not judge it there, only where
+    its inputs change and at the deal's last event. Compared by identity: the fold keeps
+    an unchanged field's object, so a changed object is a (possibly equal) new value.
+    Every rule reads the deal's status, pipeline version, stage and when it entered it; what
+    else each reads is listed below, next to `evaluate` (keep the two in step)."""
+    old, new = before.state, after.state
+    if (
+        new.stage_entered_at is None
+        or old.status is not new.status
+        or old.stage is not new.stage
+        or old.stage_entered_at is not new.stage_entered_at
+        or old.pipeline_key is not new.pipeline_key
+        or old.pipeline_version is not new.pipeline_version
+    ):
+        return None
+    kinds = []
+    if old.nurture_resume_on is not new.nurture_resume_on:
+        kinds.append("nurture_resume_due")
+    times = after.buyer_times
+    if before.buyer_times is not times or old.opened_at is not new.opened_at:
+        kinds += ("inactive", "ghosting")
+    elif times and times[-1] > at:
+        kinds.append("ghosting")  # activity dated after `at` joins its rhythm as time passes
+    if (
+        old.next_step is not new.next_step
+        or before.no_next_step_since is not after.no_next_step_since
+    ):
+        kinds += ("next_step_overdue", "no_next_step")
+    if old.close_date is not new.close_date:
+        kinds.append("close_date_passed")
+    if (
+        old.amount is not new.amount
+        or old.close_date is not new.close_date
+        or old.stakeholders is not new.stakeholders
+    ):
+        kinds.append("missing_required_fields")  # what DealState.has_field reads
+    if (
+        old.evidence is not new.evidence
+        or old.earned is not new.earned
+        or old.reopened is not new.reopened
+    ):
+        kinds.append("stage_evidence_retracted")
+    if old.blockers is not new.blockers:
+        kinds.append("stuck_blocker")
+    return frozenset(kinds)
+
+
 def evaluate(
     subject: Subject,
     as_of: datetime,
     rules: FlagRules | None = None,
     pipelines: Catalog = BUILT_IN,
+    kinds: frozenset[str] | None = None,
 ) -> list[Flag]:
     """The flags standing on this deal at `as_of`, by the thresholds of its pipeline version
-    (held in `pipelines`)."""
-    rules = rules or FlagRules()
-    state = subject.state
+    (held in `pipelines`); of `kinds` only, when given."""
+    return _evaluate(subject, subject.state, as_of, rules or FlagRules(), pipelines, kinds)
+
+
+def _evaluate(
+    subject: Subject,
+    state: DealState,
+    as_of: datetime,
+    rules: FlagRules,
+    pipelines: Catalog,
+    kinds: frozenset[str] | None,
+) -> list[Flag]:
+    def judged(kind: str) -> bool:
+        return kinds is None or kind in kinds
+
     if state.status == NURTURE:
+        if not judged("nurture_resume_due"):
+            return []
         resume = state.nurture_resume_on
         if resume is not None and as_of >= _start_of(resume):
             return [
@@ -134,7 +202,7 @@ def evaluate(
 
     in_stage = as_of - entered
     ratio = (in_stage / DAY) / stage.expected_days
-    if ratio >= slow_warning:
+    if ratio >= slow_warning and judged("slow_in_stage"):
         flags.append(
             Flag(
                 "slow_in_stage",
@@ -150,7 +218,7 @@ def evaluate(
 
     last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
     quiet_since = last_buyer or state.opened_at or entered
-    if as_of - quiet_since >= limit * DAY:
+    if as_of - quiet_since >= limit * DAY and judged("inactive"):
         flags.append(
             Flag(
                 "inactive",
@@ -165,7 +233,7 @@ def evaluate(
         )
 
     step = state.next_step
-    if step is not None and as_of >= _start_of(step.due_date + DAY):
+    if step is not None and as_of >= _start_of(step.due_date + DAY) and judged("next_step_overdue"):
         overdue = as_of - _start_of(step.due_date + DAY)
         flags.append(
             Flag(
@@ -179,11 +247,15 @@ def evaluate(
                 },
             )
         )
-    if step is None:
+    if step is None and judged("no_next_step"):
         since = subject.no_next_step_since or entered
         flags.append(Flag("no_next_step", "warning", since, {"since": since.isoformat()}))
 
-    if state.close_date is not None and as_of >= _start_of(state.close_date + DAY):
+    if (
+        state.close_date is not None
+        and as_of >= _start_of(state.close_date + DAY)
+        and judged("close_date_passed")
+    ):
         late = as_of - _start_of(state.close_date + DAY)
         flags.append(
             Flag(
@@ -194,7 +266,11 @@ def evaluate(
             )
         )
 
-    missing = state.missing_required_fields(pipeline, state.stage)
+    missing = (
+        state.missing_required_fields(pipeline, state.stage)
+        if judged("missing_required_fields")
+        else []
+    )
     if missing:
         flags.append(
             Flag(
@@ -205,11 +281,11 @@ def evaluate(
             )
         )
 
-    ghost = _ghosting(subject.buyer_times, as_of, rules)
+    ghost = _ghosting(subject.buyer_times, as_of, rules) if judged("ghosting") else None
     if ghost is not None:
         flags.append(ghost)
 
-    unsupported = state.unsupported_earned_criteria()
+    unsupported = state.unsupported_earned_criteria() if judged("stage_evidence_retracted") else {}
     if unsupported:
         retracted = [state.evidence[i] for ids in unsupported.values() for i in ids]
         stages = [
@@ -230,7 +306,11 @@ def evaluate(
             )
         )
 
-    oldest = min(state.blockers.values(), key=lambda b: b.raised_at, default=None)
+    oldest = (
+        min(state.blockers.values(), key=lambda b: b.raised_at, default=None)
+        if judged("stuck_blocker")
+        else None
+    )
     if oldest is not None and as_of - oldest.raised_at >= rules.stuck_blocker_days * DAY:
         flags.append(
             Flag(
@@ -248,13 +328,19 @@ def evaluate(
     return flags
 
 
+@functools.lru_cache(maxsize=4096)
+def _median_gap(times: tuple[datetime, ...]) -> float:
+    """Days between consecutive activities, median (the same times are judged again and
+    again as a deal's events are folded: once each)."""
+    return statistics.median([(b - a) / DAY for a, b in itertools.pairwise(times)])
+
+
 def _ghosting(times: Sequence[datetime], as_of: datetime, rules: FlagRules) -> Flag | None:
     """Silent for longer than this deal's own rhythm allows: k x its median gap, floored."""
     past = times[: bisect.bisect_right(times, as_of)]  # times are sorted
     if len(past) < rules.ghosting_min_activities:
         return None
-    gaps = [(b - a) / DAY for a, b in itertools.pairwise(past)]
-    median = statistics.median(gaps)
+    median = _median_gap(tuple(past))
     threshold = max(rules.ghosting_multiplier * median, rules.ghosting_floor_days)
     silent = (as_of - past[-1]) / DAY
     if silent <= threshold:

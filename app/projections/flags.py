@@ -54,12 +54,15 @@ def reconcile(
     at: datetime,
     *,
     clear: bool,
+    kinds: frozenset[str] | None = None,
 ) -> list[FlagRow]:
-    """Rows to write so the open flags match `flags` at `at`; `open_rows` is updated."""
+    """Rows to write so the open flags match `flags` at `at`; `open_rows` is updated. With
+    `kinds`, `flags` judged only those: open flags of other kinds are left as they are."""
     written = []
     standing = {flag.kind for flag in flags}
     if clear:
-        for kind in [k for k in open_rows if k not in standing]:
+        ended = [k for k in open_rows if k not in standing and (kinds is None or k in kinds)]
+        for kind in ended:
             written.append(_end(open_rows.pop(kind), at))
     for flag in flags:
         row = open_rows.get(flag.kind)

@@ -35,7 +35,8 @@ import asyncpg
 from app.db import SESSION_SETTINGS
 from app.domain import events as e
 from app.domain.events import parse_event_json
-from app.domain.flags import FlagRules, Subject, advance, evaluate
+from app.domain.flags import FlagRules, Subject, advance, changed_kinds, evaluate
+from app.domain.pipeline import BUILT_IN, Catalog
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import DealState, Recorded, pipelines_named
 from app.domain.webhooks import deal_summary
@@ -125,24 +126,34 @@ class DealFold:
     blockers: dict[UUID, list[Any]] = field(default_factory=dict)
     open_flags: dict[str, FlagRow] = field(default_factory=dict)
     flags: dict[tuple[str, datetime], FlagRow] = field(default_factory=dict)
+    catalog: Catalog = BUILT_IN
 
     def __post_init__(self) -> None:
         self.subject = Subject(DealState(deal_id=self.deal_id))
 
-    def add(self, position: int, recorded: Recorded, catalog: Any) -> None:
+    def add(self, position: int, recorded: Recorded, catalog: Catalog) -> None:
         if not self.opened_position:
             self.opened_position = position
         self.last_position = position
         at = recorded.recorded_at
         self.last_recorded_at = at
         event = recorded.event
-        # flags: as FlagsProjection.apply, just before and just after the event
-        if self.subject.state.exists:
-            before = evaluate(self.subject, at, self.rules, catalog)
-            self._keep(reconcile(self.deal_id, self.open_flags, before, at, clear=False))
-        self.subject = advance(self.subject, recorded, catalog)
-        after = evaluate(self.subject, at, self.rules, catalog)
-        self._keep(reconcile(self.deal_id, self.open_flags, after, at, clear=True))
+        # flags: as FlagsProjection.apply (judged just before and just after the event), but
+        # only the rules whose inputs the event changed; all of them after the last event.
+        before = self.subject
+        self.subject = advance(before, recorded, catalog)
+        self.catalog = catalog
+        kinds = changed_kinds(before, self.subject, at) if before.state.exists else None
+        if kinds is None or kinds:
+            if before.state.exists:
+                standing = evaluate(before, at, self.rules, catalog, kinds)
+                self._keep(
+                    reconcile(self.deal_id, self.open_flags, standing, at, clear=False, kinds=kinds)
+                )
+            standing = evaluate(self.subject, at, self.rules, catalog, kinds)
+            self._keep(
+                reconcile(self.deal_id, self.open_flags, standing, at, clear=True, kinds=kinds)
+            )
         # stage_intervals
         for interval in next_intervals(self.deal_id, self.last_interval, recorded):
             self.intervals[interval.seq] = interval
@@ -173,6 +184,10 @@ class DealFold:
 
     def rows(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """(table, row) for every row this deal has in the read models."""
+        if self.last_recorded_at is not None:  # every rule, as after the last event
+            at = self.last_recorded_at
+            standing = evaluate(self.subject, at, self.rules, self.catalog)
+            self._keep(reconcile(self.deal_id, self.open_flags, standing, at, clear=True))
         s = self.subject.state
         yield (
             "deals",

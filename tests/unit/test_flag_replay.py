@@ -1,0 +1,99 @@
+"""The fast rebuild judges only the flag rules an event changed the inputs of (and every rule
+after a deal's last event): over generated histories that gives exactly the flag rows of
+judging every rule before and after every event, as the follower does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.domain.errors import DomainError
+from app.domain.flags import FlagRules, Subject, advance, evaluate
+from app.domain.pipeline import BUILT_IN
+from app.domain.state import DealState, Recorded
+from app.projections.flags import FlagRow, reconcile
+from app.projections.replay import DealFold
+from app.service.simulation import History, decide_step
+
+END = datetime(2026, 6, 30, tzinfo=UTC)
+
+
+def histories(seed: int, deals: int) -> dict[UUID, list[Recorded]]:
+    """Each generated deal's events as the fold sees them, in version order."""
+    history = History(deals=deals, seed=seed, days=150, end=END, neglected_share=0.3)
+    recorded: dict[UUID, list[Recorded]] = {}
+    while (step := history.next()) is not None:
+        before = history.states.get(step.deal_id)
+        try:
+            events, after = decide_step(before, step)
+        except DomainError:
+            assert before is not None
+            history.settled(step, before)
+            continue
+        version = before.version if before else 0
+        mine = recorded.setdefault(step.deal_id, [])
+        for n, event in enumerate(events, start=1):
+            occurred = getattr(event, "occurred_at", None) or step.at
+            mine.append(Recorded(event, version + n, occurred, step.at))
+        history.settled(step, after)
+    return recorded
+
+
+def judged_at_every_event(
+    deal_id: UUID, events: list[Recorded], rules: FlagRules
+) -> dict[tuple[str, datetime], FlagRow]:
+    """What FlagsProjection.apply writes: every rule just before and just after each event."""
+    subject = Subject(DealState(deal_id=deal_id))
+    open_rows: dict[str, FlagRow] = {}
+    final: dict[tuple[str, datetime], FlagRow] = {}
+    for recorded in events:
+        at = recorded.recorded_at
+        written = []
+        if subject.state.exists:
+            before = evaluate(subject, at, rules, BUILT_IN)
+            written += reconcile(deal_id, open_rows, before, at, clear=False)
+        subject = advance(subject, recorded, BUILT_IN)
+        written += reconcile(deal_id, open_rows, evaluate(subject, at, rules), at, clear=True)
+        for row in written:
+            if row.dropped:
+                final.pop((row.kind, row.raised_at), None)
+            else:
+                final[(row.kind, row.raised_at)] = row
+    return final
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**20),
+    rules=st.builds(
+        FlagRules,
+        inactive_days=st.sampled_from([2.0, 7.0, 15.0]),
+        ghosting_multiplier=st.sampled_from([1.5, 3.0]),
+        stuck_blocker_days=st.sampled_from([3.0, 14.0]),
+    ),
+)
+def test_judging_only_changed_rules_gives_the_rows_of_judging_every_rule(
+    seed: int, rules: FlagRules
+) -> None:
+    for deal_id, events in histories(seed, deals=8).items():
+        fold = DealFold(deal_id, rules)
+        for position, recorded in enumerate(events, start=1):
+            fold.add(position, recorded, BUILT_IN)
+        written = [row for table, row in fold.rows() if table == "deal_flags"]
+        expected = judged_at_every_event(deal_id, events, rules)
+        assert len(written) == len(expected)
+        assert fold.flags == expected
+
+
+def test_the_generated_histories_raise_and_clear_flags_of_every_time_rule() -> None:
+    rows = [
+        row
+        for deal_id, events in histories(7, deals=40).items()
+        for row in judged_at_every_event(deal_id, events, FlagRules()).values()
+    ]
+    cleared = {row.kind for row in rows if row.cleared_at is not None}
+    assert {"inactive", "ghosting", "no_next_step", "slow_in_stage"} <= cleared
+    assert {row.kind for row in rows} >= {"next_step_overdue", "stuck_blocker"}

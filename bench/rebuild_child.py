@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -17,7 +18,8 @@ from app.projections.replay import rebuild_fast
 async def main(url: str) -> None:
     started = time.perf_counter()
     projections = list(build_projections().values())
-    events = await rebuild_fast(asyncpg_dsn(url), projections)
+    workers = os.cpu_count() or 1
+    events = await rebuild_fast(asyncpg_dsn(url), projections, workers=workers)
     if events is None:
         raise SystemExit("a projector follows these projections: stop it first")
     seconds = time.perf_counter() - started
@@ -34,6 +36,7 @@ async def main(url: str) -> None:
         "seconds": seconds,
         "projections": [p.name for p in projections],
         "max_rss_mib": rss,
+        "workers": workers,
     }
     print(json.dumps(result))
 

@@ -202,7 +202,7 @@ def _evaluate(
 
     in_stage = as_of - entered
     ratio = (in_stage / DAY) / stage.expected_days
-    if ratio >= slow_warning and judged("slow_in_stage"):
+    if judged("slow_in_stage") and ratio >= slow_warning:
         flags.append(
             Flag(
                 "slow_in_stage",
@@ -218,7 +218,7 @@ def _evaluate(
 
     last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
     quiet_since = last_buyer or state.opened_at or entered
-    if as_of - quiet_since >= limit * DAY and judged("inactive"):
+    if judged("inactive") and as_of - quiet_since >= limit * DAY:
         flags.append(
             Flag(
                 "inactive",
@@ -233,7 +233,7 @@ def _evaluate(
         )
 
     step = state.next_step
-    if step is not None and as_of >= _start_of(step.due_date + DAY) and judged("next_step_overdue"):
+    if step is not None and judged("next_step_overdue") and as_of >= _start_of(step.due_date + DAY):
         overdue = as_of - _start_of(step.due_date + DAY)
         flags.append(
             Flag(
@@ -253,8 +253,8 @@ def _evaluate(
 
     if (
         state.close_date is not None
-        and as_of >= _start_of(state.close_date + DAY)
         and judged("close_date_passed")
+        and as_of >= _start_of(state.close_date + DAY)
     ):
         late = as_of - _start_of(state.close_date + DAY)
         flags.append(

@@ -150,10 +150,16 @@ class DealState:
     def unsupported_earned_criteria(self) -> dict[str, tuple[UUID, ...]]:
         """Criteria an advance was earned on whose evidence has all been retracted since, and
         that nothing else supports now: criterion -> the retracted evidence."""
+        if not self.earned:
+            return {}
+        evidence = self.evidence
+        retracted = {i for i, item in evidence.items() if item.retracted}
         return {
             criterion: ids
             for criterion, ids in self.earned.items()
-            if ids and self._all_retracted(ids) and not self.evidence_for(criterion)
+            if ids
+            and all(i in retracted for i in ids if i in evidence)
+            and not self.evidence_for(criterion)
         }
 
     def _all_retracted(self, ids: tuple[UUID, ...]) -> bool:

@@ -459,7 +459,7 @@ async def rebuild_fast(
                 on_progress(min(sum(counts), at.events))
 
         with tempfile.TemporaryDirectory(prefix="dealledger-rebuild-") as scratch:
-            jobs = []
+            jobs: dict[asyncio.Task[int], tuple[str, list[str]]] = {}
             if deal_tables:
                 rules = dataclasses.asdict(flag_rules_of(projections))
                 for k, (low, high) in enumerate(_ranges(parts)):
@@ -479,7 +479,8 @@ async def rebuild_fast(
                         "tag": str(k),
                         "rules": rules,
                     }
-                    jobs.append(_run_worker(args, seen))
+                    job = asyncio.create_task(_run_worker(args, seen))
+                    jobs[job] = (str(k), deal_tables)
             if LOG_TREE in names:
 
                 def tree_seen(n: int) -> None:
@@ -487,18 +488,14 @@ async def rebuild_fast(
                     report()
 
                 args = {"kind": "tree", "dsn": dsn, "xmin": at.xmin, "out": scratch}
-                jobs.append(_run_worker(args, tree_seen))
-            await asyncio.gather(*jobs)
-            files = {
-                table: [
-                    Path(scratch) / f"{table}.{tag}.copy"
-                    for tag in (
-                        [str(k) for k in range(parts)] if table in deal_tables else ["tree"]
-                    )
-                ]
-                for table in tables
-            }
-            await _swap_in(connection, [p.name for p in projections], files, at)
+                job = asyncio.create_task(_run_worker(args, tree_seen))
+                jobs[job] = ("tree", [t for t in tables if t not in deal_tables])
+            try:
+                await _swap_in(connection, [p.name for p in projections], jobs, Path(scratch), at)
+            finally:
+                for job in jobs:
+                    job.cancel()  # a worker still running when another failed
+                await asyncio.gather(*jobs, return_exceptions=True)
         return at.events
     finally:
         await connection.close()
@@ -507,12 +504,17 @@ async def rebuild_fast(
 async def _swap_in(
     connection: asyncpg.Connection,
     names: Sequence[str],
-    files: dict[str, list[Path]],
+    jobs: dict[asyncio.Task[int], tuple[str, list[str]]],
+    scratch: Path,
     at: Plan,
 ) -> None:
-    """One transaction: empty the tables, load the files, move every checkpoint; readers
-    go on reading the old rows until it commits."""
+    """One transaction: empty the tables, load each worker's files as soon as it is done
+    (while the others still fold), move every checkpoint. Readers go on reading the old rows
+    until it commits; a failure anywhere rolls it all back."""
     async with connection.transaction():
+        # Open while workers fold: neither idle long enough to be ended, nor holding anyone
+        # back (a rebuild runs while no follower of these projections does).
+        await connection.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         for name in names:
             await connection.execute(
                 "INSERT INTO projection_checkpoints (name) VALUES ($1)"
@@ -520,20 +522,27 @@ async def _swap_in(
                 name,
             )
             await load_checkpoint(connection, name, for_update=True)
-        for table in files:
-            # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, a reader holding an older
-            # snapshot would find the table empty. Autovacuum reclaims the old rows.
-            if table not in APPEND_ONLY:
-                await connection.execute(f"DELETE FROM {table}")
-        for table, paths in files.items():
-            columns = list(TABLES[table][1])
-            for path in paths:
-                if table in APPEND_ONLY:
-                    await _add_new(connection, table, columns, path)
-                else:
-                    await connection.copy_to_table(
-                        table, source=path, columns=columns, format="text"
-                    )
+        emptied: set[str] = set()
+        pending = set(jobs)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for job in done:
+                job.result()  # a failed worker fails the rebuild
+                tag, tables = jobs[job]
+                for table in tables:
+                    if table not in emptied and table not in APPEND_ONLY:
+                        # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, a reader holding
+                        # an older snapshot would find the table empty.
+                        await connection.execute(f"DELETE FROM {table}")
+                    emptied.add(table)
+                    path = scratch / f"{table}.{tag}.copy"
+                    columns = list(TABLES[table][1])
+                    if table in APPEND_ONLY:
+                        await _add_new(connection, table, columns, path)
+                    else:
+                        await connection.copy_to_table(
+                            table, source=path, columns=columns, format="text"
+                        )
         for name in names:
             await _save_checkpoint(connection, name, at.head)
 

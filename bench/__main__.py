@@ -9,6 +9,7 @@ machines; absolute figures do not.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import shutil
 import sys
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import stop_embedded
-from bench import log_tree, scenarios, webhooks
+from bench import http_wrk, log_tree, scenarios, webhooks
 from bench.common import Row, fresh_database, machine, server_url
 from bench.load import bulk_load
 
@@ -100,8 +101,17 @@ async def run(args: argparse.Namespace) -> list[Row]:
         async with scenarios.servers(writes) as (ours, floor):
             console.print("batch ingest")
             rows.append(await scenarios.batch_ingest(writes, ours, 8 if quick else 80))
-            console.print("HTTP command")
-            rows.append(await scenarios.http_command(writes, ours, floor, 400 if quick else 5000))
+            console.print("HTTP command under wrk")
+            if http_wrk.wrk_available():
+                deals = await http_wrk.deals_for_load(writes, 200)
+                run_for, rounds = (2, 1) if quick else (10, 3)
+                rows.append(
+                    await asyncio.to_thread(
+                        http_wrk.http_command, ours, floor, deals, run_for, rounds
+                    )
+                )
+            else:
+                rows.append(http_wrk.unavailable("HTTP command under wrk"))
         console.print("projection lag")
         rows.append(await scenarios.projection_lag(writes, 3 if quick else 20))
         console.print("webhook lag under the 16-writer append load")

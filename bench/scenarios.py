@@ -174,43 +174,6 @@ async def batch_ingest(url: str, server: Server, batches: int, clients: int = 4)
     )
 
 
-async def http_command(url: str, ours: Server, floor: Server, requests: int) -> Row:
-    """POST /v1/deals/{id}/activities from 16 concurrent clients on distinct deals, vs. the
-    minimal FastAPI route doing one INSERT."""
-    clients = 16
-    engine = create_engine(url, pool_size=2)
-    per_client = max(1, requests // clients // 20)
-    deals = await open_deals(DealService(EventStore(engine)), clients * per_client)
-    await engine.dispose()
-    results: list[Latencies] = []
-    for server in (ours, floor):
-        prefix = "/v1" if server is ours else ""
-        async with server.client() as http:
-
-            async def post(w: int, i: int, http: httpx.AsyncClient = http, p: str = prefix) -> None:
-                deal = deals[w * per_client + i % per_client]
-                response = await http.post(
-                    f"{p}/deals/{deal}/activities",
-                    json={"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()},
-                )
-                if response.status_code != 201:
-                    raise RuntimeError(f"{response.status_code}: {response.text}")
-
-            await concurrently(clients, clients * 5, post)  # warm up
-            results.append(await concurrently(clients, requests, post))
-    mine, bare = results
-    return Row(
-        "HTTP command, POST activity, 16 clients",
-        mine.rate,
-        bare.rate,
-        "requests/s",
-        mine.percentile(0.5),
-        mine.percentile(0.99),
-        bare.percentile(0.99),
-        target="≥ 60% of floor",
-    )
-
-
 async def read_one_deal(deals: list[uuid.UUID], ours: Server, floor: Server, reads: int) -> Row:
     """GET /v1/deals/{id} one at a time on random deals of the loaded log, vs. the floor
     route selecting the same read-model row."""

@@ -24,7 +24,9 @@ from app.service.deals import CommandContext, DealService
 from app.telemetry import REQUEST_ID
 
 
-def get_services(request: Request) -> AppState:
+# Dependencies are `async def` though none awaits: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hop per dependency per request (measured: ~6% of a command).
+async def get_services(request: Request) -> AppState:
     return app_state(request.scope.get("state", {}))
 
 
@@ -37,11 +39,11 @@ async def get_connection(services: ServicesDep) -> AsyncIterator[asyncpg.Connect
         yield connection
 
 
-def get_store(services: ServicesDep) -> EventStore:
+async def get_store(services: ServicesDep) -> EventStore:
     return services.store
 
 
-def get_service(services: ServicesDep) -> DealService:
+async def get_service(services: ServicesDep) -> DealService:
     skew = timedelta(seconds=services.settings.max_clock_skew_seconds)
     return DealService(
         services.store, heads=services.heads, max_clock_skew=skew, pipelines=services.pipelines
@@ -52,7 +54,7 @@ ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 
 
-def get_request_id(
+async def get_request_id(
     x_request_id: Annotated[
         str | None,
         Header(description="Kept in event metadata; over 200 characters, a new id is used."),
@@ -98,7 +100,7 @@ async def no_unknown_query(request: Request) -> None:
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,10})"$')
 
 
-def get_expected_version(
+async def get_expected_version(
     if_match: Annotated[
         str | None, Header(description='The deal version the client saw, as its ETag: "3"')
     ] = None,
@@ -111,7 +113,7 @@ def get_expected_version(
     return int(match.group(1))
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Retry-safe key: a retry returns the first response."),
@@ -132,7 +134,7 @@ DealWriter = Annotated[Actor, Depends(require("deal:write"))]
 BuyerWriter = Annotated[Actor, Depends(require("buyer:write"))]
 
 
-def deal_command(
+async def deal_command(
     actor: DealWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
@@ -141,7 +143,7 @@ def deal_command(
     return CommandContext(actor, request_id, expected_version, idempotency_key)
 
 
-def buyer_command(
+async def buyer_command(
     actor: BuyerWriter,
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,
@@ -150,21 +152,21 @@ def buyer_command(
     return CommandContext(actor, request_id, expected_version, idempotency_key)
 
 
-def deal_update(
+async def deal_update(
     actor: DealWriter, request_id: RequestIdDep, expected_version: ExpectedVersionDep
 ) -> CommandContext:
     """PUT and PATCH: idempotent by nature, so no Idempotency-Key."""
     return CommandContext(actor, request_id, expected_version)
 
 
-def deal_opening(
+async def deal_opening(
     actor: DealWriter, request_id: RequestIdDep, idempotency_key: IdempotencyKeyDep
 ) -> CommandContext:
     """A new deal has no version to match."""
     return CommandContext(actor, request_id, idempotency_key=idempotency_key)
 
 
-def deal_migration(
+async def deal_migration(
     actor: Annotated[Actor, Depends(require("deal:migrate"))],
     request_id: RequestIdDep,
     expected_version: ExpectedVersionDep,

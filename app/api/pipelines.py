@@ -47,7 +47,7 @@ Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Admin = Annotated[Actor, Depends(require("pipelines:write"))]
 
 
-def _pipelines(service: ServiceDep) -> PipelineService:
+async def _pipelines(service: ServiceDep) -> PipelineService:
     return PipelineService(service)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import signal
 import sys
 import time
@@ -78,6 +79,11 @@ def serve(
     dev: bool = typer.Option(
         False, "--dev", help="Let requests without a key act as admin. Local use only."
     ),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        help="API processes over one database; one of them is elected projector at a time.",
+    ),
 ) -> None:
     """Migrate, then serve the HTTP API with uvicorn (and the projections, by default)."""
     import uvicorn
@@ -102,8 +108,28 @@ def serve(
         )
     console.print(f"dealledger listening on [bold]http://{host}:{port}[/bold]")
     embedded = None if settings.database_url else settings.data_dir
-    app = create_app(settings, database_url=url, supervise=embedded)
     configure_logging(settings.log_format)
+    if workers > 1:
+        # uvicorn's workers import the app afresh: they learn the (migrated) database and
+        # these flags from the environment. The embedded server is started here, once; it
+        # is not restarted if it dies (one worker restarting it for all would race).
+        os.environ.update(
+            DATABASE_URL=url,
+            DEALLEDGER_RUN_PROJECTOR=str(settings.run_projector).lower(),
+            DEALLEDGER_DEV_MODE=str(settings.dev_mode).lower(),
+        )
+        console.print(f"{workers} worker processes; one projects at a time (elected)")
+        uvicorn.run(
+            "app.main:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    app = create_app(settings, database_url=url, supervise=embedded)
     # Our own middleware logs each request with its id; uvicorn's access log would not.
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
@@ -370,8 +396,12 @@ def projections_status() -> None:
     from app.projections.health import Health, health
     from app.projections.registry import FOLLOWERS
 
+    from app.projections.runner import projector_holder
+
     url = _database_url()
     state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(FOLLOWERS))))
+    holder = asyncio.run(_with_connection(url, projector_holder))
+    typer.echo(f"projector: {holder or 'none running'}")
     for p in state.projections:
         line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}  {p.lag_seconds:>8.1f}s"
         if p.stopped_at is not None:

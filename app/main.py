@@ -151,3 +151,13 @@ def create_app(
     app.include_router(inspections.router)
     app.include_router(webhooks.router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as a worker of `serve --workers N` builds it: everything from the environment
+    the parent set (DATABASE_URL, DEALLEDGER_*), logging as the parent configured it."""
+    from app.telemetry import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -351,6 +353,47 @@ async def failures(connection: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+PROJECTOR_LOCK = lock_key("projector")
+PROJECTOR_APP = "dealledger projector"
+
+
+@contextlib.asynccontextmanager
+async def elected(dsn: str, poll_seconds: float = 1.0) -> AsyncIterator[None]:
+    """Hold the projector's lock: one process projects, however many API processes run.
+
+    Standbys poll for the lock on one connection each (not one blocked connection per
+    projection); when the elected process dies its session ends, the lock with it, and a
+    standby takes over within `poll_seconds`. Each projection's own lock still guards its
+    tables, so a projector that lost its session overlaps nobody's work."""
+    me = f"{PROJECTOR_APP} {socket.gethostname()}:{os.getpid()}"
+    connection = await asyncpg.connect(
+        dsn, server_settings={**SESSION_SETTINGS, "application_name": me[:63]}
+    )
+    try:
+        waiting = False
+        while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PROJECTOR_LOCK):
+            if not waiting:
+                log.info("another process projects; standing by")
+                waiting = True
+            await asyncio.sleep(poll_seconds)
+        log.info("elected projector (%s)", me)
+        yield
+    finally:
+        await close_quickly(connection)
+
+
+async def projector_holder(connection: asyncpg.Connection) -> str | None:
+    """Who projects now (its application name: host and pid), or None."""
+    name: str | None = await connection.fetchval(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid LIMIT 1",
+        (PROJECTOR_LOCK >> 32) & 0xFFFFFFFF,  # a bigint key shows as two 32-bit halves
+        PROJECTOR_LOCK & 0xFFFFFFFF,
+    )
+    return name
+
+
 class ProjectionRunner:
     """Runs every projection: catch up, then follow (LISTEN/NOTIFY, polling as fallback).
 
@@ -368,8 +411,10 @@ class ProjectionRunner:
         poll_interval: float = 0.5,
         tick_interval: float = 60.0,
         stopped_retry_interval: float = 300.0,
+        elect: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.elect = elect
         self.projections = projections
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -382,7 +427,14 @@ class ProjectionRunner:
             wake.set()
 
     async def run(self) -> None:
-        """Follow the log until cancelled."""
+        """Follow the log until cancelled: once this process is the elected projector."""
+        if not self.elect:
+            await self._run()
+            return
+        async with elected(self.dsn):
+            await self._run()
+
+    async def _run(self) -> None:
         listener = await asyncpg.connect(self.dsn, server_settings=SESSION_SETTINGS)
         try:
             await listener.add_listener("events", self._wake_all)

@@ -3,8 +3,12 @@ caches may be stale after the other writes, and no answer may change because of 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 
@@ -132,3 +136,50 @@ async def test_a_deal_opened_elsewhere_is_found_by_a_process_that_missed_it(
     assert opened.status_code == 201, opened.text
     retried = await client.post("/v1/events", json=event("m-1"), headers=ingest)
     assert retried.status_code in (200, 201), retried.text
+
+
+async def test_four_processes_storming_the_same_deals_lose_no_command_and_keep_dense_versions(
+    deals: Deals, client: httpx.AsyncClient, database_url: str, pg: asyncpg.Connection
+) -> None:
+    opened = [await deals.open() for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        sides = [
+            await stack.enter_async_context(
+                app_client(database_url, Settings(run_projector=False), f"http://side{n}")
+            )
+            for n in range(4)
+        ]
+
+        async def storm(side: httpx.AsyncClient, n: int) -> list[tuple[int, str]]:
+            answers = []
+            for i in range(15):
+                deal = opened[(n + i) % len(opened)]["id"]
+                body = {
+                    "type": "email_replied",
+                    "occurred_at": "2026-11-20T10:00:00+00:00",
+                    "details": {"side": n, "i": i},
+                }
+                sent = await side.post(f"/v1/deals/{deal}/activities", json=body)
+                answers.append((sent.status_code, deal))
+            return answers
+
+        # Every side's cache goes stale as the others write: each append races the others.
+        results = await asyncio.gather(*(storm(side, n) for n, side in enumerate(sides)))
+    codes = [code for answers in results for code, _ in answers]
+    assert set(codes) == {201}, codes
+    for deal in opened:
+        acknowledged = sum(1 for answers in results for code, d in answers if d == deal["id"])
+        rows = await pg.fetch(
+            "SELECT version, type FROM events WHERE stream_id = $1 ORDER BY version",
+            UUID(deal["id"]),
+        )
+        assert [r["version"] for r in rows] == list(range(1, len(rows) + 1))
+        assert sum(r["type"] == "BuyerActivityRecorded" for r in rows) == acknowledged
+        sides_seen = await pg.fetch(
+            "SELECT data->'details' AS details FROM events WHERE stream_id = $1"
+            " AND type = 'BuyerActivityRecorded'",
+            UUID(deal["id"]),
+        )
+        assert len({r["details"] for r in sides_seen}) == acknowledged  # each once
+        verified = (await client.get(f"/v1/deals/{deal['id']}/verify", headers=MANAGER)).json()
+        assert verified["valid"] is True

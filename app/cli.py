@@ -395,7 +395,6 @@ def projections_status() -> None:
     stop (an event it cannot apply); exit 1 if one is stopped."""
     from app.projections.health import Health, health
     from app.projections.registry import FOLLOWERS
-
     from app.projections.runner import projector_holder
 
     url = _database_url()

@@ -21,6 +21,7 @@ from app.events.log import (
     ClaimedElsewhere,
     NewEvent,
     RecordedEvent,
+    StreamAppend,
     VersionConflict,
 )
 
@@ -84,6 +85,21 @@ class InMemoryEventStore:
         by_id = dict(zip((event.event_id for event in events), result.positions, strict=True))
         self.claimed.update({claim: (stream_id, by_id[claim]) for claim in claims})
         return result
+
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        for part in appends:  # all or nothing: check every head and claim first
+            stream = self._streams.get(part.stream_id, [])
+            current = stream[-1].version if stream else 0
+            if current != part.version:
+                raise VersionConflict(part.stream_id, part.version, current)
+            if lost := sorted(claim for claim in part.claims if claim in self.claimed):
+                raise ClaimedElsewhere(lost)
+        return [
+            await self.append_at_head(
+                part.stream_id, part.version, part.head_hash, part.events, claims=part.claims
+            )
+            for part in appends
+        ]
 
     def _write(
         self,

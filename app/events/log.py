@@ -82,6 +82,18 @@ class ClaimedElsewhere(Exception):
         self.event_ids = event_ids
 
 
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of a multi-stream append: after its known head, with the ids that
+    must be unique across the log (ingested CloudEvents)."""
+
+    stream_id: UUID
+    version: int
+    head_hash: bytes | None
+    events: Sequence[NewEvent]
+    claims: Sequence[UUID] = ()
+
+
 class EventLog(Protocol):
     """An append-only log of deal streams: what the service layer needs of a store."""
 
@@ -109,6 +121,11 @@ class EventLog(Protocol):
     ) -> AppendResult:
         """`append` after a head the caller knows (version and last hash); `claims` are ids
         that must be unique across every stream (else ClaimedElsewhere, nothing written)."""
+        ...
+
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several `append_at_head`s in one transaction, all or nothing: VersionConflict
+        when any head is stale, ClaimedElsewhere when a claimed id is held elsewhere."""
         ...
 
     async def read_stream(

@@ -27,6 +27,7 @@ from app.events.log import (
     EventLog,
     NewEvent,
     RecordedEvent,
+    StreamAppend,
     VersionConflict,
 )
 from app.events.pipelines import PipelineVersions
@@ -292,8 +293,9 @@ class DealService:
             else:
                 first_of[item.event_id] = index
                 groups.setdefault(item.deal_id, []).append(index)
-        for deal_id, indexes in groups.items():
-            await self._ingest_deal(deal_id, indexes, items, outcomes, actor, request_id)
+        one_by_one = await self._ingest_together(groups, items, outcomes, actor, request_id)
+        for deal_id in one_by_one:
+            await self._ingest_deal(deal_id, groups[deal_id], items, outcomes, actor, request_id)
         for index, first in copies:
             original = outcomes[first]
             assert original is not None
@@ -303,6 +305,63 @@ class DealService:
                 else Outcome("duplicate", original.deal_id, original.position)
             )
         return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _ingest_together(
+        self,
+        groups: dict[UUID, list[int]],
+        items: list[Ingestible],
+        outcomes: list[Outcome | None],
+        actor: Actor,
+        request_id: str | None,
+    ) -> list[UUID]:
+        """Every deal's items decided on its head (cached, or read now), then appended in
+        ONE transaction for all deals; returns the deals left to `_ingest_deal` one by one
+        (a refusal on a cached state to confirm, an unknown deal, or any race)."""
+        plans: list[tuple[UUID, DealState, StreamAppend, list[DomainEvent], list[Any], Any]] = []
+        later: list[UUID] = []
+        for deal_id, indexes in groups.items():
+            cached = self.heads.get(deal_id)
+            if cached is not None:
+                state, head_hash = cached
+                in_stream: dict[UUID, int] = {}
+            else:
+                state, head_hash, stored = await self._read_head(deal_id)
+                in_stream = {event.event_id: event.position for event in stored}
+            if not state.exists:
+                later.append(deal_id)
+                continue
+            new_events, decided, firsts, now = await self._decide_items(
+                deal_id, state, indexes, items, outcomes, actor, request_id, in_stream, {}
+            )
+            refused = any(
+                (o := outcomes[index]) is not None and o.status == "rejected" for index in indexes
+            )
+            if not new_events or (cached is not None and refused):
+                for index in indexes:
+                    outcomes[index] = None
+                later.append(deal_id)
+                continue
+            claims = [new_events[offset].event_id for _, offset in firsts]
+            part = StreamAppend(deal_id, state.version, head_hash, new_events, claims)
+            plans.append((deal_id, state, part, decided, firsts, now))
+        if not plans:
+            return later
+        try:
+            results = await self.store.append_streams([plan[2] for plan in plans])
+        except (VersionConflict, ClaimedElsewhere):
+            for deal_id, _, _, _, _, _ in plans:
+                self.heads.forget(deal_id)
+                for index in groups[deal_id]:
+                    outcomes[index] = None
+                later.append(deal_id)
+            return later
+        for (deal_id, state, part, decided, firsts, now), result in zip(
+            plans, results, strict=True
+        ):
+            self._appended(deal_id, state, decided, list(part.events), result, now)
+            for index, offset in firsts:
+                outcomes[index] = Outcome("accepted", deal_id, result.positions[offset])
+        return later
 
     async def _ingest_deal(
         self,
@@ -333,51 +392,10 @@ class DealService:
                     missing = items[index].unknown_deal()
                     outcomes[index] = Outcome("rejected", deal_id, error=missing)
                 return
-            now = datetime.now(UTC)
-            catalog = await self.catalog_for([state])
-            working = state
-            new_events: list[NewEvent] = []
-            decided: list[DomainEvent] = []
-            firsts: list[tuple[int, int]] = []  # (item index, offset of its first event)
-            for index in indexes:
-                item = items[index]
-                if item.event_id in elsewhere:
-                    outcomes[index] = Outcome("duplicate", *elsewhere[item.event_id])
-                    continue
-                if item.event_id in in_stream:
-                    outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
-                    continue
-                try:
-                    context = Context(now, actor, self.max_clock_skew, catalog)
-                    events = decide(working, item.command, context)
-                except DomainError as error:
-                    outcomes[index] = Outcome("rejected", deal_id, error=error)
-                    continue
-                metadata = {
-                    **self.metadata(actor, request_id, None),
-                    "cloudevent": item.envelope.metadata(),
-                }
-                firsts.append((index, len(new_events)))
-                history = []
-                for offset, event in enumerate(events):
-                    occurred_at = getattr(event, "occurred_at", None)
-                    new_events.append(
-                        NewEvent(
-                            type=event.type,
-                            data=event_data(event),
-                            event_id=item.event_id
-                            if offset == 0
-                            else follow_on_event_id(item.event_id, offset),
-                            schema_version=event.schema_version,
-                            metadata=metadata,
-                            occurred_at=occurred_at,
-                        )
-                    )
-                    history.append(
-                        Recorded(event, working.version + offset + 1, occurred_at or now, now)
-                    )
-                    decided.append(event)
-                working = fold(deal_id, history, working, catalog)
+            plan = await self._decide_items(
+                deal_id, state, indexes, items, outcomes, actor, request_id, in_stream, elsewhere
+            )
+            new_events, decided, firsts, now = plan
             refused = any(
                 (o := outcomes[index]) is not None and o.status == "rejected" for index in indexes
             )
@@ -410,6 +428,67 @@ class DealService:
         for index in indexes:
             if outcomes[index] is None:
                 outcomes[index] = Outcome("rejected", deal_id, error=busy)
+
+    async def _decide_items(
+        self,
+        deal_id: UUID,
+        state: DealState,
+        indexes: list[int],
+        items: list[Ingestible],
+        outcomes: list[Outcome | None],
+        actor: Actor,
+        request_id: str | None,
+        in_stream: dict[UUID, int],
+        elsewhere: dict[UUID, tuple[UUID, int]],
+    ) -> tuple[list[NewEvent], list[DomainEvent], list[tuple[int, int]], datetime]:
+        """Decide a deal's items in order on `state`: the events to append, and each accepted
+        item's first event; duplicates and refusals are written to `outcomes`."""
+        now = datetime.now(UTC)
+        catalog = await self.catalog_for([state])
+        working = state
+        new_events: list[NewEvent] = []
+        decided: list[DomainEvent] = []
+        firsts: list[tuple[int, int]] = []  # (item index, offset of its first event)
+        for index in indexes:
+            item = items[index]
+            if item.event_id in elsewhere:
+                outcomes[index] = Outcome("duplicate", *elsewhere[item.event_id])
+                continue
+            if item.event_id in in_stream:
+                outcomes[index] = Outcome("duplicate", deal_id, in_stream[item.event_id])
+                continue
+            try:
+                context = Context(now, actor, self.max_clock_skew, catalog)
+                events = decide(working, item.command, context)
+            except DomainError as error:
+                outcomes[index] = Outcome("rejected", deal_id, error=error)
+                continue
+            metadata = {
+                **self.metadata(actor, request_id, None),
+                "cloudevent": item.envelope.metadata(),
+            }
+            firsts.append((index, len(new_events)))
+            history = []
+            for offset, event in enumerate(events):
+                occurred_at = getattr(event, "occurred_at", None)
+                new_events.append(
+                    NewEvent(
+                        type=event.type,
+                        data=event_data(event),
+                        event_id=item.event_id
+                        if offset == 0
+                        else follow_on_event_id(item.event_id, offset),
+                        schema_version=event.schema_version,
+                        metadata=metadata,
+                        occurred_at=occurred_at,
+                    )
+                )
+                history.append(
+                    Recorded(event, working.version + offset + 1, occurred_at or now, now)
+                )
+                decided.append(event)
+            working = fold(deal_id, history, working, catalog)
+        return new_events, decided, firsts, now
 
     @classmethod
     def to_new_events(

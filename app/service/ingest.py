@@ -6,7 +6,6 @@ from it: the same CloudEvent posted again, now or a month later, maps to the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,8 +14,8 @@ from urllib.parse import unquote
 from uuid import UUID
 
 from cloudevents.core.exceptions import BaseCloudEventException
-from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from app.domain import commands as c
@@ -44,7 +43,6 @@ SUPPORTED_TYPES = (*(ACTIVITY_PREFIX + kind for kind in ACTIVITY_TYPES), EVIDENC
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 MAX_BATCH = 1000
-_FORMAT = JSONFormat()
 Short = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -162,9 +160,13 @@ def parse(
         raise InvalidCloudEvent(problem)
     if (size := encoded_size(raw)) > max_event_bytes:
         raise EventTooLarge("this CloudEvent", size, max_event_bytes)
-    text = json.dumps(raw)
+    # What JSONFormat.read does after its json.loads, on the object we already decoded (a
+    # JSON round trip per event was a tenth of a batch's time).
+    attributes = {name: value for name, value in raw.items() if name != "data"}
     try:
-        event = _FORMAT.read(CloudEvent, text)
+        if "time" in attributes:
+            attributes["time"] = isoparse(attributes["time"])
+        event = CloudEvent(attributes, raw.get("data"))
     except (BaseCloudEventException, ValueError, TypeError, OverflowError) as exc:
         raise InvalidCloudEvent(f"not a valid CloudEvent: {exc}") from None
     source, ce_id, ce_type = event.get_source(), event.get_id(), event.get_type()

@@ -424,3 +424,52 @@ async def open_subjects_by(
         (r["deal_id"], SUBJECT.validate_json(r["subject"]) if r["subject"] is not None else None)
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An open deal as the weekly review orders it, and whether the read models alone say it
+    belongs there: it changed stage in the week, or a flag of it is open."""
+
+    deal_id: UUID
+    moved: bool
+    flagged: bool
+    later: bool
+    """Events of it were recorded after the time asked: the read model is ahead of it (the
+    caller replays it to then)."""
+
+
+async def weekly_candidates(
+    connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
+) -> list[Candidate]:
+    """Every open deal (of `owner`), and every deal with events recorded after `at`, ordered
+    as the review lists them (owner, name, id; code point order, as Python sorts), in one
+    query over read-model columns."""
+    rows = await connection.fetch(
+        "SELECT s.deal_id, s.last_recorded_at > $3 AS later,"
+        " coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false) AS moved,"
+        " EXISTS (SELECT 1 FROM deal_flags f WHERE f.deal_id = s.deal_id"
+        "         AND f.cleared_at IS NULL) AS flagged"
+        " FROM flag_subjects s JOIN deals d USING (deal_id)"
+        " WHERE (s.status = 'open' AND ($1::text IS NULL OR s.owner = $1))"
+        " OR s.last_recorded_at > $3"
+        ' ORDER BY d.owner COLLATE "C", d.name COLLATE "C", s.deal_id',
+        owner,
+        since,
+        at,
+    )
+    return [
+        Candidate(
+            r["deal_id"], r["moved"] and not r["later"], r["flagged"] and not r["later"], r["later"]
+        )
+        for r in rows
+    ]
+
+
+async def subjects_of(connection: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, Subject]:
+    rows = await connection.fetch(
+        "SELECT deal_id, subject::text AS subject FROM flag_subjects"
+        " WHERE deal_id = ANY($1::uuid[])",
+        list(ids),
+    )
+    return {r["deal_id"]: SUBJECT.validate_json(r["subject"]) for r in rows}

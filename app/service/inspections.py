@@ -27,7 +27,7 @@ from app.projections.analytics import (
     regressions,
 )
 from app.projections.blockers import BlockerCategory, blocker_categories
-from app.projections.flags import open_subjects_by
+from app.projections.flags import open_subjects_by, subjects_of, weekly_candidates
 from app.service.deals import DealService
 from app.service.snapshots import subject_as_of
 
@@ -91,28 +91,91 @@ async def weekly(
     week's changes, flags and coaching questions."""
     at = as_of or datetime.now(UTC)
     since = at - WEEK
+    if as_of is None:
+        return await _weekly_now(connection, service, flag_rules, at, owner, start, limit, coaching)
     subjects = await _subjects(connection, service, at, owner)
     catalog = await service.catalog_for([s.state for s in subjects])
     listed: list[tuple[Subject, list[Flag], list[str]]] = []
     for subject in sorted(subjects, key=lambda s: (s.state.owner, s.state.name, s.state.deal_id)):
         state = subject.state
         flags = evaluate(subject, at, flag_rules, catalog)
-        moved = state.stage_entered_at is not None and since < state.stage_entered_at <= at
-        why = [
-            reason
-            for reason, yes in (
-                ("moved", moved),
-                ("stalled", any(f.kind in STALLED for f in flags)),
-                ("flagged", bool(flags)),
-            )
-            if yes
-        ]
+        why = _why(state, flags, since, at)
         if why:
             listed.append((subject, flags, why))
-    reviews = []
     stop = len(listed) if limit is None else start + limit
-    # Only the page's deals are read from the log (their week's events, their contacts).
-    for subject, flags, why in listed[start:stop]:
+    reviews = await _reviews(service, listed[start:stop], since, at, coaching)
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
+
+
+def _why(state: DealState, flags: list[Flag], since: datetime, at: datetime) -> list[str]:
+    moved = state.stage_entered_at is not None and since < state.stage_entered_at <= at
+    return [
+        reason
+        for reason, yes in (
+            ("moved", moved),
+            ("stalled", any(f.kind in STALLED for f in flags)),
+            ("flagged", bool(flags)),
+        )
+        if yes
+    ]
+
+
+async def _weekly_now(
+    connection: asyncpg.Connection,
+    service: DealService,
+    flag_rules: FlagRules,
+    at: datetime,
+    owner: str | None,
+    start: int,
+    limit: int | None,
+    coaching: CoachingRules | None,
+) -> WeeklyReport:
+    """The review as of now, its page picked in SQL: a deal with an open flag in the read
+    model is flagged now too (time never clears a flag, events do, and the read model has
+    them all), and one that changed stage in the week moved. Only the others are judged here
+    (time alone may have raised a flag since the last sweep), and then the page's deals."""
+    since = at - WEEK
+    candidates = await weekly_candidates(connection, owner, since, at)
+    unsure = [c.deal_id for c in candidates if not (c.moved or c.flagged or c.later)]
+    judged = await subjects_of(connection, unsure)
+    for c in candidates:  # written since `at`: replayed to then, kept if open then
+        if c.later:
+            subject = await subject_as_of(service, c.deal_id, at)
+            state = subject.state
+            if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+                judged[c.deal_id] = subject
+    catalog = await service.catalog_for([s.state for s in judged.values()])
+    raised = {
+        deal_id
+        for deal_id, s in judged.items()
+        if evaluate(s, at, flag_rules, catalog) or _why(s.state, [], since, at)
+    }
+    listed = [c.deal_id for c in candidates if c.moved or c.flagged or c.deal_id in raised]
+    stop = len(listed) if limit is None else start + limit
+    wanted = listed[start:stop]
+    page = await subjects_of(connection, [d for d in wanted if d not in judged])
+    page.update({d: judged[d] for d in wanted if d in judged})
+    catalog = await service.catalog_for([s.state for s in page.values()])
+    chosen = []
+    for deal_id in listed[start:stop]:
+        subject = page[deal_id]
+        flags = evaluate(subject, at, flag_rules, catalog)
+        chosen.append((subject, flags, _why(subject.state, flags, since, at)))
+    reviews = await _reviews(service, chosen, since, at, coaching)
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
+
+
+async def _reviews(
+    service: DealService,
+    chosen: list[tuple[Subject, list[Flag], list[str]]],
+    since: datetime,
+    at: datetime,
+    coaching: CoachingRules | None,
+) -> list[DealReview]:
+    """Each chosen deal's review: its week's events and coaching questions, read from its
+    stream up to `at` (only the page's deals are read from the log)."""
+    reviews = []
+    for subject, flags, why in chosen:
         state = subject.state
         stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
         history = [to_recorded(event) for event in stored]
@@ -126,7 +189,7 @@ async def weekly(
         ]
         questions = questions_for(state, pipeline, at, last_contact(history, state), coaching)
         reviews.append(DealReview(state, why, changes, flags, questions))
-    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
+    return reviews
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,15 @@ flagged, with coaching questions raised by gaps and citing their data."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+
+from app.settings import Settings
 from tests.api.conftest import MANAGER, Deals, criteria_of
+from tests.support import app_client
 
 DAY = timedelta(days=1)
 
@@ -175,3 +180,35 @@ async def test_monthly_review_counts_this_month_against_expectations(deals: Deal
     assert rows["discovery"]["previous_month"] is None
     text = await inspection(deals, "monthly", format="markdown")
     assert "Regressions by trigger: timeline_extended 1" in text
+
+
+async def test_the_weekly_review_now_lists_a_deal_time_flagged_since_the_last_sweep(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    # A deal goes quiet after ~2 s here; the projector swept when it started, not since.
+    settings = Settings(inactive_days=2.5 / 86400, flag_sweep_seconds=3600)
+    async with app_client(database_url, settings) as client:
+        deals = Deals(client)
+        quiet = (await deals.open(name="Quiet"))["id"]
+        step = {"description": "send the proposal", "due_date": "2099-01-01"}
+        assert (await client.put(f"/v1/deals/{quiet}/next-step", json=step)).status_code == 200
+        busy = (await deals.open(name="Busy"))["id"]
+        # Completing its next step leaves it without one: flagged by that event.
+        done = await deals.command(busy, "next-step/complete")
+        assert done.status_code == 200, done.text
+        await asyncio.sleep(3)
+        report = await inspection(deals, "weekly")
+        sweeps = await pg.fetch(
+            "SELECT deal_id, kind FROM deal_flags WHERE cleared_at IS NULL ORDER BY kind"
+        )
+        # The read model holds the event-raised flag only: time raised the other one.
+        assert [(str(r["deal_id"]), r["kind"]) for r in sweeps] == [(busy, "no_next_step")]
+        listed = {d["deal_id"]: d for d in report["deals"]}
+        assert set(listed) == {quiet, busy} and report["total"] == 2
+        assert [f["kind"] for f in listed[quiet]["flags"]] == ["inactive"]
+        assert listed[quiet]["why"] == ["moved", "stalled", "flagged"]
+        assert sorted(f["kind"] for f in listed[busy]["flags"]) == ["inactive", "no_next_step"]
+        # The same week asked for explicitly (replayed from stored subjects) agrees.
+        again = await inspection(deals, "weekly", as_of=report["as_of"])
+        assert [d["deal_id"] for d in again["deals"]] == [d["deal_id"] for d in report["deals"]]
+        assert again["total"] == report["total"]

@@ -112,6 +112,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 )
             else:
                 rows.append(http_wrk.unavailable("HTTP command under wrk"))
+        if http_wrk.wrk_available():
+            console.print("HTTP command, serve --workers 2 against --workers 1")
+            async with http_wrk.serving_workers(writes, ours.token) as (one, two):
+                deals = await http_wrk.deals_for_load(writes, 200)
+                run_for, rounds = (2, 1) if quick else (10, 3)
+                rows.append(
+                    await asyncio.to_thread(http_wrk.workers_row, one, two, deals, run_for, rounds)
+                )
         console.print("projection lag")
         rows.append(await scenarios.projection_lag(writes, 3 if quick else 20))
         console.print("webhook lag under the 16-writer append load")

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from app.db import create_engine
@@ -189,3 +189,19 @@ def unavailable(scenario: str) -> Row:
         "requests/s",
         note="wrk is not installed: apt-get install wrk (never a Python client on these cores)",
     )
+
+
+@contextlib.asynccontextmanager
+async def serving_workers(url: str, token: str | None) -> AsyncIterator[tuple[Server, Server]]:
+    """`serve --workers 1` and `serve --workers 2` on one database (projector off in both:
+    the comparison is of the API processes)."""
+    argv = ["-m", "app", "serve", "--port", "{port}", "--no-projector", "--workers"]
+    one = Server([*argv, "1"], {"DATABASE_URL": url}, token)
+    two = Server([*argv, "2"], {"DATABASE_URL": url}, token)
+    try:
+        await one.ready("/readyz")
+        await two.ready("/readyz")
+        yield one, two
+    finally:
+        one.stop()
+        two.stop()

@@ -63,6 +63,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         url = database_url or resolve_database_url(settings)
         engine = create_engine(url, settings.pool_size)
+        read_engine = (
+            create_engine(settings.database_read_url, settings.pool_size)
+            if settings.database_read_url
+            else None
+        )
         services = AppState(
             settings=settings,
             engine=engine,
@@ -71,6 +76,7 @@ def create_app(
             flag_rules=rules_of(settings),
             verifier=load_signer(settings).verifier,
             pipelines=PipelineVersions(),
+            read_engine=read_engine,
         )
         projector = None
         supervisor = (
@@ -104,6 +110,8 @@ def create_app(
                     await supervisor
             with contextlib.suppress(TimeoutError):  # bounded too: never hang a shutdown
                 await asyncio.wait_for(engine.dispose(), timeout=10)
+                if read_engine is not None:
+                    await asyncio.wait_for(read_engine.dispose(), timeout=10)
 
     app = FastAPI(
         title="dealledger",

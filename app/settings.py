@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     # The standard `postgresql://user:password@host:port/dbname` form; unset means embedded.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    database_read_url: str | None = Field(default=None, validation_alias="DATABASE_READ_URL")
+    """A read replica for the read-only routes (lists, analytics, reports, pages)."""
     # Optional: a role that owns the schema, for migrations; DATABASE_URL's role then gets
     # only what the service needs (no UPDATE/DELETE/TRUNCATE on events).
     owner_database_url: str | None = None

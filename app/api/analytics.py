@@ -13,7 +13,13 @@ from pydantic import BaseModel
 
 from app.api.auth import require
 from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
-from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
+from app.api.deps import (
+    MinPosition,
+    ReadConnectionDep,
+    ServiceDep,
+    ServicesDep,
+    projected,
+)
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
 from app.domain.periods import Period
@@ -102,7 +108,7 @@ class TimeInStage(BaseModel):
 @router.get(
     "/time-in-stage", summary="Days per stage: count, mean, median, p90", dependencies=READY
 )
-async def time_in_stage(connection: ConnectionDep, f: FiltersDep) -> TimeInStage:
+async def time_in_stage(connection: ReadConnectionDep, f: FiltersDep) -> TimeInStage:
     async def grouped(by: Literal["owner", "size_band"] | None) -> list[Durations]:
         return _all(Durations, await queries.durations(connection, f, by))
 
@@ -145,7 +151,7 @@ def _table(request: Request, format: str | None, rows: Sequence[BaseModel]) -> A
     responses=CSV_RESPONSE,
 )
 async def conversion(
-    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+    request: Request, connection: ReadConnectionDep, f: FiltersDep, format: CsvFormat = None
 ) -> list[StageConversion]:
     rows = _all(StageConversion, await queries.conversion(connection, f))
     return _table(request, format, rows)  # type: ignore[no-any-return]
@@ -164,7 +170,7 @@ class WeekPoint(BaseModel):
     summary="Weekly: median days of the stays finished that week, and advances, per stage",
     dependencies=READY,
 )
-async def velocity(connection: ConnectionDep, f: FiltersDep) -> list[WeekPoint]:
+async def velocity(connection: ReadConnectionDep, f: FiltersDep) -> list[WeekPoint]:
     return _all(WeekPoint, await queries.velocity(connection, f))
 
 
@@ -183,7 +189,7 @@ class StageRegressions(BaseModel):
     responses=CSV_RESPONSE,
 )
 async def regressions(
-    request: Request, connection: ConnectionDep, f: FiltersDep, format: CsvFormat = None
+    request: Request, connection: ReadConnectionDep, f: FiltersDep, format: CsvFormat = None
 ) -> list[StageRegressions]:
     rows = _all(StageRegressions, await queries.regressions(connection, f))
     return _table(request, format, rows)  # type: ignore[no-any-return]
@@ -198,7 +204,7 @@ class Disqualifications(BaseModel):
 @router.get(
     "/disqualifications", summary="Disqualified deals by reason and stage", dependencies=READY
 )
-async def disqualifications(connection: ConnectionDep, f: FiltersDep) -> Disqualifications:
+async def disqualifications(connection: ReadConnectionDep, f: FiltersDep) -> Disqualifications:
     found = await queries.disqualifications(connection, f)
     return Disqualifications.model_validate(found, from_attributes=True)
 
@@ -215,7 +221,7 @@ class BlockerCategory(BaseModel):
     summary="Blockers by category: open, resolved, median days to resolve",
     dependencies=READY,
 )
-async def blockers(connection: ConnectionDep, f: FiltersDep) -> list[BlockerCategory]:
+async def blockers(connection: ReadConnectionDep, f: FiltersDep) -> list[BlockerCategory]:
     return _all(BlockerCategory, await blocker_categories(connection, f))
 
 
@@ -246,7 +252,7 @@ class Forecast(BaseModel):
     dependencies=[Depends(projected("deals"))],
 )
 async def forecast(
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     as_of: Annotated[
@@ -279,7 +285,7 @@ class OverrideCount(BaseModel):
     summary="Forward moves made on a manager's override instead of evidence, by manager/stage",
     dependencies=READY,
 )
-async def overrides(connection: ConnectionDep, f: FiltersDep) -> list[OverrideCount]:
+async def overrides(connection: ReadConnectionDep, f: FiltersDep) -> list[OverrideCount]:
     return _all(OverrideCount, await queries.overrides(connection, f))
 
 
@@ -322,7 +328,7 @@ class ForecastAccuracy(BaseModel):
     dependencies=READY,
 )
 async def forecast_accuracy(
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     period: Annotated[str, Query(max_length=7, description='"2026-Q3" or "2026-09"')],
     snapshot_days_before_end: Annotated[float, Query(ge=0, le=3650)] = 45,

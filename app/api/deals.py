@@ -19,6 +19,7 @@ from app.api.deps import (
     DealOpening,
     DealUpdate,
     MinPosition,
+    ReadConnectionDep,
     ServiceDep,
     StoreDep,
     projected,
@@ -87,7 +88,7 @@ async def create_deal(
 )
 async def list_deals(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     stage: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,

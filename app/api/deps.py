@@ -3,7 +3,9 @@ command context (actor, request id, If-Match, Idempotency-Key) as one parameter.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -50,7 +52,16 @@ async def get_service(services: ServicesDep) -> DealService:
     )
 
 
+async def get_read_connection(services: ServicesDep) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for read-only routes: on the read replica when DATABASE_READ_URL
+    is set (the routes' `min_position` waits for the replica's own replay), else the same
+    pool as every other route."""
+    async with driver_connection(services.reads) as connection:
+        yield connection
+
+
 ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]
+ReadConnectionDep = Annotated[asyncpg.Connection, Depends(get_read_connection)]
 StoreDep = Annotated[EventStore, Depends(get_store)]
 
 
@@ -202,9 +213,24 @@ def projected(*names: str) -> Callable[..., Awaitable[None]]:
     async def wait(services: ServicesDep, min_position: MinPosition = None) -> None:
         if min_position is None:
             return
-        within = services.settings.read_wait_seconds
-        async with driver_connection(services.engine) as connection:
-            ready = await wait_for_position(connection, min_position, names, within)
+        deadline = time.monotonic() + services.settings.read_wait_seconds
+        while True:
+            async with driver_connection(services.reads) as connection:
+                left = max(0.0, deadline - time.monotonic())
+                ready = await wait_for_position(connection, min_position, names, left)
+            if ready is not None or services.read_engine is None:
+                break
+            # Not on the replica: not replayed there yet, or never written at all?
+            async with driver_connection(services.engine) as primary:
+                written = await primary.fetchval(
+                    "SELECT true FROM events WHERE position = $1", min_position
+                )
+            if not written:
+                break
+            if time.monotonic() >= deadline:
+                ready = False
+                break
+            await asyncio.sleep(0.02)
         if ready is None:
             raise InvalidRequest(f"no event at position {min_position}: use a write's position")
         if not ready:

@@ -11,7 +11,14 @@ from pydantic import BaseModel
 
 from app.api.auth import require
 from app.api.csv_format import CSV_RESPONSE, PageFormat, csv_response, wants_csv
-from app.api.deps import READ, ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
+from app.api.deps import (
+    READ,
+    MinPosition,
+    ReadConnectionDep,
+    ServiceDep,
+    ServicesDep,
+    projected,
+)
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
@@ -78,7 +85,7 @@ def _out(found: FlagOnDeal) -> FlagOut:
 )
 async def deal_flags(
     deal_id: UUID,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     services: ServicesDep,
     service: ServiceDep,
     as_of: AsOf = None,
@@ -97,7 +104,7 @@ async def deal_flags(
 )
 async def list_flags(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     services: ServicesDep,
     service: ServiceDep,
     kind: FlagKind | None = None,

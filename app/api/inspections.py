@@ -12,7 +12,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.api.auth import require
-from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
+from app.api.deps import (
+    MinPosition,
+    ReadConnectionDep,
+    ServiceDep,
+    ServicesDep,
+    projected,
+)
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.schemas import IsoTime
 from app.domain.errors import InvalidRequest
@@ -143,7 +149,7 @@ def weekly_markdown(report: WeeklyInspection) -> str:
     responses=MARKDOWN,  # type: ignore[arg-type]
 )
 async def weekly(
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -234,7 +240,7 @@ def quarterly_markdown(report: QuarterlyInspection) -> str:
     responses=MARKDOWN,  # type: ignore[arg-type]
 )
 async def quarterly(
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     pipeline: Annotated[str, Query(min_length=1, max_length=200)] = "default",
@@ -340,7 +346,7 @@ def monthly_markdown(report: MonthlyInspection) -> str:
     responses=MARKDOWN,  # type: ignore[arg-type]
 )
 async def monthly(
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,

@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import require
 from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_csv
-from app.api.deps import ConnectionDep, MinPosition, ServiceDep, ServicesDep, projected
+from app.api.deps import (
+    ConnectionDep,
+    MinPosition,
+    ReadConnectionDep,
+    ServiceDep,
+    ServicesDep,
+    projected,
+)
 from app.api.schemas import IsoTime
 from app.domain.decide import Actor
 from app.domain.periods import Period
@@ -107,7 +114,7 @@ class PipelineHealth(BaseModel):
 )
 async def get_pipeline_health(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,

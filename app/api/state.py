@@ -30,6 +30,12 @@ class AppState:
     """The public half of the key the sequencer signs checkpoints with."""
     pipelines: PipelineVersions
     """Pipeline versions read from the log so far (versions never change: safe to share)."""
+    read_engine: AsyncEngine | None = None
+    """DATABASE_READ_URL's (a read replica) for read-only routes; None: `engine`."""
+
+    @property
+    def reads(self) -> AsyncEngine:
+        return self.read_engine or self.engine
 
 
 def app_state(state: Mapping[str, Any]) -> AppState:

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.api.auth import DEV_ACTOR, PERMISSIONS
-from app.api.deps import ConnectionDep, ServiceDep, ServicesDep, StoreDep
+from app.api.deps import ConnectionDep, ReadConnectionDep, ServiceDep, ServicesDep, StoreDep
 from app.api.pipeline_health import health_rules_of
 from app.api.state import app_state
 from app.api.ui.sessions import (
@@ -178,7 +178,7 @@ def _end_of(day: date) -> datetime:
 @router.get("", response_class=HTMLResponse)
 async def board(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     pipeline: Annotated[str, Query(max_length=100)] = "default",
@@ -254,7 +254,7 @@ async def _open_flags(
 @router.get("/flags", response_class=HTMLResponse)
 async def flags_inbox(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     kind: Annotated[str | None, Query(max_length=100)] = None,
@@ -303,7 +303,7 @@ class StageTime:
 @router.get("/insights", response_class=HTMLResponse)
 async def insights(
     request: Request,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     pipeline: Annotated[str, Query(max_length=100)] = "default",
@@ -359,7 +359,7 @@ async def insights(
 async def deal_page(
     request: Request,
     deal_id: UUID,
-    connection: ConnectionDep,
+    connection: ReadConnectionDep,
     service: ServiceDep,
     services: ServicesDep,
     store: StoreDep,

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import stop_embedded
-from bench import http_wrk, log_tree, scenarios, webhooks
+from bench import http_wrk, log_tree, scale, scenarios, webhooks
 from bench.common import Row, fresh_database, machine, server_url
 from bench.load import bulk_load
 
@@ -164,6 +164,9 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.extend(await scenarios.manager_reports(ours, 5 if quick else 30))
             console.print(f"pages at {len(deals):,} deals")
             rows.extend(await scenarios.ui_pages(ours, deals, 5 if quick else 50))
+        if args.scale:
+            console.print(f"costs as the log grows to {args.scale:,} events")
+            rows.extend(await _scale(server, args.scale, quick))
         if not args.no_peer:
             from bench import peer
 
@@ -177,12 +180,41 @@ async def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+async def _scale(server: str, events: int, quick: bool) -> list[Row]:
+    """A small log's costs, then bulk-load on to `events`, rebuild, and the costs again."""
+    url = await fresh_database(server, "dealledger_bench_scale")
+    small_size = min(events // 10, 5_000 if quick else 100_000)
+    added, deals, _ = await bulk_load(url, small_size, seed=11)
+    scenarios.rebuild_all(url)
+    small = await scale.costs(url, deals, quick)
+    console.print(f"  bulk-loading on to {events:,} events")
+    more, later, seconds = await bulk_load(url, events - added, seed=12)
+    console.print(f"  {more:,} events in {seconds:.0f}s; rebuilding every projection")
+    result = scenarios.rebuild_all(url)
+    large = await scale.costs(url, deals + later, quick)
+    rebuilt = Row(
+        f"rebuild all projections, {large.events:,} events",
+        large.events / result["seconds"],
+        None,
+        "events/s",
+        target="≥ 100,000/s; memory flat",
+        note=f"peak RSS {result['max_rss_mib']:.0f} MiB (largest process)",
+    )
+    return [rebuilt, *scale.rows(small, large)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--events", type=int, default=None, help="log size for rebuild and reads")
     parser.add_argument("--write", type=Path, default=None, help="write the table as markdown")
     parser.add_argument("--no-peer", action="store_true", help="skip the eventsourcing peer")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="also measure costs on a log bulk-loaded to this size against a small one",
+    )
     args = parser.parse_args()
     if args.events is None:
         args.events = 20_000 if args.quick else 1_000_000

@@ -25,6 +25,8 @@ def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> Non
             "--events",
             "3000",
             "--no-peer",
+            "--scale",
+            "12000",
             "--write",
             str(out),
         ],
@@ -40,7 +42,8 @@ def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> Non
         "append, single command, 1 writer",
         "append, single command, 16 writers",
         "batch ingest",
-        "HTTP command",
+        "HTTP command under wrk",
+        "HTTP command, serve --workers 2 vs --workers 1",
         "projection lag",
         "webhook lag",
         "rebuild all projections",
@@ -51,6 +54,8 @@ def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> Non
         "inclusion proof from the stored tree",
         "page: board",
         "page: one deal's story",
+        "cost at ",  # GET one deal, single append, projection lag: large log vs small
+        "disk per million events",
     ):
         line = next(row for row in table.splitlines() if row.startswith(f"| {scenario}"))
         cells = [cell.strip() for cell in line.split("|")[1:-1]]

@@ -1,0 +1,73 @@
+"""Costs as the log grows: GET one deal, a single append and projection lag (p99) on a small
+log and on a large one, as a ratio (target: within 1.2x), and the disk used per million
+events. `python -m bench --scale 10000000` (the large log is bulk-loaded, then rebuilt)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from app.db import asyncpg_dsn
+from bench import scenarios
+from bench.common import Row
+
+
+@dataclass(frozen=True)
+class Costs:
+    events: int
+    read_p99: float
+    append_p99: float
+    lag_p99: float
+    bytes_per_million: float
+
+
+async def disk_per_million(url: str) -> tuple[int, float]:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        events = int(await connection.fetchval("SELECT count(*) FROM events"))
+        size = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await connection.close()
+    return events, size / max(events, 1) * 1_000_000
+
+
+async def costs(url: str, deals: list[uuid.UUID], quick: bool) -> Costs:
+    """The three figures on the log as it is (its read models built)."""
+    events, per_million = await disk_per_million(url)
+    async with scenarios.servers(url) as (ours, floor):
+        read = await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000)
+    append = await scenarios.append(url, 1, 300 if quick else 3000)
+    lag = await scenarios.projection_lag(url, 3 if quick else 20)
+    return Costs(events, read.p99_ms or 0.0, append.p99_ms or 0.0, lag.p99_ms or 0.0, per_million)
+
+
+def rows(small: Costs, large: Costs) -> list[Row]:
+    out = [
+        Row(
+            f"cost at {large.events:,} vs {small.events:,} events: {name}",
+            big,
+            little,
+            "p99 ms",
+            p99_ms=big,
+            floor_p99_ms=little,
+            target="≤ 1.2x (ratio ≤ 120%)",
+            note="floor column: the same figure on the small log",
+        )
+        for name, big, little in (
+            ("GET one deal", large.read_p99, small.read_p99),
+            ("single append", large.append_p99, small.append_p99),
+            ("projection lag", large.lag_p99, small.lag_p99),
+        )
+    ]
+    out.append(
+        Row(
+            f"disk per million events, at {large.events:,}",
+            large.bytes_per_million / 2**30,
+            small.bytes_per_million / 2**30,
+            "GiB",
+            note="pg_database_size / events (log, read models, indexes); floor column: small log",
+        )
+    )
+    return out

@@ -7,8 +7,10 @@ driver connection underneath SQLAlchemy's pool: append and catch-up are the hot 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from contextlib import aclosing
@@ -148,6 +150,7 @@ async def _insert(
     )
 
 
+log = logging.getLogger("dealledger.store")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -155,15 +158,20 @@ R = TypeVar("R")
 def _timed(
     append: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Count an append's time in the append latency histogram (/metrics)."""
+    """Count an append's time in the append latency histogram (/metrics), and wake the log's
+    followers once it has committed."""
 
     @functools.wraps(append)
     async def timed(*args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         try:
-            return await append(*args, **kwargs)
+            result = await append(*args, **kwargs)
         finally:
             APPEND_SECONDS.observe(time.perf_counter() - started)
+        store = args[0]  # the store the method was called on: committed, say so
+        if isinstance(store, EventStore):
+            store.followers.wake()
+        return result
 
     return timed
 
@@ -186,9 +194,40 @@ def record_of(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+class Followers:
+    """Wakes whoever LISTENs on `events` (projectors) after appends commit: one NOTIFY at a
+    time per process, covering every append made while it was on its way.
+
+    Not from the appending transaction (a trigger did that until migration 0015): PostgreSQL
+    holds its notification queue's lock through the commit's WAL flush, so appends carrying a
+    NOTIFY cannot share a flush. Measured with 16 writers: half the appends per second, and
+    twice the p99. A follower that misses a wake polls anyway (every 0.5 s)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._due = False
+        self._sending: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._due = True
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._due:
+            self._due = False
+            try:
+                async with driver_connection(self.engine) as connection:
+                    await connection.execute("NOTIFY events")
+            except Exception as error:  # followers poll; an outage is reported elsewhere
+                log.debug("could not wake the log's followers: %s", error)
+                return
+
+
 class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.followers = Followers(engine)
 
     @_timed
     async def append(

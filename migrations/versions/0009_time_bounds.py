@@ -17,7 +17,6 @@ branch_labels = None
 depends_on = None
 
 
-
 def upgrade() -> None:
     for column in ("occurred_at", "recorded_at"):
         op.execute(

@@ -28,9 +28,7 @@ def upgrade() -> None:
         "UPDATE projection_checkpoints SET transaction_id = '0'::xid8, position = 0"
         " WHERE name = 'stage_intervals'"
     )
-    op.execute(
-        "ALTER TABLE stage_intervals ADD COLUMN pipeline_version integer NOT NULL DEFAULT 1"
-    )
+    op.execute("ALTER TABLE stage_intervals ADD COLUMN pipeline_version integer NOT NULL DEFAULT 1")
 
 
 def downgrade() -> None:

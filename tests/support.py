@@ -45,13 +45,15 @@ def environment(**values: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def following(database_url: str, batch_size: int = 100) -> AsyncIterator[ProjectionRunner]:
+async def following(
+    database_url: str, batch_size: int = 100, poll_interval: float = 0.05
+) -> AsyncIterator[ProjectionRunner]:
     """Every projection following the log in this process while the block runs."""
     runner = ProjectionRunner(
         asyncpg_dsn(database_url),
         list(build_projections().values()),  # fresh: their pipeline caches are per database
         batch_size=batch_size,
-        poll_interval=0.05,
+        poll_interval=poll_interval,
     )
     task = asyncio.create_task(runner.run())
     try:

@@ -190,3 +190,16 @@ async def test_rebuild_of_one_during_a_rebuild_of_all_is_finished_by_it(
     head = await pg.fetchval("SELECT max(position) FROM events")
     assert {r["position"] for r in checkpoints} == {head}
     assert await pg.fetchval("SELECT sum(version) FROM deals") == total
+
+
+async def test_an_append_wakes_the_projector_without_waiting_for_its_poll(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    service = DealService(store)
+    # Polling once a minute: only the wake an append sends after commit brings it in time.
+    async with following(database_url, poll_interval=60):
+        await run_workload(service, deals=3, commands=20, seed=4)
+        await caught_up(pg, within=20)
+        for n in range(3):  # again and again: every append wakes it, not only the first
+            await run_workload(service, deals=1, commands=5, seed=50 + n)
+            await caught_up(pg, within=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,3 +96,29 @@ async def revoke_key(connection: asyncpg.Connection, key_id: UUID) -> ApiKey | N
         key_id,
     )
     return _key(row) if row else None
+
+
+class KeyCache:
+    """Live keys this process found recently, by token hash, for `ttl` seconds: a command
+    then costs no key lookup. A revocation through this process clears it at once; one made
+    elsewhere (another process, the CLI) takes effect here within `ttl` (0: no cache)."""
+
+    def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._keys: dict[bytes, tuple[ApiKey, float]] = {}
+
+    def get(self, token: str) -> ApiKey | None:
+        found = self._keys.get(token_hash(token))
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, token: str, key: ApiKey) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._keys) >= self.size:
+            self._keys.clear()  # bounded; a full cache refills from lookups
+        self._keys[token_hash(token)] = (key, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self._keys.clear()

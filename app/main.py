@@ -38,6 +38,7 @@ from app.api.ui import routes as ui_routes
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
+from app.keys import KeyCache
 from app.projections.log_tree import load_signer
 from app.projections.registry import followers_for, rules_of
 from app.projections.runner import ProjectionRunner
@@ -77,6 +78,7 @@ def create_app(
             verifier=load_signer(settings).verifier,
             pipelines=PipelineVersions(),
             read_engine=read_engine,
+            key_cache=KeyCache(settings.key_cache_seconds),
         )
         projector = None
         supervisor = (

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     pool_size: int = 10
     # Anonymous requests act as admin: for local experiments only (serve --dev warns loudly).
     dev_mode: bool = False
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a process trusts an API key it looked up: a revocation made in another
+    process takes effect here within this (0: look every key up on every request)."""
     # Request bodies over these are 413, checked before parsing (POST /v1/events has its own).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

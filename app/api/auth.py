@@ -47,8 +47,8 @@ _REALM = 'Bearer realm="dealledger"'
 
 class UnknownTokens:
     """Tokens recently found unknown or revoked (by hash), so a flood of them costs one
-    query each per `ttl` seconds; bounded, oldest dropped first. Known keys are never
-    cached: a revocation takes effect at once."""
+    query each per `ttl` seconds; bounded, oldest dropped first. Known keys have a cache of
+    their own (app.keys.KeyCache)."""
 
     def __init__(self, size: int = 4096, ttl: float = 10.0) -> None:
         self.size, self.ttl = size, ttl
@@ -103,10 +103,13 @@ class AuthMiddleware:
                 detail = "unknown or revoked API key"
                 challenge = f'{_REALM}, error="invalid_token"'
             else:
-                async with driver_connection(
-                    app_state(scope.get("state", {})).engine
-                ) as connection:
-                    key = await find_key(connection, token)
+                services = app_state(scope.get("state", {}))
+                key = services.key_cache.get(token)
+                if key is None:
+                    async with driver_connection(services.engine) as connection:
+                        key = await find_key(connection, token)
+                    if key is not None:
+                        services.key_cache.put(token, key)
                 if key is not None:
                     actor = Actor(id=str(key.key_id), role=key.role, name=key.name)
                 else:

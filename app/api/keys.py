@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import keys as key_store
 from app.api.auth import require
-from app.api.deps import ConnectionDep
+from app.api.deps import ConnectionDep, ServicesDep
 from app.api.json_bodies import ExactJsonRoute
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.domain.decide import Actor
@@ -90,9 +90,16 @@ async def list_keys(
     )
 
 
-@router.post("/{key_id}/revoke", summary="Revoke a key: it stops working at once")
-async def revoke_key(key_id: UUID, connection: ConnectionDep, admin: Admin) -> KeyOut:
+@router.post(
+    "/{key_id}/revoke",
+    summary="Revoke a key: it stops working at once (other processes: within their key cache's"
+    " DEALLEDGER_KEY_CACHE_SECONDS)",
+)
+async def revoke_key(
+    key_id: UUID, connection: ConnectionDep, services: ServicesDep, admin: Admin
+) -> KeyOut:
     key = await key_store.revoke_key(connection, key_id)
     if key is None:
         raise NotFound(f"no API key {key_id}")
+    services.key_cache.clear()  # at once here; other processes within their cache's ttl
     return KeyOut.of(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,6 +12,7 @@ from app.domain.flags import FlagRules
 from app.events.notes import Verifier
 from app.events.pipelines import PipelineVersions
 from app.events.store import EventStore
+from app.keys import KeyCache
 from app.service.heads import HeadCache
 from app.settings import Settings
 
@@ -30,6 +31,8 @@ class AppState:
     """The public half of the key the sequencer signs checkpoints with."""
     pipelines: PipelineVersions
     """Pipeline versions read from the log so far (versions never change: safe to share)."""
+    key_cache: KeyCache = field(default_factory=KeyCache)
+    """API keys found recently (see KeyCache: a revocation elsewhere within its ttl)."""
     read_engine: AsyncEngine | None = None
     """DATABASE_READ_URL's (a read replica) for read-only routes; None: `engine`."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -263,3 +264,27 @@ async def test_dev_mode_lets_anonymous_requests_act_as_admin(database_url: str) 
             # A key, when sent, still counts: its role, not admin.
             rep = await http.get("/v1/keys", headers=KEYS["rep"].headers)
             assert rep.status_code == 403
+
+
+async def test_a_key_revoked_by_another_process_stops_working_within_the_cache_time(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    from app.keys import create_key
+
+    key, token = await create_key(pg, role="rep", name="elsewhere")
+    bearer = {"authorization": f"Bearer {token}"}
+    application = create_app(Settings(key_cache_seconds=0.5), database_url=database_url)
+    async with served(application) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            assert (await http.get("/v1/deals", headers=bearer)).status_code == 200
+            # Revoked by another process (the CLI, another server): this one trusted the key
+            # it looked up a moment ago, for at most key_cache_seconds...
+            await pg.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1", key.key_id)
+            cached = await http.get("/v1/deals", headers=bearer)
+            assert cached.status_code == 200
+            # ...then looks it up again and refuses it.
+            await asyncio.sleep(0.6)
+            refused = await http.get("/v1/deals", headers=bearer)
+            assert refused.status_code == 401
+            assert "revoked" in refused.json()["detail"]

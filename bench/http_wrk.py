@@ -52,12 +52,12 @@ def wrk_available() -> str | None:
     """The wrk binary, installed with apt-get when missing and we are root; None if not."""
     found = shutil.which("wrk")
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "wrk"],
-            check=False,
-            capture_output=True,
-        )
-        found = shutil.which("wrk")
+        for step in (["install"], ["update"], ["install"]):  # a fresh machine has no lists
+            args = ["apt-get", *step, "-q"] + (["-y", "wrk"] if step == ["install"] else [])
+            subprocess.run(args, check=False, capture_output=True)
+            found = shutil.which("wrk")
+            if found is not None:
+                break
     return found
 
 

@@ -477,6 +477,7 @@ class ProjectionRunner:
             stopped = await connection.fetchval(
                 "SELECT position FROM projection_failures WHERE projection = $1", projection.name
             )
+            held = 0.0
             while True:
                 wake.clear()
                 started = time.monotonic()
@@ -507,10 +508,30 @@ class ProjectionRunner:
                 if time.monotonic() - ticked >= tick_seconds:
                     await tick(connection, projection, datetime.now(UTC))
                     ticked = time.monotonic()
+                # Events past the checkpoint that the gap-safe read could not take yet (an
+                # older transaction still runs): they were announced already, so look again
+                # soon, backing off, instead of sleeping until the next poll.
+                if await _held_back(connection, projection.name):
+                    held = min(held * 2, self.poll_interval) if held else 0.01
+                    await asyncio.sleep(held)
+                    continue
+                held = 0.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 if gather:
                     await asyncio.sleep(gather)
+
+
+async def _held_back(connection: asyncpg.Connection, name: str) -> bool:
+    """Whether the log holds an event past `name`'s checkpoint (committed or not yet)."""
+    return bool(
+        await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoints c"
+            " WHERE c.name = $1 AND (e.transaction_id, e.position) > (c.transaction_id,"
+            " c.position))",
+            name,
+        )
+    )
 
 
 async def wait_for_position(

@@ -66,7 +66,9 @@ def live_url(server_url: str, template_name: str) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = create_app(Settings(read_wait_seconds=0.2), database_url=url)
+    # Generous: a read asking for a position waits for the projector, which a loaded CI machine
+    # may keep behind for a moment (a 503 there is documented, but not what is fuzzed here).
+    app = create_app(Settings(read_wait_seconds=2.0), database_url=url)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -37,6 +37,25 @@ ON CONFLICT (deal_id) DO UPDATE SET
 """
 
 
+def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[Any, ...]:
+    """A `deals` row, its columns in the order of `_UPSERT`'s."""
+    return (
+        s.deal_id,
+        opened_position,
+        last_position,
+        s.version,
+        s.name,
+        s.owner,
+        s.stage,
+        s.status,
+        s.amount,
+        s.currency,
+        s.close_date,
+        s.stage_entered_at,
+        STATE.dump_json(s).decode(),
+    )
+
+
 class DealsProjection:
     name: str = "deals"
     tables: tuple[str, ...] = ("deals",)
@@ -66,22 +85,7 @@ class DealsProjection:
             last[deal_id] = envelope.position
         columns: list[list[Any]] = [[] for _ in range(13)]
         for deal_id in ids:
-            s = states[deal_id]
-            values = (
-                deal_id,
-                opened[deal_id],
-                last[deal_id],
-                s.version,
-                s.name,
-                s.owner,
-                s.stage,
-                s.status,
-                s.amount,
-                s.currency,
-                s.close_date,
-                s.stage_entered_at,
-                STATE.dump_json(s).decode(),
-            )
+            values = deal_row(states[deal_id], opened[deal_id], last[deal_id])
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         await connection.execute(_UPSERT, *columns)

@@ -45,7 +45,7 @@ from app.events.log import Checkpoint
 from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.activity import COLUMNS as ACTIVITY_COLUMNS
 from app.projections.activity import Activity, activity_row
-from app.projections.deals import STATE
+from app.projections.deals import deal_row
 from app.projections.flags import SUBJECT, FlagRow, FlagsProjection, reconcile
 from app.projections.log_tree import NAME as LOG_TREE
 from app.projections.log_tree import LogInconsistent
@@ -189,24 +189,7 @@ class DealFold:
             standing = evaluate(self.subject, at, self.rules, self.catalog)
             self._keep(reconcile(self.deal_id, self.open_flags, standing, at, clear=True))
         s = self.subject.state
-        yield (
-            "deals",
-            (
-                self.deal_id,
-                self.opened_position,
-                self.last_position,
-                s.version,
-                s.name,
-                s.owner,
-                s.stage,
-                s.status,
-                s.amount,
-                s.currency,
-                s.close_date,
-                s.stage_entered_at,
-                STATE.dump_json(s).decode(),
-            ),
-        )
+        yield "deals", deal_row(s, self.opened_position, self.last_position)
         for interval in self.intervals.values():
             yield "stage_intervals", tuple(getattr(interval, name) for name in INTERVAL_COLUMNS)
         if self.activity is not None:

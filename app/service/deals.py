@@ -306,6 +306,19 @@ class DealService:
             )
         return [outcome for outcome in outcomes if outcome is not None]
 
+    async def _ingest_head(
+        self, deal_id: UUID, *, fresh: bool
+    ) -> tuple[object | None, DealState, bytes | None, dict[UUID, int]]:
+        """(the cached head if one was used, state, last hash, the stream's event ids ->
+        positions): from the cache unless `fresh`; only a read of the stream knows its ids
+        (duplicates across the log were looked up before)."""
+        cached = None if fresh else self.heads.get(deal_id)
+        if cached is not None:
+            state, head_hash = cached
+            return cached, state, head_hash, {}
+        state, head_hash, stored = await self._read_head(deal_id)
+        return None, state, head_hash, {event.event_id: event.position for event in stored}
+
     async def _ingest_together(
         self,
         groups: dict[UUID, list[int]],
@@ -320,13 +333,7 @@ class DealService:
         plans: list[tuple[UUID, DealState, StreamAppend, list[DomainEvent], list[Any], Any]] = []
         later: list[UUID] = []
         for deal_id, indexes in groups.items():
-            cached = self.heads.get(deal_id)
-            if cached is not None:
-                state, head_hash = cached
-                in_stream: dict[UUID, int] = {}
-            else:
-                state, head_hash, stored = await self._read_head(deal_id)
-                in_stream = {event.event_id: event.position for event in stored}
+            cached, state, head_hash, in_stream = await self._ingest_head(deal_id, fresh=False)
             if not state.exists:
                 later.append(deal_id)
                 continue
@@ -379,13 +386,7 @@ class DealService:
                 outcomes[index] = None
             # Duplicates across the log were found before; only a fresh read (after a race)
             # needs the stream's own event ids again.
-            cached = None if fresh else self.heads.get(deal_id)
-            if cached is not None:
-                state, head_hash = cached
-                in_stream: dict[UUID, int] = {}
-            else:
-                state, head_hash, stored = await self._read_head(deal_id)
-                in_stream = {event.event_id: event.position for event in stored}
+            cached, state, head_hash, in_stream = await self._ingest_head(deal_id, fresh=fresh)
             fresh = True
             if not state.exists:
                 for index in indexes:

@@ -208,6 +208,8 @@ class FlagsProjection:
     ) -> None:
         self.rules = rules or FlagRules()
         self.versions = versions or PipelineVersions()
+        self._sweep_after: UUID | None = None
+        self.sweep_page_size = 1000
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
@@ -256,8 +258,23 @@ class FlagsProjection:
         await connection.execute(_UPSERT_SUBJECTS, *columns)
 
     async def tick(self, connection: asyncpg.Connection, now: datetime) -> int:
-        """Raise what time alone has brought since the last event (clears nothing)."""
-        return await sweep(connection, now, self.rules, self.versions)
+        """Raise what time alone has brought since the last event (clears nothing), one page
+        of deals per call: `sweeping` says a sweep is under way, and the runner applies new
+        events between its pages (a whole sweep at once held the flags back for seconds on
+        a large log)."""
+        written, self._sweep_after = await sweep_page(
+            connection,
+            now,
+            self.rules,
+            self.versions,
+            self._sweep_after or UUID(int=0),
+            self.sweep_page_size,
+        )
+        return written
+
+    @property
+    def sweeping(self) -> bool:
+        return self._sweep_after is not None
 
 
 async def sweep(
@@ -268,35 +285,49 @@ async def sweep(
     page: int = 1000,
 ) -> int:
     """Evaluate every open or nurtured deal at `as_of`; returns the flag rows written."""
-    after = UUID(int=0)
+    after: UUID | None = UUID(int=0)
     total = 0
-    while True:
-        rows = await connection.fetch(
-            "SELECT deal_id, subject::text AS subject FROM flag_subjects"
-            " WHERE status = ANY($1::text[]) AND deal_id > $2 AND last_recorded_at <= $3"
-            " ORDER BY deal_id LIMIT $4",
-            [ACTIVE, NURTURE],
-            after,
-            as_of,
-            page,
-        )
-        if not rows:
-            return total
-        ids = [r["deal_id"] for r in rows]
-        open_rows = await _open_rows(connection, ids)
-        known = _raisings_known(open_rows)
-        written: list[FlagRow] = []
-        subjects = [(r["deal_id"], SUBJECT.validate_json(r["subject"])) for r in rows]
-        catalog = await _catalog(connection, versions, [s.state for _, s in subjects])
-        deals: dict[UUID, DealState] = {}
-        for deal_id, subject in subjects:
-            deals[deal_id] = subject.state
-            mine = open_rows.setdefault(deal_id, {})
-            standing = evaluate(subject, as_of, rules, catalog)
-            written += reconcile(deal_id, mine, standing, as_of, clear=False)
-        await _write_flags(connection, written, deals, known)
-        total += len(written)
-        after = ids[-1]
+    while after is not None:
+        written, after = await sweep_page(connection, as_of, rules, versions, after, page)
+        total += written
+    return total
+
+
+async def sweep_page(
+    connection: asyncpg.Connection,
+    as_of: datetime,
+    rules: FlagRules,
+    versions: PipelineVersions | None,
+    after: UUID,
+    page: int = 1000,
+) -> tuple[int, UUID | None]:
+    """One page of a sweep: the open or nurtured deals after `after` (by id), evaluated at
+    `as_of`; returns the flag rows written and where the next page starts (None: done)."""
+    rows = await connection.fetch(
+        "SELECT deal_id, subject::text AS subject FROM flag_subjects"
+        " WHERE status = ANY($1::text[]) AND deal_id > $2 AND last_recorded_at <= $3"
+        " ORDER BY deal_id LIMIT $4",
+        [ACTIVE, NURTURE],
+        after,
+        as_of,
+        page,
+    )
+    if not rows:
+        return 0, None
+    ids = [r["deal_id"] for r in rows]
+    open_rows = await _open_rows(connection, ids)
+    known = _raisings_known(open_rows)
+    written: list[FlagRow] = []
+    subjects = [(r["deal_id"], SUBJECT.validate_json(r["subject"])) for r in rows]
+    catalog = await _catalog(connection, versions, [s.state for _, s in subjects])
+    deals: dict[UUID, DealState] = {}
+    for deal_id, subject in subjects:
+        deals[deal_id] = subject.state
+        mine = open_rows.setdefault(deal_id, {})
+        standing = evaluate(subject, as_of, rules, catalog)
+        written += reconcile(deal_id, mine, standing, as_of, clear=False)
+    await _write_flags(connection, written, deals, known)
+    return len(written), (ids[-1] if len(rows) == page else None)
 
 
 async def _catalog(

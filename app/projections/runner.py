@@ -478,6 +478,7 @@ class ProjectionRunner:
                 "SELECT position FROM projection_failures WHERE projection = $1", projection.name
             )
             held = 0.0
+            sweeping = False
             while True:
                 wake.clear()
                 started = time.monotonic()
@@ -505,9 +506,14 @@ class ProjectionRunner:
                         time.monotonic() - started,
                     )
                     continue
-                if time.monotonic() - ticked >= tick_seconds:
+                if sweeping or time.monotonic() - ticked >= tick_seconds:
+                    if not sweeping:
+                        ticked = time.monotonic()
                     await tick(connection, projection, datetime.now(UTC))
-                    ticked = time.monotonic()
+                    # A tick in pages (the flags' sweep): new events first, then the next.
+                    sweeping = bool(getattr(projection, "sweeping", False))
+                    if sweeping:
+                        continue
                 # Events past the checkpoint that the gap-safe read could not take yet (an
                 # older transaction still runs): they were announced already, so look again
                 # soon, backing off, instead of sleeping until the next poll.

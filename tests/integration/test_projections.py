@@ -203,3 +203,29 @@ async def test_an_append_wakes_the_projector_without_waiting_for_its_poll(
         for n in range(3):  # again and again: every append wakes it, not only the first
             await run_workload(service, deals=1, commands=5, seed=50 + n)
             await caught_up(pg, within=20)
+
+
+async def test_a_sweep_in_pages_raises_what_a_whole_sweep_raises(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    from app.domain.flags import FlagRules
+    from app.projections.flags import FlagsProjection, sweep
+    from app.projections.runner import tick
+
+    async with following(database_url):
+        await run_workload(DealService(store), deals=30, commands=300, seed=61)
+        await caught_up(pg)
+    later = datetime.now(UTC) + timedelta(days=40)
+    flags = FlagsProjection(FlagRules())
+    flags.sweep_page_size = 7
+    pages = 0
+    while True:  # as the runner ticks it: a page per call while `sweeping`
+        await tick(pg, flags, later)
+        pages += 1
+        if not flags.sweeping:
+            break
+    assert pages >= 3
+    paged = await read_models(pg)
+    await sweep(pg, later, FlagRules())  # the whole sweep at once adds nothing more
+    assert await read_models(pg) == paged
+    assert any(row[1] == "slow_in_stage" for row in paged["deal_flags"])

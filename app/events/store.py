@@ -170,7 +170,7 @@ def _timed(
             APPEND_SECONDS.observe(time.perf_counter() - started)
         store = args[0]  # the store the method was called on: committed, say so
         if isinstance(store, EventStore):
-            store.followers.wake()
+            await store.followers.wake()
         return result
 
     return timed
@@ -208,10 +208,13 @@ class Followers:
         self._due = False
         self._sending: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
+    async def wake(self) -> None:
+        """Returns once a NOTIFY sent after this call has gone out: a client that reads
+        right after its write finds the projector already woken (as with a trigger)."""
         self._due = True
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send())
+        await asyncio.shield(self._sending)
 
     async def _send(self) -> None:
         while self._due:

@@ -86,6 +86,13 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+def _percentile(out: str, which: str) -> float:
+    """A line of wrk's latency distribution ("     50%   26.89ms"), not a "75.50%" of its
+    thread stats; NaN when wrk printed none."""
+    found = re.search(rf"^\s*{which}%\s+([\d.]+(?:us|ms|s))\s*$", out, re.M)
+    return _ms(found.group(1)) if found else float("nan")
+
+
 def run_wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, non-2xx responses) of one wrk run."""
     out = subprocess.run(
@@ -104,9 +111,7 @@ def run_wrk(port: int, script: Path, seconds: int) -> tuple[float, float, float,
         check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    # The latency distribution's lines ("     50%   26.89ms"), not a "75.50%" of the stats.
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    p50, p99 = _percentile(out, "50"), _percentile(out, "99")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, p50, p99, int(bad.group(1)) if bad else 0
 

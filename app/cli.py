@@ -216,7 +216,7 @@ async def _rebuild(
     workers: int,
 ) -> dict[str, tuple[int, float]]:
     from app.projections.replay import rebuild_fast
-    from app.projections.runner import rebuild, rebuild_together
+    from app.projections.runner import rebuild
 
     engine = create_engine(url, pool_size=1)
     try:
@@ -233,7 +233,7 @@ async def _rebuild(
         console=console,
     ) as progress:
         # Folded per deal over every core and swapped in at once, unless a runner follows
-        # one of them now (then that runner replays it: below).
+        # one of them now: then each is reset in place and that runner replays it (below).
         task = progress.add_task(f"rebuild {', '.join(names)}", total=total, rate=0.0)
         started = time.monotonic()
 
@@ -252,24 +252,6 @@ async def _rebuild(
             seconds = time.monotonic() - started
             return {name: (done, seconds) for name in names}
         progress.remove_task(task)
-        if len(names) > 1:  # one pass for all, unless a runner follows one of them
-            task = progress.add_task(f"rebuild {', '.join(names)}", total=total, rate=0.0)
-            started = time.monotonic()
-
-            def together(done: int) -> None:
-                elapsed = max(time.monotonic() - started, 1e-9)
-                progress.update(task, completed=done, rate=done / elapsed)
-
-            done = await rebuild_together(
-                asyncpg_dsn(url),
-                [projections[name] for name in names],
-                batch_size=batch_size,
-                on_progress=together,
-            )
-            if done is not None:
-                seconds = time.monotonic() - started
-                return {name: (done, seconds) for name in names}
-            progress.remove_task(task)
         for name in names:
             task = progress.add_task(f"rebuild {name}", total=total, rate=0.0)
             started = time.monotonic()

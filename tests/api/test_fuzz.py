@@ -6,6 +6,7 @@ Zero 5xx, and every response must match the committed OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -21,6 +22,7 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import checks
 
 from app.db import APP_ROLE, asyncpg_dsn, with_database, with_user
@@ -118,6 +120,8 @@ def test_stateful_sequences_answer_no_5xx_or_off_schema(live_url: str) -> None:
     """Operations chained on real ids (deals opened, then advanced, read, verified...).
     Revoking keys is left out: the sequences act with the admin key, and must keep it."""
     machine = schema.exclude(path="/v1/keys/{key_id}/revoke").as_state_machine()
+    failures: list[BaseException] = []
+    steps: list[str] = []
 
     class Sequences(machine):  # type: ignore[valid-type,misc]
         def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
@@ -126,22 +130,34 @@ def test_stateful_sequences_answer_no_5xx_or_off_schema(live_url: str) -> None:
         def validate_response(
             self, response: Any, case: schemathesis.Case[Any], **kwargs: Any
         ) -> None:
-            case.validate_response(
-                response,
-                checks=[
-                    checks.not_a_server_error,
-                    checks.response_schema_conformance,
-                    checks.content_type_conformance,
-                    checks.status_code_conformance,
-                ],
-            )
+            steps.append(f"{case.method} {case.path} -> {response.status_code}")
+            try:
+                case.validate_response(
+                    response,
+                    checks=[
+                        checks.not_a_server_error,
+                        checks.response_schema_conformance,
+                        checks.content_type_conformance,
+                        checks.status_code_conformance,
+                    ],
+                )
+            except Exception as exc:
+                failures.append(exc)
+                raise
 
-    Sequences.run(
-        settings=settings(
-            max_examples=30,
-            stateful_step_count=6,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
+    # The server's state outlives each sequence (deals opened earlier are still there, a slow
+    # projector answers later), so a replayed prefix may fill schemathesis' bundles differently
+    # and Hypothesis stops exploring (FlakyStrategyDefinition). That says nothing of the API:
+    # what the test is about is every response checked until then, below.
+    with contextlib.suppress(FlakyStrategyDefinition):
+        Sequences.run(
+            settings=settings(
+                max_examples=30,
+                stateful_step_count=6,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                derandomize=True,
+            )
         )
-    )
+    assert not failures, failures[0]
+    assert len(steps) >= 20, f"only {len(steps)} calls were made: {steps}"

@@ -214,11 +214,11 @@ def prepare(settings: Settings) -> str:
 SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "60s"}
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(pool_size // 2, 2),
         connect_args={"server_settings": SESSION_SETTINGS},
     )
 

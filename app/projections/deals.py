@@ -129,6 +129,33 @@ async def list_deals(
     return [(r["opened_position"], STATE.validate_json(r["state"])) for r in rows]
 
 
+async def forecast_groups(
+    connection: asyncpg.Connection, owner: str | None
+) -> list[dict[str, Any]]:
+    """Open deals with an amount, counted and summed per close month, owner, currency,
+    pipeline version and stage (snapshots.OpenGroup's fields)."""
+    rows = await connection.fetch(
+        "SELECT to_char(close_date, 'YYYY-MM') AS close_month, owner, currency,"
+        " state->>'pipeline_key' AS key, (state->>'pipeline_version')::int AS version,"
+        " stage, count(*) AS deals, sum(amount) AS amount FROM deals"
+        " WHERE status = 'open' AND amount IS NOT NULL AND ($1::text IS NULL OR owner = $1)"
+        " GROUP BY 1, 2, 3, 4, 5, 6",
+        owner,
+    )
+    return [
+        {
+            "close_month": r["close_month"],
+            "owner": r["owner"],
+            "currency": r["currency"],
+            "pipeline": (r["key"], r["version"]),
+            "stage": r["stage"],
+            "deals": r["deals"],
+            "amount": r["amount"],
+        }
+        for r in rows
+    ]
+
+
 async def open_deals_on(
     connection: asyncpg.Connection, pipeline: str, other_than_version: int, limit: int
 ) -> list[UUID]:

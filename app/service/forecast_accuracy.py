@@ -14,7 +14,7 @@ from app.domain.forecast_accuracy import accuracy, bias, mape
 from app.domain.periods import Period
 from app.projections.analytics import won_by_owner
 from app.service.deals import DealService
-from app.service.snapshots import deal_states, forecast_of
+from app.service.snapshots import deal_states, forecast_of, open_groups
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ async def period_accuracy(
     states = await deal_states(connection, service, snapshot_at)
     open_states = [s for s in states if s.status == "open"]
     rows = forecast_of(
-        open_states, owner, snapshot_at.date(), await service.catalog_for(open_states)
+        open_groups(open_states), owner, snapshot_at.date(), await service.catalog_for(open_states)
     )
     forecast: dict[str, Decimal] = defaultdict(Decimal)
     months = set(period.months)

@@ -18,7 +18,7 @@ from app.domain.pipeline import DEFAULT_PIPELINE, DISQUALIFIED, NURTURE, WON, Ca
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import DealState, pipelines_named
 from app.events.recorded import to_recorded
-from app.projections.deals import list_deals
+from app.projections.deals import forecast_groups, list_deals
 from app.projections.flags import (
     FlagFilter,
     FlagKey,
@@ -142,28 +142,56 @@ class Forecast:
 OVERDUE = "overdue"
 
 
+@dataclass(frozen=True)
+class OpenGroup:
+    """Open deals with an amount sharing a close month, owner, currency and stage."""
+
+    close_month: str | None
+    owner: str
+    currency: str | None
+    pipeline: tuple[str, int]
+    stage: str
+    deals: int
+    amount: Decimal
+
+
+def open_groups(states: list[DealState]) -> list[OpenGroup]:
+    """`states` grouped as the forecast needs them (what `forecast_groups` reads in SQL)."""
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    for state in states:
+        if state.status != "open" or state.amount is None:
+            continue
+        month = state.close_date.strftime("%Y-%m") if state.close_date else None
+        key = (month, state.owner, state.currency, state.pipeline_key, state.pipeline_version)
+        entry = sums.setdefault((*key, state.stage), [0, Decimal(0)])
+        entry[0] += 1
+        entry[1] += state.amount
+    return [
+        OpenGroup(month, who, currency, (key, version), stage, n, amount)
+        for (month, who, currency, key, version, stage), (n, amount) in sums.items()
+    ]
+
+
 def forecast_of(
-    states: list[DealState], owner: str | None, today: date, pipelines: Catalog
+    groups: list[OpenGroup], owner: str | None, today: date, pipelines: Catalog
 ) -> list[ForecastRow]:
     """Open deals weighted by the probability of their stage in their pipeline version, per
     close month, owner and currency; deals whose close month is before `today`'s fall in an
     `overdue` row, weighted 0."""
     this_month = today.strftime("%Y-%m")
     sums: dict[tuple[str | None, str, str | None], list[Any]] = {}
-    for state in states:
-        if state.status != "open" or state.amount is None:
+    for group in groups:
+        if owner is not None and group.owner != owner:
             continue
-        if owner is not None and state.owner != owner:
-            continue
-        stage = state.pipeline_in(pipelines).stage(state.stage)
+        stage = pipelines.get(*group.pipeline).stage(group.stage)
         probability = Decimal(str(stage.probability))
-        month = state.close_date.strftime("%Y-%m") if state.close_date else None
+        month = group.close_month
         if month is not None and month < this_month:
             month, probability = OVERDUE, Decimal(0)
-        entry = sums.setdefault((month, state.owner, state.currency), [0, Decimal(0), Decimal(0)])
-        entry[0] += 1
-        entry[1] += state.amount
-        entry[2] += state.amount * probability
+        entry = sums.setdefault((month, group.owner, group.currency), [0, Decimal(0), Decimal(0)])
+        entry[0] += group.deals
+        entry[1] += group.amount
+        entry[2] += group.amount * probability
     return [
         ForecastRow(
             close_month=month,
@@ -188,10 +216,18 @@ async def forecast(
     owner: str | None = None,
 ) -> Forecast:
     """The open pipeline (now or as of a time) weighted by stage probability, per close
-    month, owner and currency, with the weighted totals per currency."""
-    states = await deal_states(connection, service, as_of, owner=owner, status="open")
+    month, owner and currency, with the weighted totals per currency. Now, the open deals
+    are summed in SQL per month, owner, currency and stage (no deal's state is parsed)."""
+    if as_of is None:
+        groups = [OpenGroup(**row) for row in await forecast_groups(connection, owner)]
+    else:
+        states = await deal_states(connection, service, as_of, owner=owner, status="open")
+        groups = open_groups(states)
     today = (as_of or datetime.now(UTC)).astimezone(UTC).date()
-    rows = forecast_of(states, owner, today, await service.catalog_for(states))
+    catalog = await service.pipelines.ensure(
+        {group.pipeline for group in groups}, service.read_stream_after
+    )
+    rows = forecast_of(groups, owner, today, catalog)
     totals: dict[str, Decimal] = defaultdict(Decimal)
     overdue: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:

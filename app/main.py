@@ -28,7 +28,6 @@ from app.api import (
 )
 from app.api.auth import AuthMiddleware
 from app.api.deps import no_unknown_query
-from app.api.headers import SafeHeaders
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.api.observability import Observed
@@ -144,7 +143,6 @@ def create_app(
     )
     app.add_middleware(AuthMiddleware, dev_mode=settings.dev_mode)
     app.add_middleware(UnavailableGuard)
-    app.add_middleware(SafeHeaders)
     app.add_middleware(Observed)
     app.include_router(health.router)
     app.include_router(deals.router)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.db import stop_embedded
-from bench import http_wrk, log_tree, scale, scenarios, webhooks
+from bench import analytics, http_wrk, log_tree, scale, scenarios, webhooks
 from bench.common import Row, fresh_database, machine, server_url
 from bench.load import bulk_load
 
@@ -164,6 +164,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rows.extend(await scenarios.manager_reports(ours, 5 if quick else 30))
             console.print(f"pages at {len(deals):,} deals")
             rows.extend(await scenarios.ui_pages(ours, deals, 5 if quick else 50))
+        console.print(f"analytics over {args.deals:,} deals (bulk-loaded, short histories)")
+        rows.extend(await analytics.analytics_rows(server, args.deals, 5 if quick else 30))
         if args.scale:
             console.print(f"costs as the log grows to {args.scale:,} events")
             rows.extend(await _scale(server, args.scale, quick))
@@ -215,7 +217,10 @@ def main() -> None:
         default=None,
         help="also measure costs on a log bulk-loaded to this size against a small one",
     )
+    parser.add_argument("--deals", type=int, default=None, help="deals for the analytics rows")
     args = parser.parse_args()
+    if args.deals is None:
+        args.deals = 1_000 if args.quick else 100_000
     if args.events is None:
         args.events = 20_000 if args.quick else 1_000_000
     started = time.perf_counter()

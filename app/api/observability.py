@@ -1,5 +1,7 @@
 """Every request gets an id (its X-Request-ID, or a new one) that every log line written while
-serving it carries, is answered with it, and is timed by route template for /metrics."""
+serving it carries, is answered with it, and is timed by route template for /metrics. Every
+response also says `X-Content-Type-Options: nosniff`: browsers must not guess a type for
+what we send."""
 
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ def request_id_of(scope: Scope) -> str:
 
 
 class Observed:
-    """Outermost middleware: the request id in context, the response header, the timing and
-    one log line per request."""
+    """Outermost middleware: the request id in context, the response headers, the timing and
+    one log line per request (one layer for all of them: each layer wraps every message)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,7 +47,9 @@ class Observed:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).setdefault("X-Request-ID", request_id)
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Request-ID", request_id)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
             await send(message)
 
         try:

@@ -76,11 +76,11 @@ async def blocker_categories(connection: asyncpg.Connection, f: Filters) -> list
         "  (ORDER BY extract(epoch FROM b.resolved_at - b.raised_at) / 86400.0) AS median"
         " FROM blocker_log b JOIN deals d USING (deal_id)"
         " WHERE ($1::text IS NULL OR d.owner = $1)"
-        " AND ($2::text IS NULL OR d.state->>'pipeline_key' = $2)"
+        " AND ($2::text IS NULL OR d.pipeline_key = $2)"
         " AND ($3::timestamptz IS NULL OR b.raised_at >= $3)"
         " AND ($4::timestamptz IS NULL OR b.raised_at < $4)"
         f" AND ($5::text IS NULL OR {f.band_sql} = $5)"
-        " AND ($6::int IS NULL OR (d.state->>'pipeline_version')::int = $6)"
+        " AND ($6::int IS NULL OR d.pipeline_version = $6)"
         " GROUP BY b.category ORDER BY b.category",
         f.owner,
         f.pipeline,

@@ -20,21 +20,43 @@ STATE = TypeAdapter(DealState)
 
 _UPSERT = """
 INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
-                   status, amount, currency, close_date, stage_entered_at, state)
+                   status, amount, currency, close_date, stage_entered_at, pipeline_key,
+                   pipeline_version, state)
 SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
-       currency, close_date, stage_entered_at, state::jsonb
+       currency, close_date, stage_entered_at, pipeline_key, pipeline_version, state::jsonb
 FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
-            $12::timestamptz[], $13::text[])
+            $12::timestamptz[], $13::text[], $14::int[], $15::text[])
      AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
-            amount, currency, close_date, stage_entered_at, state)
+            amount, currency, close_date, stage_entered_at, pipeline_key, pipeline_version,
+            state)
 ON CONFLICT (deal_id) DO UPDATE SET
     last_position = excluded.last_position, version = excluded.version,
     name = excluded.name, owner = excluded.owner, stage = excluded.stage,
     status = excluded.status, amount = excluded.amount, currency = excluded.currency,
     close_date = excluded.close_date, stage_entered_at = excluded.stage_entered_at,
+    pipeline_key = excluded.pipeline_key, pipeline_version = excluded.pipeline_version,
     state = excluded.state
 """
+
+COLUMNS = (
+    "deal_id",
+    "opened_position",
+    "last_position",
+    "version",
+    "name",
+    "owner",
+    "stage",
+    "status",
+    "amount",
+    "currency",
+    "close_date",
+    "stage_entered_at",
+    "pipeline_key",
+    "pipeline_version",
+    "state",
+)
+"""A `deals` row's columns, in `deal_row`'s order."""
 
 
 def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[Any, ...]:
@@ -52,6 +74,8 @@ def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[An
         s.currency,
         s.close_date,
         s.stage_entered_at,
+        s.pipeline_key,
+        s.pipeline_version,
         STATE.dump_json(s).decode(),
     )
 
@@ -83,7 +107,7 @@ class DealsProjection:
             states[deal_id] = evolve(state, envelope.recorded, catalog)
             opened.setdefault(deal_id, envelope.position)
             last[deal_id] = envelope.position
-        columns: list[list[Any]] = [[] for _ in range(13)]
+        columns: list[list[Any]] = [[] for _ in COLUMNS]
         for deal_id in ids:
             values = deal_row(states[deal_id], opened[deal_id], last[deal_id])
             for column, value in zip(columns, values, strict=True):
@@ -136,7 +160,7 @@ async def forecast_groups(
     pipeline version and stage (snapshots.OpenGroup's fields)."""
     rows = await connection.fetch(
         "SELECT to_char(close_date, 'YYYY-MM') AS close_month, owner, currency,"
-        " state->>'pipeline_key' AS key, (state->>'pipeline_version')::int AS version,"
+        " pipeline_key AS key, pipeline_version AS version,"
         " stage, count(*) AS deals, sum(amount) AS amount FROM deals"
         " WHERE status = 'open' AND amount IS NOT NULL AND ($1::text IS NULL OR owner = $1)"
         " GROUP BY 1, 2, 3, 4, 5, 6",
@@ -162,8 +186,8 @@ async def open_deals_on(
     """Open deals of `pipeline` on a version other than `other_than_version`, in opening
     order, at most `limit`."""
     rows = await connection.fetch(
-        "SELECT deal_id FROM deals WHERE status = 'open' AND state->>'pipeline_key' = $1"
-        " AND (state->>'pipeline_version')::int <> $2 ORDER BY opened_position LIMIT $3",
+        "SELECT deal_id FROM deals WHERE status = 'open' AND pipeline_key = $1"
+        " AND pipeline_version <> $2 ORDER BY opened_position LIMIT $3",
         pipeline,
         other_than_version,
         limit,
@@ -207,7 +231,7 @@ SELECT d.deal_id, d.name, d.state->>'account' AS account, d.owner, d.stage, d.am
 FROM deals d
 LEFT JOIN (SELECT deal_id, array_agg(DISTINCT kind ORDER BY kind) AS kinds FROM deal_flags
            WHERE cleared_at IS NULL GROUP BY deal_id) f USING (deal_id)
-WHERE d.status = 'open' AND coalesce(d.state->>'pipeline_key', 'default') = $1
+WHERE d.status = 'open' AND d.pipeline_key = $1
   AND ($2::text IS NULL OR d.owner = $2)
 """
 

@@ -14,8 +14,8 @@ from app.domain.pipeline_facts import DealFacts, History
 # The fields facts_of() takes from a DealState, read from the state document instead of
 # parsing each deal's whole state (this runs over every open deal).
 _FACTS = """
-SELECT deal_id, name, owner, stage, state->>'pipeline_key' AS pipeline_key,
-       (state->>'pipeline_version')::int AS pipeline_version, amount, close_date,
+SELECT deal_id, name, owner, stage, pipeline_key,
+       pipeline_version, amount, close_date,
        coalesce((state->>'opened_at')::timestamptz, stage_entered_at) AS opened_at,
        stage_entered_at,
        (state->>'last_buyer_activity_at')::timestamptz AS last_buyer_activity_at,
@@ -24,7 +24,7 @@ SELECT deal_id, name, owner, stage, state->>'pipeline_key' AS pipeline_key,
        state->'next_step' <> 'null'::jsonb AS has_next_step
 FROM deals
 WHERE status = 'open' AND ($1::text IS NULL OR owner = $1)
-  AND ($2::text IS NULL OR state->>'pipeline_key' = $2)
+  AND ($2::text IS NULL OR pipeline_key = $2)
 ORDER BY opened_position
 """
 
@@ -50,7 +50,7 @@ async def created_value(
         " WHERE (state->>'opened_at')::timestamptz > $1"
         " AND (state->>'opened_at')::timestamptz <= $2"
         " AND ($3::text IS NULL OR owner = $3)"
-        " AND ($4::text IS NULL OR state->>'pipeline_key' = $4)",
+        " AND ($4::text IS NULL OR pipeline_key = $4)",
         since,
         until,
         owner,

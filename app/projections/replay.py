@@ -45,6 +45,7 @@ from app.events.log import Checkpoint
 from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.activity import COLUMNS as ACTIVITY_COLUMNS
 from app.projections.activity import Activity, activity_row
+from app.projections.deals import COLUMNS as DEAL_COLUMNS
 from app.projections.deals import deal_row
 from app.projections.flags import SUBJECT, FlagRow, FlagsProjection, reconcile
 from app.projections.log_tree import NAME as LOG_TREE
@@ -58,24 +59,7 @@ DEAL_PROJECTIONS = ("deals", "stage_intervals", "activity", "flags", "blockers")
 
 # Each table the fast path writes: its columns in file order, and the projection it is of.
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "deals": (
-        "deals",
-        (
-            "deal_id",
-            "opened_position",
-            "last_position",
-            "version",
-            "name",
-            "owner",
-            "stage",
-            "status",
-            "amount",
-            "currency",
-            "close_date",
-            "stage_entered_at",
-            "state",
-        ),
-    ),
+    "deals": ("deals", DEAL_COLUMNS),
     "stage_intervals": ("stage_intervals", INTERVAL_COLUMNS),
     "deal_activity": ("activity", ACTIVITY_COLUMNS),
     "deal_flags": (

@@ -340,16 +340,16 @@ async def pipeline_snapshot(
     if start < 0:
         raise InvalidRequest("cursor is not valid: use next_cursor from a previous page")
     snapshot = await snapshots.pipeline_snapshot(
-        connection, service, as_of, owner=owner, stage=stage
+        connection, service, as_of, owner=owner, stage=stage, start=start, limit=limit
     )
-    page = snapshot.deals[start : start + limit]
+    page = snapshot.deals
     catalog = await service.catalog_for(page)
     deals = [DealOut.of(state, state.pipeline_in(catalog)) for state in page]
     if wants_csv(request, format):
         return csv_response(  # type: ignore[return-value]
             [d.model_dump(mode="json") for d in deals], list(DealOut.model_fields)
         )
-    more = start + limit < len(snapshot.deals)
+    more = start + limit < snapshot.total
     return PipelineSnapshot(
         as_of=as_of,
         stages=[

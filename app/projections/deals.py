@@ -153,6 +153,52 @@ async def list_deals(
     return [(r["opened_position"], STATE.validate_json(r["state"])) for r in rows]
 
 
+async def deals_holding(
+    connection: asyncpg.Connection, owner: str | None, stage: str | None
+) -> list[dict[str, Any]]:
+    """Deals (of `owner`, in `stage`) counted per stage, status, currency, pipeline version
+    and amount (snapshots.Holding's fields)."""
+    rows = await connection.fetch(
+        "SELECT stage, status, currency, pipeline_key, pipeline_version, amount,"
+        " count(*) AS deals FROM deals"
+        " WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR stage = $2)"
+        " GROUP BY 1, 2, 3, 4, 5, 6",
+        owner,
+        stage,
+    )
+    return [
+        {
+            "stage": r["stage"],
+            "status": r["status"],
+            "currency": r["currency"],
+            "pipeline": (r["pipeline_key"], r["pipeline_version"]),
+            "amount": r["amount"],
+            "deals": r["deals"],
+        }
+        for r in rows
+    ]
+
+
+async def deals_page(
+    connection: asyncpg.Connection,
+    owner: str | None,
+    stage: str | None,
+    start: int,
+    limit: int | None,
+) -> list[DealState]:
+    """Deals (of `owner`, in `stage`) in opening order, from the `start`th, at most `limit`."""
+    rows = await connection.fetch(
+        "SELECT state::text AS state FROM deals"
+        " WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR stage = $2)"
+        " ORDER BY opened_position OFFSET $3 LIMIT $4",
+        owner,
+        stage,
+        start,
+        limit,
+    )
+    return [STATE.validate_json(r["state"]) for r in rows]
+
+
 async def forecast_groups(
     connection: asyncpg.Connection, owner: str | None
 ) -> list[dict[str, Any]]:

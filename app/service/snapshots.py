@@ -18,7 +18,7 @@ from app.domain.pipeline import DEFAULT_PIPELINE, DISQUALIFIED, NURTURE, WON, Ca
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import DealState, pipelines_named
 from app.events.recorded import to_recorded
-from app.projections.deals import forecast_groups, list_deals
+from app.projections.deals import deals_holding, deals_page, forecast_groups, list_deals
 from app.projections.flags import (
     FlagFilter,
     FlagKey,
@@ -75,6 +75,57 @@ class StageTotal:
 class PipelineSnapshot:
     stages: list[StageTotal]
     deals: list[DealState]
+    """The page of deals asked for, in opening order."""
+    total: int
+    """Deals the totals cover (every page)."""
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Deals alike for the pipeline's totals: stage, status, currency, pipeline version and
+    amount (deals_holding reads them grouped so in SQL)."""
+
+    stage: str
+    status: str
+    currency: str | None
+    pipeline: tuple[str, int]
+    amount: Decimal | None
+    deals: int
+
+
+def holdings_of(states: list[DealState]) -> list[Holding]:
+    counted: dict[tuple[str, str, str | None, tuple[str, int], Decimal | None], int]
+    counted = defaultdict(int)
+    for s in states:
+        key = (s.stage, s.status, s.currency, (s.pipeline_key, s.pipeline_version), s.amount)
+        counted[key] += 1
+    return [
+        Holding(stage, status, currency, pipeline, amount, n)
+        for (stage, status, currency, pipeline, amount), n in counted.items()
+    ]
+
+
+def stage_totals(holdings: list[Holding], catalog: Catalog, stage: str | None) -> list[StageTotal]:
+    """Count, amounts and weighted amounts per stage (every stage of the default pipeline and
+    the closed ones, then any other in name order); each deal's weighted amount is rounded
+    to the cent before it is summed."""
+    stage_order = [*DEFAULT_PIPELINE.stage_keys, NURTURE, WON, DISQUALIFIED]
+    counts: dict[str, int] = defaultdict(int)
+    amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    weighted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for h in holdings:
+        counts[h.stage] += h.deals
+        if h.amount is not None:
+            amounts[h.stage][h.currency or ""] += h.amount * h.deals
+            pipeline = catalog.get(*h.pipeline)
+            if h.status == "open" and h.stage in pipeline.stage_keys:
+                chance = Decimal(str(pipeline.stage(h.stage).probability))
+                each = (h.amount * chance).quantize(Decimal("0.01"))
+                weighted[h.stage][h.currency or ""] += each * h.deals
+    order = stage_order + sorted(set(counts) - set(stage_order))
+    if stage is not None:
+        order = [stage]
+    return [StageTotal(s, counts[s], dict(amounts[s]), dict(weighted[s])) for s in order]
 
 
 async def pipeline_snapshot(
@@ -84,36 +135,30 @@ async def pipeline_snapshot(
     *,
     owner: str | None = None,
     stage: str | None = None,
+    start: int = 0,
+    limit: int | None = None,
 ) -> PipelineSnapshot:
-    """Every deal (of `owner`, in `stage`), now or as of a time, and the count, amounts and
-    weighted amounts per stage (every stage of the default pipeline and the closed ones,
-    then any other in name order)."""
-    states = [
-        s
-        for s in await deal_states(connection, service, as_of)
-        if owner in (None, s.owner) and stage in (None, s.stage)
-    ]
-    catalog = await service.catalog_for(states)
-    stage_order = [*DEFAULT_PIPELINE.stage_keys, NURTURE, WON, DISQUALIFIED]
-    counts: dict[str, int] = defaultdict(int)
-    amounts: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    weighted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for state in states:
-        counts[state.stage] += 1
-        if state.amount is not None:
-            amounts[state.stage][state.currency or ""] += state.amount
-            pipeline = state.pipeline_in(catalog)
-            if state.status == "open" and state.stage in pipeline.stage_keys:
-                chance = Decimal(str(pipeline.stage(state.stage).probability))
-                weighted[state.stage][state.currency or ""] += (state.amount * chance).quantize(
-                    Decimal("0.01")
-                )
-    order = stage_order + sorted(set(counts) - set(stage_order))
-    if stage is not None:
-        order = [stage]
+    """The deals (of `owner`, in `stage`) from the `start`th, at most `limit`, now or as of a
+    time, and the totals per stage over all of them. Now, the totals are summed in SQL and
+    only the page's states are read; a past time replays every deal."""
+    if as_of is None:
+        holdings = [Holding(**row) for row in await deals_holding(connection, owner, stage)]
+        page = await deals_page(connection, owner, stage, start, limit)
+    else:
+        states = [
+            s
+            for s in await deal_states(connection, service, as_of)
+            if owner in (None, s.owner) and stage in (None, s.stage)
+        ]
+        holdings = holdings_of(states)
+        page = states[start : None if limit is None else start + limit]
+    catalog = await service.pipelines.ensure(
+        {h.pipeline for h in holdings}, service.read_stream_after
+    )
     return PipelineSnapshot(
-        stages=[StageTotal(s, counts[s], dict(amounts[s]), dict(weighted[s])) for s in order],
-        deals=states,
+        stages=stage_totals(holdings, catalog, stage),
+        deals=page,
+        total=sum(h.deals for h in holdings),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
@@ -109,13 +109,11 @@ class TimeInStage(BaseModel):
     "/time-in-stage", summary="Days per stage: count, mean, median, p90", dependencies=READY
 )
 async def time_in_stage(connection: ReadConnectionDep, f: FiltersDep) -> TimeInStage:
-    async def grouped(by: Literal["owner", "size_band"] | None) -> list[Durations]:
-        return _all(Durations, await queries.durations(connection, f, by))
-
+    found = await queries.durations_by(connection, f, (None, "owner", "size_band"))
     return TimeInStage(
-        overall=await grouped(None),
-        by_owner=await grouped("owner"),
-        by_size_band=await grouped("size_band"),
+        overall=_all(Durations, found[None]),
+        by_owner=_all(Durations, found["owner"]),
+        by_size_band=_all(Durations, found["size_band"]),
     )
 
 

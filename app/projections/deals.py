@@ -21,21 +21,26 @@ STATE = TypeAdapter(DealState)
 _UPSERT = """
 INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
                    status, amount, currency, close_date, stage_entered_at, pipeline_key,
-                   pipeline_version, state)
+                   pipeline_version, opened_at, last_buyer_activity_at, last_evidence_at,
+                   has_next_step, state)
 SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
-       currency, close_date, stage_entered_at, pipeline_key, pipeline_version, state::jsonb
+       currency, close_date, stage_entered_at, pipeline_key, pipeline_version, opened_at,
+       last_buyer_activity_at, last_evidence_at, has_next_step, state::jsonb
 FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
-            $12::timestamptz[], $13::text[], $14::int[], $15::text[])
+            $12::timestamptz[], $13::text[], $14::int[], $15::timestamptz[],
+            $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[])
      AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
             amount, currency, close_date, stage_entered_at, pipeline_key, pipeline_version,
-            state)
+            opened_at, last_buyer_activity_at, last_evidence_at, has_next_step, state)
 ON CONFLICT (deal_id) DO UPDATE SET
     last_position = excluded.last_position, version = excluded.version,
     name = excluded.name, owner = excluded.owner, stage = excluded.stage,
     status = excluded.status, amount = excluded.amount, currency = excluded.currency,
     close_date = excluded.close_date, stage_entered_at = excluded.stage_entered_at,
     pipeline_key = excluded.pipeline_key, pipeline_version = excluded.pipeline_version,
+    opened_at = excluded.opened_at, last_buyer_activity_at = excluded.last_buyer_activity_at,
+    last_evidence_at = excluded.last_evidence_at, has_next_step = excluded.has_next_step,
     state = excluded.state
 """
 
@@ -54,6 +59,10 @@ COLUMNS = (
     "stage_entered_at",
     "pipeline_key",
     "pipeline_version",
+    "opened_at",
+    "last_buyer_activity_at",
+    "last_evidence_at",
+    "has_next_step",
     "state",
 )
 """A `deals` row's columns, in `deal_row`'s order."""
@@ -76,6 +85,10 @@ def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[An
         s.stage_entered_at,
         s.pipeline_key,
         s.pipeline_version,
+        s.opened_at or s.stage_entered_at,
+        s.last_buyer_activity_at,
+        max((item.occurred_at for item in s.evidence.values()), default=None),
+        s.next_step is not None,
         STATE.dump_json(s).decode(),
     )
 

@@ -11,17 +11,12 @@ import asyncpg
 from app.domain.periods import Period
 from app.domain.pipeline_facts import DealFacts, History
 
-# The fields facts_of() takes from a DealState, read from the state document instead of
-# parsing each deal's whole state (this runs over every open deal).
+# The fields facts_of() takes from a DealState, read from the deals read model's columns
+# (deal_row fills them) instead of parsing each deal's whole state: this runs over every
+# open deal.
 _FACTS = """
-SELECT deal_id, name, owner, stage, pipeline_key,
-       pipeline_version, amount, close_date,
-       coalesce((state->>'opened_at')::timestamptz, stage_entered_at) AS opened_at,
-       stage_entered_at,
-       (state->>'last_buyer_activity_at')::timestamptz AS last_buyer_activity_at,
-       (SELECT max((item->>'occurred_at')::timestamptz)
-          FROM jsonb_each(state->'evidence') AS e(id, item)) AS last_evidence_at,
-       state->'next_step' <> 'null'::jsonb AS has_next_step
+SELECT deal_id, name, owner, stage, pipeline_key, pipeline_version, amount, close_date,
+       opened_at, stage_entered_at, last_buyer_activity_at, last_evidence_at, has_next_step
 FROM deals
 WHERE status = 'open' AND ($1::text IS NULL OR owner = $1)
   AND ($2::text IS NULL OR pipeline_key = $2)
@@ -47,8 +42,7 @@ async def created_value(
     """The current amounts of the deals opened in (since, until], whatever their status."""
     value = await connection.fetchval(
         "SELECT coalesce(sum(amount), 0) FROM deals"
-        " WHERE (state->>'opened_at')::timestamptz > $1"
-        " AND (state->>'opened_at')::timestamptz <= $2"
+        " WHERE opened_at > $1 AND opened_at <= $2"
         " AND ($3::text IS NULL OR owner = $3)"
         " AND ($4::text IS NULL OR pipeline_key = $4)",
         since,

@@ -249,8 +249,15 @@ async def test_coverage_and_thin_early_pipeline_against_targets_and_history(
 
 
 async def test_now_and_as_of_now_answer_the_same(deals: Deals, client: httpx.AsyncClient) -> None:
+    ids = []
     for i in range(3):
-        await deals.open(name=f"D{i}", amount=str(1000 * (i + 1)), close_date="2099-01-01")
+        deal = await deals.open(name=f"D{i}", amount=str(1000 * (i + 1)), close_date="2099-01-01")
+        ids.append(deal["id"])
+    # Now reads columns the read model keeps (last activity, evidence, next step); a past
+    # time replays each deal's state: both must find the same.
+    await touched(deals, ids[0], datetime.now(UTC) - 40 * DAY)
+    await deals.evidence(ids[1], "budget_confirmed")
+    assert (await deals.command(ids[2], "next-step/complete")).status_code == 200
     now = await health(deals)
     replayed = await health(deals, as_of=ts(now["as_of"]))
     assert replayed == now

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -22,24 +23,51 @@ async def blank_url(server_url: str) -> AsyncIterator[str]:
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def test_deals_keep_their_pipeline_version_as_columns(blank_url: str) -> None:
+async def test_deals_keep_what_reports_read_of_them_as_columns(blank_url: str) -> None:
     await migrate_async(blank_url, "0015_notify_after_commit")
+    entered = "2026-03-01T09:00:00+00:00"
+    states = [
+        {"pipeline_key": "default", "pipeline_version": 1, "next_step": None, "evidence": {}},
+        {
+            "pipeline_key": "enterprise",
+            "pipeline_version": 3,
+            "opened_at": "2026-02-01T08:00:00+00:00",
+            "last_buyer_activity_at": "2026-03-05T10:00:00+00:00",
+            "next_step": {"description": "call", "due_date": "2026-03-10"},
+            "evidence": {
+                "a": {"occurred_at": "2026-03-02T00:00:00+00:00"},
+                "b": {"occurred_at": "2026-03-04T00:00:00+00:00"},
+            },
+        },
+    ]
     connection = await asyncpg.connect(asyncpg_dsn(blank_url))
     try:
-        for n, (key, version) in enumerate([("default", 1), ("enterprise", 3)]):
-            state = {"pipeline_key": key, "pipeline_version": version, "stage": "discovery"}
+        for n, state in enumerate(states):
             await connection.execute(
                 "INSERT INTO deals (deal_id, opened_position, last_position, version, name,"
-                " owner, stage, status, state)"
-                " VALUES ($1, $2, $2, 1, 'd', 'o', 'discovery', 'open', $3::jsonb)",
+                " owner, stage, status, stage_entered_at, state)"
+                " VALUES ($1, $2, $2, 1, 'd', 'o', 'discovery', 'open', $3, $4::jsonb)",
                 uuid.uuid4(),
                 n + 1,
+                datetime.fromisoformat(entered),
                 json.dumps(state),
             )
         await migrate_async(blank_url)
         rows = await connection.fetch(
-            "SELECT pipeline_key, pipeline_version FROM deals ORDER BY opened_position"
+            "SELECT pipeline_key, pipeline_version, opened_at, last_buyer_activity_at,"
+            " last_evidence_at, has_next_step FROM deals ORDER BY opened_position"
         )
     finally:
         await connection.close()
-    assert [tuple(r) for r in rows] == [("default", 1), ("enterprise", 3)]
+    at = datetime.fromisoformat
+    assert [tuple(r) for r in rows] == [
+        ("default", 1, at(entered), None, None, False),  # opened_at: else when it entered
+        (
+            "enterprise",
+            3,
+            at("2026-02-01T08:00:00+00:00"),
+            at("2026-03-05T10:00:00+00:00"),
+            at("2026-03-04T00:00:00+00:00"),
+            True,
+        ),
+    ]

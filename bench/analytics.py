@@ -1,0 +1,53 @@
+"""Analytics over many deals: what a manager waits for on a team of 100k deals, answered from
+the read models. The log is bulk-loaded with short histories (20 days, ~16 events a deal) so
+that many deals fit a bench run; these routes cost by deals and stays, not by events."""
+
+from __future__ import annotations
+
+import httpx
+
+from bench import scenarios
+from bench.common import Row, concurrently, fresh_database
+from bench.load import EVENTS_PER_DEAL, bulk_load
+
+ROUTES = (
+    ("time in stage", "/v1/analytics/time-in-stage"),
+    ("conversion", "/v1/analytics/conversion"),
+    ("forecast", "/v1/analytics/forecast"),
+    ("pipeline health", "/v1/pipeline/health"),
+    ("pipeline, first page", "/v1/pipeline"),
+    ("weekly inspection, first page", "/v1/inspections/weekly"),
+)
+
+
+async def analytics_rows(server: str, deals: int, reads: int) -> list[Row]:
+    url = await fresh_database(server, "dealledger_bench_analytics")
+    _, ids, _ = await bulk_load(url, deals * EVENTS_PER_DEAL, seed=21, days=20)
+    scenarios.rebuild_all(url)
+    rows = []
+    async with scenarios.servers(url) as (ours, _):
+        for label, path in ROUTES:
+            async with ours.client() as http:
+
+                async def get(
+                    w: int, i: int, http: httpx.AsyncClient = http, p: str = path
+                ) -> None:
+                    response = await http.get(p)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{p}: {response.status_code}: {response.text[:200]}")
+
+                await concurrently(1, 2, get)
+                found = await concurrently(1, reads, get)
+            rows.append(
+                Row(
+                    f"analytics at {len(ids):,} deals: {label}, GET, 1 client",
+                    found.rate,
+                    None,
+                    "requests/s",
+                    found.percentile(0.5),
+                    found.percentile(0.99),
+                    target="p99 ≤ 250 ms",
+                    note="from read models; whole team, no filter",
+                )
+            )
+    return rows

@@ -25,7 +25,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
@@ -207,14 +208,23 @@ class DealFold:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+# Types whose text never holds a tab, newline or backslash: written as str() gives them.
+_PLAIN = frozenset({int, float, UUID, datetime, date, Decimal})
+
+
 def _text(value: Any) -> str:
     """A value in PostgreSQL's COPY text format (\\N is NULL; tabs and newlines escaped)."""
+    kind = type(value)
+    if kind is str:
+        return str(value.translate(_ESCAPES))
+    if kind in _PLAIN:
+        return str(value)
     if value is None:
         return "\\N"
-    if isinstance(value, bool):
+    if kind is bool:
         return "t" if value else "f"
-    if isinstance(value, bytes):
-        return "\\\\x" + value.hex()
+    if kind is bytes:
+        return "\\\\x" + bytes(value).hex()
     return str(value).translate(_ESCAPES)
 
 
@@ -230,6 +240,10 @@ class _Files:
         handle = self._handles.get(table)
         if handle is not None:
             handle.write("\t".join([_text(v) for v in row]) + "\n")
+
+    def write_line(self, table: str, line: str) -> None:
+        """A row already in COPY text format (the tree's: numbers, ids and hashes only)."""
+        self._handles[table].write(line)
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -301,13 +315,13 @@ async def fold_tree(dsn: str, xmin: int, out: Path) -> int:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             cursor = await connection.cursor(_TREE_EVENTS, str(xmin))
             while rows := await cursor.fetch(10000):
-                for r in rows:
-                    files.write(
+                for position, stream_id, version, leaf in rows:
+                    files.write_line(
                         "log_leaves",
-                        (frontier.size, r["position"], r["stream_id"], r["version"], r["hash"]),
+                        f"{frontier.size}\t{position}\t{stream_id}\t{version}\t\\\\x{leaf.hex()}\n",
                     )
-                    for node in frontier.append(merkle.leaf_hash(r["hash"])):
-                        files.write("log_nodes", node)
+                    for height, index, node in frontier.append(merkle.leaf_hash(leaf)):
+                        files.write_line("log_nodes", f"{height}\t{index}\t\\\\x{node.hex()}\n")
                     root = signed.get(frontier.size)
                     if root is not None and frontier.root() != root:
                         raise LogInconsistent(

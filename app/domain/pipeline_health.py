@@ -134,21 +134,38 @@ def assess(
         d.deal_id: pipelines.get(d.pipeline_key, d.pipeline_version) for d in open_deals
     }
 
+    # Deals share a few (pipeline version, stage) pairs: each looked up once.
+    stages_of: dict[tuple[str, int, str], tuple[Stage | None, Decimal]] = {}
+
+    def looked_up(d: DealFacts) -> tuple[Stage | None, Decimal]:
+        key = (d.pipeline_key, d.pipeline_version, d.stage)
+        found = stages_of.get(key)
+        if found is None:
+            pipeline = pipeline_of[d.deal_id]
+            stage = pipeline.stage(d.stage) if d.stage in pipeline.stage_keys else None
+            chance = Decimal(str(stage.probability)) if stage else Decimal(0)
+            found = stages_of[key] = (stage, chance)
+        return found
+
     def stage_of(d: DealFacts) -> Stage | None:
-        pipeline = pipeline_of[d.deal_id]
-        return pipeline.stage(d.stage) if d.stage in pipeline.stage_keys else None
+        return looked_up(d)[0]
 
     def weighted(d: DealFacts) -> Decimal:
-        stage = stage_of(d)
-        return d.value * Decimal(str(stage.probability)) if stage else Decimal(0)
+        stage, chance = looked_up(d)
+        return d.value * chance if stage else Decimal(0)
 
     total_value = sum((d.value for d in open_deals), Decimal(0))
     by_stage: dict[str, list[DealFacts]] = defaultdict(list)
     for d in open_deals:
         by_stage[d.stage].append(d)
     order: list[str] = []
-    for d in sorted(open_deals, key=lambda d: d.deal_id):
-        keys = pipeline_of[d.deal_id].stage_keys
+    first_of: dict[tuple[str, int], UUID] = {}  # each pipeline version's first deal by id
+    for d in open_deals:
+        version = (d.pipeline_key, d.pipeline_version)
+        if version not in first_of or d.deal_id < first_of[version]:
+            first_of[version] = d.deal_id
+    for version in sorted(first_of, key=first_of.__getitem__):
+        keys = pipelines.get(*version).stage_keys
         order += [k for k in keys if k not in order]
     order += sorted(set(by_stage) - set(order))
 

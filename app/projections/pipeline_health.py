@@ -29,7 +29,7 @@ async def open_facts(
 ) -> list[DealFacts]:
     """Every open deal's health facts as the read model has them now."""
     rows = await connection.fetch(_FACTS, owner, pipeline)
-    return [DealFacts(**dict(r)) for r in rows]
+    return [DealFacts(*r) for r in rows]  # the columns in DealFacts' field order
 
 
 async def created_value(

@@ -211,7 +211,7 @@ async def deal_provenance(
         raise DealNotFound(f"deal {deal_id} does not exist")
     history = [to_recorded(event) for event in stored]
     lived_under = pipelines_named(history)
-    catalog = await service.pipelines.ensure(lived_under, service.read_stream_after)
+    catalog = await service.catalog_holding(lived_under)
     # Every stage of every version the deal lived under (a migration may rename stages).
     stages = [
         key

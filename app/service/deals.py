@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -92,9 +92,13 @@ class DealService:
         """A stream's events after a version (how pipeline versions are loaded)."""
         return await self.store.read_stream(stream_id, after_version=after_version)
 
+    async def catalog_holding(self, versions: Iterable[tuple[str, int]]) -> Catalog:
+        """A catalog holding each (pipeline key, version) of `versions`."""
+        return await self.pipelines.ensure(versions, self.read_stream_after)
+
     async def catalog_for(self, states: list[DealState]) -> Catalog:
         """A catalog holding the pipeline version of each of `states`."""
-        return await self.pipelines.ensure(pipelines_named((), states), self.read_stream_after)
+        return await self.catalog_holding(pipelines_named((), states))
 
     async def pipeline_of(self, state: DealState) -> Pipeline:
         """The pipeline version `state` lives under."""
@@ -113,7 +117,7 @@ class DealService:
         if events and events[0].type in PIPELINE_EVENT_TYPES:
             return DealState(deal_id=deal_id)
         history = [to_recorded(event) for event in events]
-        catalog = await self.pipelines.ensure(pipelines_named(history), self.read_stream_after)
+        catalog = await self.catalog_holding(pipelines_named(history))
         return fold(deal_id, history, pipelines=catalog)
 
     async def _read_head(

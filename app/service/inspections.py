@@ -179,9 +179,7 @@ async def _reviews(
         state = subject.state
         stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
         history = [to_recorded(event) for event in stored]
-        pipeline = state.pipeline_in(
-            await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
-        )
+        pipeline = state.pipeline_in(await service.catalog_holding(pipelines_named(history)))
         changes = [
             Change(e.version, e.type, e.recorded_at, dict(e.data))
             for e in stored

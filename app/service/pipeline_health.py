@@ -64,9 +64,7 @@ async def pipeline_health(
     period = period or Period.quarter_of(at.date())
     window = timedelta(days=rules.creation_window_days)
     facts, created = await _facts(connection, service, as_of, at, owner, pipeline, window)
-    catalog = await service.pipelines.ensure(
-        {(f.pipeline_key, f.pipeline_version) for f in facts}, service.read_stream_after
-    )
+    catalog = await service.catalog_holding((f.pipeline_key, f.pipeline_version) for f in facts)
     early = sorted(
         {
             key

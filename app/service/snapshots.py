@@ -152,9 +152,7 @@ async def pipeline_snapshot(
         ]
         holdings = holdings_of(states)
         page = states[start : None if limit is None else start + limit]
-    catalog = await service.pipelines.ensure(
-        {h.pipeline for h in holdings}, service.read_stream_after
-    )
+    catalog = await service.catalog_holding(h.pipeline for h in holdings)
     return PipelineSnapshot(
         stages=stage_totals(holdings, catalog, stage),
         deals=page,
@@ -269,9 +267,7 @@ async def forecast(
         states = await deal_states(connection, service, as_of, owner=owner, status="open")
         groups = open_groups(states)
     today = (as_of or datetime.now(UTC)).astimezone(UTC).date()
-    catalog = await service.pipelines.ensure(
-        {group.pipeline for group in groups}, service.read_stream_after
-    )
+    catalog = await service.catalog_holding(group.pipeline for group in groups)
     rows = forecast_of(groups, owner, today, catalog)
     totals: dict[str, Decimal] = defaultdict(Decimal)
     overdue: dict[str, Decimal] = defaultdict(Decimal)
@@ -290,7 +286,7 @@ async def subject_as_of(service: DealService, deal_id: UUID, as_of: datetime) ->
     if stored and stored[0].type in PIPELINE_EVENT_TYPES:
         return subject  # a pipeline's stream, no deal
     history = [to_recorded(event) for event in stored]
-    catalog = await service.pipelines.ensure(pipelines_named(history), service.read_stream_after)
+    catalog = await service.catalog_holding(pipelines_named(history))
     for recorded in history:
         subject = advance(subject, recorded, catalog)
     return subject

@@ -4,10 +4,8 @@ that many deals fit a bench run; these routes cost by deals and stays, not by ev
 
 from __future__ import annotations
 
-import httpx
-
 from bench import scenarios
-from bench.common import Row, concurrently, fresh_database
+from bench.common import Row, fresh_database
 from bench.load import EVENTS_PER_DEAL, bulk_load
 
 ROUTES = (
@@ -27,17 +25,7 @@ async def analytics_rows(server: str, deals: int, reads: int) -> list[Row]:
     rows = []
     async with scenarios.servers(url) as (ours, _):
         for label, path in ROUTES:
-            async with ours.client() as http:
-
-                async def get(
-                    w: int, i: int, http: httpx.AsyncClient = http, p: str = path
-                ) -> None:
-                    response = await http.get(p)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"{p}: {response.status_code}: {response.text[:200]}")
-
-                await concurrently(1, 2, get)
-                found = await concurrently(1, reads, get)
+            found = await scenarios.one_client_gets(ours, path, reads)
             rows.append(
                 Row(
                     f"analytics at {len(ids):,} deals: {label}, GET, 1 client",

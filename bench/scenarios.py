@@ -205,6 +205,20 @@ async def read_one_deal(deals: list[uuid.UUID], ours: Server, floor: Server, rea
     )
 
 
+async def one_client_gets(ours: Server, path: str, reads: int) -> Latencies:
+    """GET `path` `reads` times, one at a time (after two to warm up); any answer but 200
+    stops the bench."""
+    async with ours.client() as http:
+
+        async def get(w: int, i: int) -> None:
+            response = await http.get(path)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path}: {response.status_code}: {response.text[:200]}")
+
+        await concurrently(1, 2, get)
+        return await concurrently(1, reads, get)
+
+
 async def manager_reports(ours: Server, reads: int) -> list[Row]:
     """GET /v1/pipeline/health and /v1/inspections/weekly (first page) for the whole team,
     one at a time, on the loaded log: answered from read models, so p99 is what a manager
@@ -214,15 +228,7 @@ async def manager_reports(ours: Server, reads: int) -> list[Row]:
         ("pipeline health", "/v1/pipeline/health"),
         ("weekly inspection, first page", "/v1/inspections/weekly"),
     ):
-        async with ours.client() as http:
-
-            async def get(w: int, i: int, http: httpx.AsyncClient = http, p: str = path) -> None:
-                response = await http.get(p)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code}: {response.text}")
-
-            await concurrently(1, 2, get)
-            found = await concurrently(1, reads, get)
+        found = await one_client_gets(ours, path, reads)
         rows.append(
             Row(
                 f"{label}, whole team, GET, 1 client",

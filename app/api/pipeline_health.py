@@ -21,6 +21,7 @@ from app.api.deps import (
     ServicesDep,
     projected,
 )
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.api.schemas import IsoTime
 from app.domain.decide import Actor
 from app.domain.periods import Period
@@ -62,7 +63,11 @@ class FindingOut(BaseModel):
     stage: str | None
     explanation: str
     numbers: dict[str, Any]
+    deal_count: int
+    """How many open deals the rule found."""
     deal_ids: list[UUID]
+    """The first `limit` of them, the most overdue first (the largest first for early
+    stages and coverage)."""
 
 
 class Action(BaseModel):
@@ -102,6 +107,8 @@ class PipelineHealth(BaseModel):
     findings: list[FindingOut]
     """The red flags standing, each with its rule, numbers and deals."""
     dead_leads: list[DeadLeadOut]
+    """The first `limit` dead leads, the longest without a buyer touch first (the
+    dead_leads finding counts them all)."""
     targets: list[TargetOut]
 
 
@@ -129,6 +136,9 @@ async def get_pipeline_health(
         IsoTime | None, Query(description="As it stood then (replays every deal)")
     ] = None,
     format: Annotated[TableFormat | None, Query(description="csv: the findings")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Deals named per finding and dead leads listed")
+    ] = DEFAULT_LIMIT,
     min_position: MinPosition = None,
 ) -> PipelineHealth:
     rules = health_rules_of(services.settings)
@@ -142,12 +152,23 @@ async def get_pipeline_health(
         owner=owner,
         pipeline=pipeline,
         period=Period.parse(period) if period else None,
+        listed=limit,
     )
     health = report.health
     if wants_csv(request, format):
         return csv_response(  # type: ignore[return-value]
-            [{**vars(f), "deal_ids": [str(i) for i in f.deal_ids]} for f in health.findings],
-            ["rule", "stage", "explanation", "numbers", "deal_ids"],
+            [
+                {
+                    "rule": f.rule,
+                    "stage": f.stage,
+                    "explanation": f.explanation,
+                    "numbers": f.numbers,
+                    "deal_count": f.deals.count,
+                    "deal_ids": [str(i) for i in f.deals.ids],
+                }
+                for f in health.findings
+            ],
+            ["rule", "stage", "explanation", "numbers", "deal_count", "deal_ids"],
         )
     return PipelineHealth(
         as_of=report.as_of,
@@ -162,7 +183,8 @@ async def get_pipeline_health(
                 stage=f.stage,
                 explanation=f.explanation,
                 numbers=f.numbers,
-                deal_ids=list(f.deal_ids),
+                deal_count=f.deals.count,
+                deal_ids=list(f.deals.ids),
             )
             for f in health.findings
         ],
@@ -181,7 +203,7 @@ async def get_pipeline_health(
                 ),
                 actions=_clear_actions(d.deal_id, report.as_of.date()),
             )
-            for d in health.dead_leads
+            for d in report.dead_leads
         ],
         targets=[TargetOut.model_validate(t, from_attributes=True) for t in report.targets],
     )

@@ -1,5 +1,7 @@
-"""Pipeline red flags: is the pipeline as a whole healthy? Pure: the deals' facts, the
-history figures and the time are inputs.
+"""Pipeline red flags: is the pipeline as a whole healthy? Pure: figures summed over the
+open deals (app.projections.pipeline_health sums them in SQL: this runs over every open
+deal, and 100k deals in Python took over a second), the history figures and the time are
+inputs. What each deal is held to comes from `stage_limits`.
 
 Every threshold triggers *at* its value (a share of exactly 40 % is concentrated), so a
 scripted dataset can sit on the boundary and a test can prove both sides of it.
@@ -7,10 +9,8 @@ scripted dataset can sit on the boundary and a test can prove both sides of it.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,8 +18,8 @@ from uuid import UUID
 
 from app.domain.explanations import number
 from app.domain.periods import Period
-from app.domain.pipeline import Catalog, Pipeline, Stage
-from app.domain.pipeline_facts import DealFacts, History
+from app.domain.pipeline import Catalog
+from app.domain.pipeline_facts import History
 
 DAY = timedelta(days=1)
 RULES = (
@@ -51,6 +51,100 @@ class HealthRules:
 
 
 @dataclass(frozen=True)
+class StageLimit:
+    """What one stage of one pipeline version holds its open deals to."""
+
+    pipeline_key: str
+    pipeline_version: int
+    stage: str
+    probability: Decimal
+    expected: timedelta
+    """A deal here this long is aging."""
+    long_after: timedelta | None
+    """A deal here this long stays too long (None: the stage is not watched)."""
+    long_ratio: float | None
+    early: bool
+    """Among the first `early_stages` stages of its pipeline version."""
+
+
+def stage_limits(
+    pipelines: Catalog, versions: Iterable[tuple[str, int]], rules: HealthRules
+) -> list[StageLimit]:
+    """Each stage of each of `versions` with what the rules hold its deals to."""
+    limits = []
+    for key, version in sorted(set(versions)):
+        pipeline = pipelines.get(key, version)
+        early = pipeline.stage_keys[: rules.early_stages]
+        for stage in pipeline.stages:
+            ratio = stage.stall.long_stay_ratio or (
+                rules.long_stay_ratio if stage.key in rules.long_stay_stages else None
+            )
+            limits.append(
+                StageLimit(
+                    pipeline_key=key,
+                    pipeline_version=version,
+                    stage=stage.key,
+                    probability=Decimal(str(stage.probability)),
+                    expected=stage.expected_days * DAY,
+                    long_after=ratio * stage.expected_days * DAY if ratio else None,
+                    long_ratio=ratio,
+                    early=stage.key in early,
+                )
+            )
+    return limits
+
+
+@dataclass(frozen=True)
+class Found:
+    """How many open deals a rule found, and the first of them (the most overdue first)."""
+
+    count: int = 0
+    ids: tuple[UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    """The open deals in one stage, whichever pipeline version they follow."""
+
+    stage: str
+    deals: Found
+    """All of them, the longest in the stage first."""
+    value: Decimal
+    weighted: Decimal
+    """Each deal's amount times its stage's probability (0 for a stage its version lacks)."""
+    mean_age_days: float
+    p90_age_days: float
+    expected_days: int | None
+    """The most any of their pipeline versions expects of the stage."""
+    aging: Found
+    """Those in the stage for at least their own version's expected days."""
+    long: Found
+    longest_days: float | None
+    long_ratio: float | None
+    long_expected_days: int | None
+
+
+@dataclass(frozen=True)
+class HealthFigures:
+    """Sums over the open deals opened by `as_of`, and what each rule found among them."""
+
+    as_of: datetime
+    deals: int
+    value: Decimal
+    stages: list[StageFigures]
+    versions: list[tuple[str, int]]
+    """Their pipeline versions, by key and number."""
+    stale: Found
+    dead: Found
+    early_value: Decimal
+    early: Found
+    """In an early stage of their pipeline version, the largest first."""
+    period_weighted: Decimal
+    in_period: Found
+    """Closing in the period, the largest weighted amount first."""
+
+
+@dataclass(frozen=True)
 class StageHealth:
     stage: str
     deals: int
@@ -68,7 +162,7 @@ class Finding:
     rule: str
     explanation: str
     numbers: dict[str, Any]
-    deal_ids: tuple[UUID, ...] = ()
+    deals: Found = Found()
     stage: str | None = None
 
 
@@ -81,17 +175,6 @@ class Health:
     one); 0 with no value."""
     stages: list[StageHealth]
     findings: list[Finding]
-    dead_leads: list[DealFacts] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (as PostgreSQL's percentile_cont); 0 for none."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = q * (len(ordered) - 1)
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def herfindahl(values: Sequence[Decimal]) -> float:
@@ -115,229 +198,152 @@ def _pct(share: float) -> str:
     return f"{number(share * 100)} %"
 
 
-def _days(since: datetime, as_of: datetime) -> float:
-    return (as_of - since) / DAY
+def _order(figures: HealthFigures, pipelines: Catalog) -> list[StageFigures]:
+    """The stages as their pipeline versions order them; stages none of them has last."""
+    order: list[str] = []
+    for version in figures.versions:
+        order += [k for k in pipelines.get(*version).stage_keys if k not in order]
+    by_key = {s.stage: s for s in figures.stages}
+    order += sorted(set(by_key) - set(order))
+    return [by_key[k] for k in order if k in by_key]
 
 
 def assess(
-    deals: Sequence[DealFacts],
-    as_of: datetime,
+    figures: HealthFigures,
     pipelines: Catalog,
     history: History,
     period: Period,
     rules: HealthRules | None = None,
 ) -> Health:
-    """The pipeline's red flags at `as_of` over the open deals in `deals`."""
+    """The pipeline's red flags at `figures.as_of` over the open deals they sum up."""
     rules = rules or HealthRules()
-    open_deals = [d for d in deals if d.opened_at <= as_of]
-    pipeline_of: dict[UUID, Pipeline] = {
-        d.deal_id: pipelines.get(d.pipeline_key, d.pipeline_version) for d in open_deals
-    }
-
-    # Deals share a few (pipeline version, stage) pairs: each looked up once.
-    stages_of: dict[tuple[str, int, str], tuple[Stage | None, Decimal]] = {}
-
-    def looked_up(d: DealFacts) -> tuple[Stage | None, Decimal]:
-        key = (d.pipeline_key, d.pipeline_version, d.stage)
-        found = stages_of.get(key)
-        if found is None:
-            pipeline = pipeline_of[d.deal_id]
-            stage = pipeline.stage(d.stage) if d.stage in pipeline.stage_keys else None
-            chance = Decimal(str(stage.probability)) if stage else Decimal(0)
-            found = stages_of[key] = (stage, chance)
-        return found
-
-    def stage_of(d: DealFacts) -> Stage | None:
-        return looked_up(d)[0]
-
-    def weighted(d: DealFacts) -> Decimal:
-        stage, chance = looked_up(d)
-        return d.value * chance if stage else Decimal(0)
-
-    total_value = sum((d.value for d in open_deals), Decimal(0))
-    by_stage: dict[str, list[DealFacts]] = defaultdict(list)
-    for d in open_deals:
-        by_stage[d.stage].append(d)
-    order: list[str] = []
-    first_of: dict[tuple[str, int], UUID] = {}  # each pipeline version's first deal by id
-    for d in open_deals:
-        version = (d.pipeline_key, d.pipeline_version)
-        if version not in first_of or d.deal_id < first_of[version]:
-            first_of[version] = d.deal_id
-    for version in sorted(first_of, key=first_of.__getitem__):
-        keys = pipelines.get(*version).stage_keys
-        order += [k for k in keys if k not in order]
-    order += sorted(set(by_stage) - set(order))
-
-    stages: list[StageHealth] = []
-    findings: list[Finding] = []
-    for key in [k for k in order if k in by_stage]:
-        group = by_stage[key]
-        value = sum((d.value for d in group), Decimal(0))
-        ages = [_days(d.stage_entered_at, as_of) for d in group]
-        expected = {s.expected_days for d in group if (s := stage_of(d))}
-        stages.append(
-            StageHealth(
-                stage=key,
-                deals=len(group),
-                value=value,
-                weighted=sum((weighted(d) for d in group), Decimal(0)).quantize(Decimal("0.01")),
-                deal_share=round(_ratio(len(group), len(open_deals)), 4),
-                value_share=round(_ratio(value, total_value), 4),
-                expected_days=max(expected) if expected else None,
-                mean_age_days=round(sum(ages) / len(ages), 2),
-                p90_age_days=round(percentile(ages, 0.9), 2),
-            )
+    ordered = _order(figures, pipelines)
+    stages = [
+        StageHealth(
+            stage=f.stage,
+            deals=f.deals.count,
+            value=f.value,
+            weighted=f.weighted.quantize(Decimal("0.01")),
+            deal_share=round(_ratio(f.deals.count, figures.deals), 4),
+            value_share=round(_ratio(f.value, figures.value), 4),
+            expected_days=f.expected_days,
+            mean_age_days=round(f.mean_age_days, 2),
+            p90_age_days=round(f.p90_age_days, 2),
         )
-    hhi = round(herfindahl([sum((d.value for d in by_stage[k]), Decimal(0)) for k in order]), 4)
-
-    for row in stages:
-        deal_share = _ratio(row.deals, len(open_deals))
-        value_share = _ratio(row.value, total_value)
+        for f in ordered
+    ]
+    hhi = round(herfindahl([f.value for f in ordered]), 4)
+    findings: list[Finding] = []
+    for f in ordered:
+        deal_share = _ratio(f.deals.count, figures.deals)
+        value_share = _ratio(f.value, figures.value)
         if max(deal_share, value_share) >= rules.concentration_share:
             findings.append(
                 Finding(
                     "stage_concentration",
-                    f"{row.stage.capitalize()} holds {_pct(deal_share)} of open deals and "
+                    f"{f.stage.capitalize()} holds {_pct(deal_share)} of open deals and "
                     f"{_pct(value_share)} of their value (limit {_pct(rules.concentration_share)};"
                     f" Herfindahl index {hhi:.2f}).",
                     {
-                        "deals": row.deals,
+                        "deals": f.deals.count,
                         "deal_share": round(deal_share, 4),
-                        "value": _money(row.value),
+                        "value": _money(f.value),
                         "value_share": round(value_share, 4),
                         "threshold_share": rules.concentration_share,
                         "herfindahl": hhi,
                     },
-                    tuple(d.deal_id for d in by_stage[row.stage]),
-                    row.stage,
+                    f.deals,
+                    f.stage,
                 )
             )
-        ages = [_days(d.stage_entered_at, as_of) for d in by_stage[row.stage]]
-        if row.expected_days is not None and sum(ages) / len(ages) >= row.expected_days:
+        if f.expected_days is not None and f.mean_age_days >= f.expected_days:
+            mean, p90 = round(f.mean_age_days, 2), round(f.p90_age_days, 2)
             findings.append(
                 Finding(
                     "aging",
-                    f"Deals in {row.stage} have been there {number(row.mean_age_days)} days on"
-                    f" average (p90 {number(row.p90_age_days)}), against "
-                    f"{row.expected_days} expected.",
-                    {
-                        "mean_age_days": row.mean_age_days,
-                        "p90_age_days": row.p90_age_days,
-                        "expected_days": row.expected_days,
-                    },
-                    tuple(
-                        d.deal_id
-                        for d in by_stage[row.stage]
-                        if _days(d.stage_entered_at, as_of) >= row.expected_days
-                    ),
-                    row.stage,
+                    f"Deals in {f.stage} have been there {number(mean)} days on average (p90"
+                    f" {number(p90)}), against {f.expected_days} expected.",
+                    {"mean_age_days": mean, "p90_age_days": p90, "expected_days": f.expected_days},
+                    f.aging,
+                    f.stage,
                 )
             )
-
-    findings += _long_stays(open_deals, stage_of, as_of, rules)
-    findings += _stale(open_deals, as_of, rules)
-    dead = [
-        d
-        for d in open_deals
-        if not d.has_next_step
-        and _days(d.last_buyer_activity_at or d.opened_at, as_of) >= rules.dead_days
-    ]
-    if dead:
+    findings += _long_stays(ordered)
+    findings += _stale(figures, rules)
+    if figures.dead.count:
+        count = figures.dead.count
         findings.append(
             Finding(
                 "dead_leads",
-                f"{len(dead)} open deal{'s' if len(dead) != 1 else ''} had no buyer touch for "
+                f"{count} open deal{'s' if count != 1 else ''} had no buyer touch for "
                 f"{number(rules.dead_days)}+ days and no next step: disqualify or nurture them.",
-                {"deals": len(dead), "threshold_days": rules.dead_days},
-                tuple(d.deal_id for d in dead),
+                {"deals": count, "threshold_days": rules.dead_days},
+                figures.dead,
             )
         )
-    findings += _thin_early(open_deals, pipeline_of, history, rules)
-    findings += _coverage(open_deals, weighted, history, period)
+    findings += _thin_early(figures, history, rules)
+    findings += _coverage(figures, history, period)
     return Health(
-        open_deals=len(open_deals),
-        open_value=total_value,
+        open_deals=figures.deals,
+        open_value=figures.value,
         herfindahl=hhi,
         stages=stages,
         findings=findings,
-        dead_leads=dead,
     )
 
 
-def _long_stays(
-    deals: Sequence[DealFacts],
-    stage_of: Callable[[DealFacts], Stage | None],
-    as_of: datetime,
-    rules: HealthRules,
-) -> list[Finding]:
-    found: dict[str, list[tuple[DealFacts, float, Stage, float]]] = defaultdict(list)
-    for d in deals:
-        stage = stage_of(d)
-        if stage is None:
-            continue
-        limit = stage.stall.long_stay_ratio or (
-            rules.long_stay_ratio if stage.key in rules.long_stay_stages else None
-        )
-        days = _days(d.stage_entered_at, as_of)
-        if limit is not None and days >= limit * stage.expected_days:
-            found[stage.key].append((d, days, stage, limit))
+def _long_stays(ordered: Sequence[StageFigures]) -> list[Finding]:
     out = []
-    for key, rows in found.items():
-        longest = max(days for _, days, _, _ in rows)
-        stage, limit = rows[0][2], rows[0][3]
+    for f in ordered:
+        count = f.long.count
+        if not count or f.long_ratio is None or f.longest_days is None:
+            continue
         out.append(
             Finding(
                 "too_long_in_stage",
-                f"{len(rows)} deal{'s' if len(rows) != 1 else ''} in {key} past "
-                f"{number(limit)}x its {stage.expected_days} expected days "
-                f"(the longest {number(longest)} days).",
+                f"{count} deal{'s' if count != 1 else ''} in {f.stage} past "
+                f"{number(f.long_ratio)}x its {f.long_expected_days} expected days "
+                f"(the longest {number(f.longest_days)} days).",
                 {
-                    "deals": len(rows),
-                    "expected_days": stage.expected_days,
-                    "ratio": limit,
-                    "longest_days": round(longest, 2),
+                    "deals": count,
+                    "expected_days": f.long_expected_days,
+                    "ratio": f.long_ratio,
+                    "longest_days": round(f.longest_days, 2),
                 },
-                tuple(d.deal_id for d, *_ in rows),
-                key,
+                f.long,
+                f.stage,
             )
         )
     return out
 
 
-def _stale(deals: Sequence[DealFacts], as_of: datetime, rules: HealthRules) -> list[Finding]:
-    stale = [d for d in deals if _days(d.last_touch_at, as_of) >= rules.stale_days]
-    share = _ratio(len(stale), len(deals))
+def _stale(figures: HealthFigures, rules: HealthRules) -> list[Finding]:
+    stale, deals = figures.stale.count, figures.deals
+    share = _ratio(stale, deals)
     if not deals or share < rules.stale_share:
         return []
     return [
         Finding(
             "stale_pipeline",
-            f"{len(stale)} of {len(deals)} open deals ({_pct(share)}) had no buyer activity or "
+            f"{stale} of {deals} open deals ({_pct(share)}) had no buyer activity or "
             f"evidence for {number(rules.stale_days)} days (limit {_pct(rules.stale_share)}).",
             {
-                "stale_deals": len(stale),
-                "open_deals": len(deals),
+                "stale_deals": stale,
+                "open_deals": deals,
                 "share": round(share, 4),
                 "threshold_share": rules.stale_share,
                 "threshold_days": rules.stale_days,
             },
-            tuple(d.deal_id for d in stale),
+            figures.stale,
         )
     ]
 
 
-def _thin_early(
-    deals: Sequence[DealFacts],
-    pipeline_of: dict[UUID, Pipeline],
-    history: History,
-    rules: HealthRules,
-) -> list[Finding]:
+def _thin_early(figures: HealthFigures, history: History, rules: HealthRules) -> list[Finding]:
     conversion = history.early_conversion
     if conversion is None:
         return []  # nothing has closed yet: no history to judge by
-    early = [d for d in deals if d.stage in pipeline_of[d.deal_id].stage_keys[: rules.early_stages]]
-    value = sum((d.value for d in early), Decimal(0))
+    value = figures.early_value
     expected = value * Decimal(str(conversion))
     if history.target is not None:
         benchmark = max(history.target - history.won_in_period, Decimal(0))
@@ -361,24 +367,18 @@ def _thin_early(
                 "benchmark": _money(benchmark.quantize(Decimal("0.01"))),
                 "against": "target" if history.target is not None else "creation_rate",
             },
-            tuple(d.deal_id for d in early),
+            figures.early,
         )
     ]
 
 
-def _coverage(
-    deals: Sequence[DealFacts],
-    weighted: Callable[[DealFacts], Decimal],
-    history: History,
-    period: Period,
-) -> list[Finding]:
+def _coverage(figures: HealthFigures, history: History, period: Period) -> list[Finding]:
     if history.target is None or history.win_rate in (None, 0.0):
         return []
     remaining = history.target - history.won_in_period
     if remaining <= 0:
         return []
-    in_period = [d for d in deals if d.close_date is not None and d.close_date in period]
-    pipeline = sum((weighted(d) for d in in_period), Decimal(0))
+    pipeline = figures.period_weighted
     coverage = float(pipeline / remaining)
     needed = 1 / float(history.win_rate or 1)
     if coverage >= needed:
@@ -399,6 +399,6 @@ def _coverage(
                 "win_rate": round(history.win_rate or 0, 4),
                 "needed_coverage": round(needed, 4),
             },
-            tuple(d.deal_id for d in in_period),
+            figures.in_period,
         )
     ]

@@ -108,6 +108,12 @@ class DealService:
         """The newest version of pipeline `key` in the log (or built in); None: no such one."""
         return (await self.pipelines.refresh(key, self.read_stream_after)).latest(key)
 
+    async def every_pipeline_version(self) -> Catalog:
+        """A catalog holding every version of every pipeline the log holds now."""
+        for key in await self.pipeline_keys():
+            await self.pipelines.refresh(key, self.read_stream_after)
+        return self.pipelines.catalog
+
     async def pipeline_keys(self) -> list[str]:
         """Every pipeline's key: the built-in ones and those in the log."""
         return sorted({*self.pipelines.catalog.keys, *await self.store.pipeline_keys()})

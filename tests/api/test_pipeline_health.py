@@ -261,6 +261,37 @@ async def test_now_and_as_of_now_answer_the_same(deals: Deals, client: httpx.Asy
     now = await health(deals)
     replayed = await health(deals, as_of=ts(now["as_of"]))
     assert replayed == now
+    one = await health(deals, limit=1)
+    assert await health(deals, as_of=ts(one["as_of"]), limit=1) == one
+    assert all(len(f["deal_ids"]) <= 1 for f in one["findings"])
+
+
+async def test_findings_count_every_deal_and_name_the_most_overdue_first(deals: Deals) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    quiet = {}
+    for days in (1, 3, 2):  # opened in this order, untouched for these days before now
+        deal = (await deals.open(name=f"Quiet {days}"))["id"]
+        await touched(deals, deal, now - days * DAY)
+        assert (await deals.command(deal, "next-step/complete")).status_code == 200
+        quiet[days] = deal
+    by_silence = [quiet[3], quiet[2], quiet[1]]
+    at = now + 70 * DAY  # all three stale and dead by then
+    for found in (await health(deals, as_of=at, limit=2), await health(deals, as_of=at)):
+        listed = len(found["dead_leads"])
+        for rule in ("stale_pipeline", "dead_leads"):
+            finding = rules(found)[(rule, None)]
+            assert finding["deal_count"] == 3
+            assert finding["deal_ids"] == by_silence[:listed]
+        assert [lead["deal_id"] for lead in found["dead_leads"]] == by_silence[:listed]
+    assert listed == 3  # the default lists them all
+    # Deals in a stage come longest there first: all entered discovery at opening.
+    concentrated = rules(await health(deals, as_of=at, limit=2))[
+        ("stage_concentration", "discovery")
+    ]
+    assert concentrated["deal_count"] == 3 and concentrated["deal_ids"] == [quiet[1], quiet[3]]
+    refused = await deals.client.get("/v1/pipeline/health", params={"limit": 0}, headers=MANAGER)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
 
 
 async def test_targets_are_for_managers_and_need_a_real_period(deals: Deals) -> None:
@@ -324,5 +355,5 @@ async def test_the_pipeline_view_filters_weighs_pages_and_exports(deals: Deals) 
         "/v1/pipeline/health", params=deals.fresh(format="csv"), headers=MANAGER
     )
     rows = findings.text.splitlines()
-    assert rows[0] == "rule,stage,explanation,numbers,deal_ids"
+    assert rows[0] == "rule,stage,explanation,numbers,deal_count,deal_ids"
     assert any(row.startswith("stage_concentration,discovery,") for row in rows[1:])

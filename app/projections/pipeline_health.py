@@ -40,38 +40,37 @@ _OPEN_NOW = """
 SELECT deal_id, stage, pipeline_key, pipeline_version, amount, close_date, opened_at,
   coalesce(stage_entered_at, opened_at) AS stage_entered_at, last_buyer_activity_at,
   last_evidence_at, has_next_step FROM deals
-WHERE status = 'open' AND ($15::text IS NULL OR owner = $15)
-  AND ($16::text IS NULL OR pipeline_key = $16)
+WHERE status = 'open' AND ($16::text IS NULL OR owner = $16)
+  AND ($17::text IS NULL OR pipeline_key = $17)
 """
 _GIVEN = f"""
-SELECT * FROM unnest($15::uuid[], $16::text[], $17::text[], $18::int[], $19::numeric[],
-  $20::date[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[],
-  $25::bool[]) AS f({", ".join(_FACTS)})
+SELECT * FROM unnest($16::uuid[], $17::text[], $18::text[], $19::int[], $20::numeric[],
+  $21::date[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[], $25::timestamptz[],
+  $26::bool[]) AS f({", ".join(_FACTS)})
 """
 # Sums come as text: asyncpg reads numeric 80000 as Decimal('8E+4').
 # One pass over the open deals, summed per stage, per pipeline version and in all. Each rule's
 # threshold is compared as an interval (exact at its value); ids come most overdue first, at
-# most $2 of them. $1: as_of; $3-$10: the stage limits; $11/$12: stale and dead after; $13/$14:
-# the period's days.
+# most $2 of them. $1: as_of; $3-$11: the stage limits; $12/$13: untouched since, stale and dead;
+# $14/$15: the period's days.
 _FIGURES = """
 WITH s AS (
   SELECT * FROM unnest($3::text[], $4::int[], $5::text[], $6::numeric[], $7::int[],
-    $8::interval[], $9::float8[], $10::bool[])
-    AS s(pipeline_key, pipeline_version, stage, probability, expected_days, long_after,
-         long_ratio, early)
+    $8::timestamptz[], $9::timestamptz[], $10::float8[], $11::bool[])
+    AS s(pipeline_key, pipeline_version, stage, probability, expected_days, aging_from,
+         long_from, long_ratio, early)
 ), d AS MATERIALIZED (
   SELECT f.deal_id, f.stage, f.pipeline_key, f.pipeline_version, f.stage_entered_at AS entered,
     coalesce(f.amount, 0) AS value, coalesce(f.amount, 0) * coalesce(s.probability, 0) AS weighted,
     (date_part('epoch', $1::timestamptz) - date_part('epoch', f.stage_entered_at)) / 86400 AS age,
     s.expected_days, s.long_ratio, coalesce(s.early, false) AS early,
-    $1 - f.stage_entered_at >= make_interval(days => s.expected_days) AS aging,
-    $1 - f.stage_entered_at >= s.long_after AS long,
+    f.stage_entered_at <= s.aging_from AS aging, f.stage_entered_at <= s.long_from AS long,
     coalesce(greatest(f.last_buyer_activity_at, f.last_evidence_at), f.opened_at) AS touched,
     coalesce(f.last_buyer_activity_at, f.opened_at) AS buyer_touched,
-    $1 - coalesce(greatest(f.last_buyer_activity_at, f.last_evidence_at), f.opened_at) >= $11
+    coalesce(greatest(f.last_buyer_activity_at, f.last_evidence_at), f.opened_at) <= $12
       AS stale,
-    NOT f.has_next_step AND $1 - coalesce(f.last_buyer_activity_at, f.opened_at) >= $12 AS dead,
-    f.close_date >= $13 AND f.close_date < $14 AS in_period
+    NOT f.has_next_step AND coalesce(f.last_buyer_activity_at, f.opened_at) <= $13 AS dead,
+    f.close_date >= $14 AND f.close_date < $15 AS in_period
   FROM ({facts}) f LEFT JOIN s USING (pipeline_key, pipeline_version, stage)
   WHERE f.opened_at <= $1
 )
@@ -143,7 +142,10 @@ async def health_figures(
     ]
     stage_args += [
         [limit.expected.days for limit in limits],
-        [limit.long_after for limit in limits],
+        # Each threshold as the time a deal must have entered (been touched) by: compared
+        # as timestamps, exact at the threshold and cheap per row.
+        [as_of - limit.expected for limit in limits],
+        [as_of - limit.long_after if limit.long_after else None for limit in limits],
         [limit.long_ratio for limit in limits],
         [limit.early for limit in limits],
     ]
@@ -162,8 +164,8 @@ async def health_figures(
             as_of,
             listed,
             *stage_args,
-            timedelta(days=rules.stale_days),
-            timedelta(days=rules.dead_days),
+            as_of - timedelta(days=rules.stale_days),
+            as_of - timedelta(days=rules.dead_days),
             period.first_day,
             period.next_first_day,
             *facts_args,

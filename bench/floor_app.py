@@ -61,6 +61,6 @@ async def record(deal_id: uuid.UUID, body: dict[str, Any], request: Request) -> 
 async def read(deal_id: uuid.UUID, request: Request) -> Any:
     async with request.app.state.pool.acquire() as connection:
         state = await connection.fetchval(
-            "SELECT state::text FROM deals WHERE deal_id = $1", deal_id
+            "SELECT state::text FROM deal_states WHERE deal_id = $1", deal_id
         )
     return {"deal_id": str(deal_id), "state": state}

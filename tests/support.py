@@ -80,9 +80,8 @@ async def caught_up(pg: asyncpg.Connection, within: float = 60) -> None:
 async def read_models(pg: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every read-model row, in a stable order (jsonb as its normalized text)."""
     queries = {
-        "deals": "SELECT deal_id, opened_position, last_position, version, name, owner, stage,"
-        " status, amount, currency, close_date, stage_entered_at, state::text"
-        " FROM deals ORDER BY deal_id",
+        "deals": "SELECT * FROM deals ORDER BY deal_id",
+        "deal_states": "SELECT deal_id, state::text FROM deal_states ORDER BY deal_id",
         "stage_intervals": "SELECT * FROM stage_intervals ORDER BY deal_id, seq",
         "deal_activity": "SELECT deal_id, last_buyer_activity_at, last_activity_at,"
         " buyer_activity_count, counts_by_type::text FROM deal_activity ORDER BY deal_id",

@@ -18,30 +18,37 @@ from app.projections.runner import Envelope
 
 STATE = TypeAdapter(DealState)
 
+# One statement: the deal's columns into `deals`, its state into `deal_states` (reports
+# scan `deals`; only GET and this projection read the states, by key).
 _UPSERT = """
-INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
-                   status, amount, currency, close_date, stage_entered_at, pipeline_key,
-                   pipeline_version, opened_at, last_buyer_activity_at, last_evidence_at,
-                   has_next_step, state)
-SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
-       currency, close_date, stage_entered_at, pipeline_key, pipeline_version, opened_at,
-       last_buyer_activity_at, last_evidence_at, has_next_step, state::jsonb
-FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
-            $12::timestamptz[], $13::text[], $14::int[], $15::timestamptz[],
-            $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[])
-     AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
-            amount, currency, close_date, stage_entered_at, pipeline_key, pipeline_version,
-            opened_at, last_buyer_activity_at, last_evidence_at, has_next_step, state)
-ON CONFLICT (deal_id) DO UPDATE SET
+WITH row AS (
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],
+    $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
+    $12::timestamptz[], $13::text[], $14::int[], $15::timestamptz[], $16::timestamptz[],
+    $17::timestamptz[], $18::boolean[], $19::text[])
+    AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
+           amount, currency, close_date, stage_entered_at, pipeline_key, pipeline_version,
+           opened_at, last_buyer_activity_at, last_evidence_at, has_next_step, state)
+), deal AS (
+  INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
+                     status, amount, currency, close_date, stage_entered_at, pipeline_key,
+                     pipeline_version, opened_at, last_buyer_activity_at, last_evidence_at,
+                     has_next_step)
+  SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
+         currency, close_date, stage_entered_at, pipeline_key, pipeline_version, opened_at,
+         last_buyer_activity_at, last_evidence_at, has_next_step
+  FROM row
+  ON CONFLICT (deal_id) DO UPDATE SET
     last_position = excluded.last_position, version = excluded.version,
     name = excluded.name, owner = excluded.owner, stage = excluded.stage,
     status = excluded.status, amount = excluded.amount, currency = excluded.currency,
     close_date = excluded.close_date, stage_entered_at = excluded.stage_entered_at,
     pipeline_key = excluded.pipeline_key, pipeline_version = excluded.pipeline_version,
     opened_at = excluded.opened_at, last_buyer_activity_at = excluded.last_buyer_activity_at,
-    last_evidence_at = excluded.last_evidence_at, has_next_step = excluded.has_next_step,
-    state = excluded.state
+    last_evidence_at = excluded.last_evidence_at, has_next_step = excluded.has_next_step
+)
+INSERT INTO deal_states (deal_id, state) SELECT deal_id, state::jsonb FROM row
+ON CONFLICT (deal_id) DO UPDATE SET state = excluded.state
 """
 
 COLUMNS = (
@@ -63,13 +70,14 @@ COLUMNS = (
     "last_buyer_activity_at",
     "last_evidence_at",
     "has_next_step",
-    "state",
 )
 """A `deals` row's columns, in `deal_row`'s order."""
+STATE_COLUMNS = ("deal_id", "state")
+"""A `deal_states` row's columns, in `state_row`'s order."""
 
 
 def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[Any, ...]:
-    """A `deals` row, its columns in the order of `_UPSERT`'s."""
+    """A `deals` row, its columns in the order of COLUMNS."""
     return (
         s.deal_id,
         opened_position,
@@ -89,13 +97,17 @@ def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[An
         s.last_buyer_activity_at,
         max((item.occurred_at for item in s.evidence.values()), default=None),
         s.next_step is not None,
-        STATE.dump_json(s).decode(),
     )
+
+
+def state_row(s: DealState) -> tuple[UUID, str]:
+    """A `deal_states` row: the deal's id and its state as JSON."""
+    return s.deal_id, STATE.dump_json(s).decode()
 
 
 class DealsProjection:
     name: str = "deals"
-    tables: tuple[str, ...] = ("deals",)
+    tables: tuple[str, ...] = ("deals", "deal_states")
 
     def __init__(self, versions: PipelineVersions | None = None) -> None:
         self.versions = versions or PipelineVersions()
@@ -103,8 +115,8 @@ class DealsProjection:
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))
         rows = await connection.fetch(
-            "SELECT deal_id, opened_position, state::text AS state FROM deals"
-            " WHERE deal_id = ANY($1::uuid[])",
+            "SELECT deal_id, opened_position, state::text AS state"
+            " FROM deals JOIN deal_states USING (deal_id) WHERE deal_id = ANY($1::uuid[])",
             ids,
         )
         states: dict[UUID, DealState] = {
@@ -120,9 +132,10 @@ class DealsProjection:
             states[deal_id] = evolve(state, envelope.recorded, catalog)
             opened.setdefault(deal_id, envelope.position)
             last[deal_id] = envelope.position
-        columns: list[list[Any]] = [[] for _ in COLUMNS]
+        columns: list[list[Any]] = [[] for _ in range(len(COLUMNS) + 1)]
         for deal_id in ids:
-            values = deal_row(states[deal_id], opened[deal_id], last[deal_id])
+            state = states[deal_id]
+            values = (*deal_row(state, opened[deal_id], last[deal_id]), state_row(state)[1])
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         await connection.execute(_UPSERT, *columns)
@@ -132,7 +145,7 @@ async def load_deal(connection: asyncpg.Connection, deal_id: UUID) -> tuple[Deal
     """The deal as the read model has it (None if it has not seen it) and the version of the
     deal's last event in the log (0: no such deal); one round trip."""
     row = await connection.fetchrow(
-        "SELECT (SELECT state::text FROM deals WHERE deal_id = $1) AS state,"
+        "SELECT (SELECT state::text FROM deal_states WHERE deal_id = $1) AS state,"
         " (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) AS head",
         deal_id,
     )
@@ -151,7 +164,7 @@ async def list_deals(
 ) -> list[tuple[int, DealState]]:
     """Deals in opening order after a cursor position, filtered."""
     rows = await connection.fetch(
-        "SELECT opened_position, state::text AS state FROM deals"
+        "SELECT opened_position, state::text AS state FROM deals JOIN deal_states USING (deal_id)"
         " WHERE opened_position > $1"
         " AND ($2::text IS NULL OR stage = $2)"
         " AND ($3::text IS NULL OR owner = $3)"
@@ -201,7 +214,7 @@ async def deals_page(
 ) -> list[DealState]:
     """Deals (of `owner`, in `stage`) in opening order, from the `start`th, at most `limit`."""
     rows = await connection.fetch(
-        "SELECT state::text AS state FROM deals"
+        "SELECT state::text AS state FROM deals JOIN deal_states USING (deal_id)"
         " WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR stage = $2)"
         " ORDER BY opened_position OFFSET $3 LIMIT $4",
         owner,
@@ -284,10 +297,10 @@ class BoardDeal:
 
 
 _BOARD_SQL = """
-SELECT d.deal_id, d.name, d.state->>'account' AS account, d.owner, d.stage, d.amount,
-       d.currency, d.stage_entered_at, d.state->'next_step'->>'description' AS step,
-       (d.state->'next_step'->>'due_date')::date AS due, coalesce(f.kinds, '{}') AS kinds
-FROM deals d
+SELECT d.deal_id, d.name, s.state->>'account' AS account, d.owner, d.stage, d.amount,
+       d.currency, d.stage_entered_at, s.state->'next_step'->>'description' AS step,
+       (s.state->'next_step'->>'due_date')::date AS due, coalesce(f.kinds, '{}') AS kinds
+FROM deals d JOIN deal_states s USING (deal_id)
 LEFT JOIN (SELECT deal_id, array_agg(DISTINCT kind ORDER BY kind) AS kinds FROM deal_flags
            WHERE cleared_at IS NULL GROUP BY deal_id) f USING (deal_id)
 WHERE d.status = 'open' AND d.pipeline_key = $1

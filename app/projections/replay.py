@@ -47,7 +47,7 @@ from app.events.pipelines import PipelineVersions, reader_on
 from app.projections.activity import COLUMNS as ACTIVITY_COLUMNS
 from app.projections.activity import Activity, activity_row
 from app.projections.deals import COLUMNS as DEAL_COLUMNS
-from app.projections.deals import deal_row
+from app.projections.deals import STATE_COLUMNS, deal_row, state_row
 from app.projections.flags import SUBJECT, FlagRow, FlagsProjection, reconcile
 from app.projections.log_tree import NAME as LOG_TREE
 from app.projections.log_tree import LogInconsistent
@@ -61,6 +61,7 @@ DEAL_PROJECTIONS = ("deals", "stage_intervals", "activity", "flags", "blockers")
 # Each table the fast path writes: its columns in file order, and the projection it is of.
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "deals": ("deals", DEAL_COLUMNS),
+    "deal_states": ("deals", STATE_COLUMNS),
     "stage_intervals": ("stage_intervals", INTERVAL_COLUMNS),
     "deal_activity": ("activity", ACTIVITY_COLUMNS),
     "deal_flags": (
@@ -175,6 +176,7 @@ class DealFold:
             self._keep(reconcile(self.deal_id, self.open_flags, standing, at, clear=True))
         s = self.subject.state
         yield "deals", deal_row(s, self.opened_position, self.last_position)
+        yield "deal_states", state_row(s)
         for interval in self.intervals.values():
             yield "stage_intervals", tuple(getattr(interval, name) for name in INTERVAL_COLUMNS)
         if self.activity is not None:

@@ -71,3 +71,31 @@ async def test_deals_keep_what_reports_read_of_them_as_columns(blank_url: str) -
             True,
         ),
     ]
+
+
+async def test_deal_states_move_out_of_the_deals_table_intact(blank_url: str) -> None:
+    await migrate_async(blank_url, "0016_deal_columns")
+    states = {uuid.uuid4(): {"name": f"deal {n}", "evidence": {"e": n}} for n in range(3)}
+    connection = await asyncpg.connect(asyncpg_dsn(blank_url))
+    try:
+        for n, (deal_id, state) in enumerate(states.items()):
+            await connection.execute(
+                "INSERT INTO deals (deal_id, opened_position, last_position, version, name,"
+                " owner, stage, status, state)"
+                " VALUES ($1, $2, $2, 1, 'd', 'o', 'discovery', 'open', $3::jsonb)",
+                deal_id,
+                n + 1,
+                json.dumps(state),
+            )
+        await migrate_async(blank_url)
+        moved = await connection.fetch("SELECT deal_id, state::text FROM deal_states")
+        columns = await connection.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'deals'::regclass"
+            " AND attnum > 0 AND NOT attisdropped"
+        )
+        kept = await connection.fetchval("SELECT count(*) FROM deals")
+    finally:
+        await connection.close()
+    assert {r["deal_id"]: json.loads(r["state"]) for r in moved} == states
+    assert "state" not in {r["attname"] for r in columns}
+    assert kept == 3

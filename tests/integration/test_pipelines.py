@@ -83,7 +83,10 @@ async def test_rebuild_equals_incremental_with_pipelines_versions_and_migrations
     assert len(incremental["deals"]) == 3  # pipeline streams are no deals
     versions = {
         r[0]: r[1]
-        for r in await pg.fetch("SELECT name, (state->>'pipeline_version')::int FROM deals")
+        for r in await pg.fetch(
+            "SELECT name, (state->>'pipeline_version')::int FROM deals JOIN deal_states"
+            " USING (deal_id)"
+        )
     }
     assert versions == {"d0": 2, "d1": 1, "d2": 1}
     for projection in build_projections().values():  # fresh: no cached pipeline versions

@@ -19,7 +19,9 @@ import asyncpg
 
 from app.domain.pipeline import DEFAULT_PIPELINE, NURTURE
 
-DAYS = "(extract(epoch FROM left_at - entered_at) / 86400.0)"
+# A stay's days from its stored duration (a double, computed once when the stay ended):
+# extract() gives numeric, which made every report over many stays several times slower.
+DAYS = "(duration_seconds / 86400.0)"
 
 
 def band_labels(bounds: list[int]) -> list[str]:
@@ -163,7 +165,10 @@ async def conversion(connection: asyncpg.Connection, f: Filters) -> list[StageCo
     later, and the rates."""
     where, args = f.where()
     rows = await connection.fetch(
-        "WITH stays AS (SELECT * FROM stage_intervals WHERE " + where + "),"
+        # The stays inlined into both uses and only the columns used: materialized whole,
+        # they cost half the query at 160k stays.
+        "WITH stays AS NOT MATERIALIZED (SELECT deal_id, stage, seq, left_how"
+        " FROM stage_intervals WHERE " + where + "),"
         " last_stay AS (SELECT DISTINCT ON (deal_id, stage) deal_id, stage, left_how"
         "   FROM stays ORDER BY deal_id, stage, seq DESC),"
         " won AS (SELECT DISTINCT deal_id FROM stage_intervals WHERE left_how = 'won'),"

@@ -531,10 +531,15 @@ class ProjectionRunner:
 async def _held_back(connection: asyncpg.Connection, name: str) -> bool:
     """Whether the log holds an event past `name`'s checkpoint (committed or not yet)."""
     return bool(
+        # The first event past the checkpoint, by the (transaction id, position) index: as a
+        # plain join the planner scanned the whole log (0.6 s at 1.8M events) every time a
+        # projection ran out of events.
         await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events e, projection_checkpoints c"
-            " WHERE c.name = $1 AND (e.transaction_id, e.position) > (c.transaction_id,"
-            " c.position))",
+            "SELECT EXISTS (SELECT 1 FROM projection_checkpoints c CROSS JOIN LATERAL"
+            " (SELECT 1 FROM events e"
+            "  WHERE (e.transaction_id, e.position) > (c.transaction_id, c.position)"
+            "  ORDER BY e.transaction_id, e.position LIMIT 1) AS first_after"
+            " WHERE c.name = $1)",
             name,
         )
     )

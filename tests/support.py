@@ -85,8 +85,8 @@ async def read_models(pg: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]
         "stage_intervals": "SELECT * FROM stage_intervals ORDER BY deal_id, seq",
         "deal_activity": "SELECT deal_id, last_buyer_activity_at, last_activity_at,"
         " buyer_activity_count, counts_by_type::text FROM deal_activity ORDER BY deal_id",
-        "flag_subjects": "SELECT deal_id, owner, stage, status, last_recorded_at, subject::text"
-        " FROM flag_subjects ORDER BY deal_id",
+        "flag_subjects": "SELECT deal_id, owner, stage, status, last_recorded_at, subject::text,"
+        " due_at FROM flag_subjects ORDER BY deal_id",
         "deal_flags": "SELECT deal_id, kind, raised_at, cleared_at, severity, numbers::text,"
         " evaluated_at FROM deal_flags ORDER BY deal_id, kind, raised_at",
         "blocker_log": "SELECT * FROM blocker_log ORDER BY blocker_id",

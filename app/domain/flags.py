@@ -35,6 +35,11 @@ FlagKind = Literal[
 ]
 KINDS: tuple[str, ...] = get_args(FlagKind)
 RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
+DRIFTING: frozenset[str] = frozenset(
+    {"slow_in_stage", "inactive", "next_step_overdue", "close_date_passed", "ghosting"}
+    | {"stuck_blocker"}
+)
+"""Kinds whose numbers grow as time passes (days in stage, days overdue...)."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,62 @@ def _evaluate(
             )
         )
     return flags
+
+
+def next_change(
+    subject: Subject,
+    as_of: datetime,
+    rules: FlagRules | None = None,
+    pipelines: Catalog = BUILT_IN,
+) -> datetime | None:
+    """The first time after `as_of` at which time alone may raise a flag on this deal or
+    make one critical (None: it never will, until an event changes the deal). Mirrors the
+    thresholds of `evaluate`; judged then, the flag stands (the projector's sweep only
+    visits deals at their next change, not every open deal every minute)."""
+    rules = rules or FlagRules()
+    state = subject.state
+    times: list[datetime] = []
+    if state.status == NURTURE:
+        if state.nurture_resume_on is not None:
+            times.append(_start_of(state.nurture_resume_on))
+    elif (
+        state.status == ACTIVE
+        and state.stage in (pipeline := state.pipeline_in(pipelines)).stage_keys
+    ):
+        stage = pipeline.stage(state.stage)
+        slow_warning, slow_critical, limit = thresholds(stage, rules)
+        entered = state.stage_entered_at
+        if entered is not None:
+            times += [
+                entered + stage.expected_days * r * DAY for r in (slow_warning, slow_critical)
+            ]
+        last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
+        quiet_since = last_buyer or state.opened_at or entered
+        if quiet_since is not None:
+            times.append(quiet_since + limit * DAY)
+        if state.next_step is not None:
+            overdue = _start_of(state.next_step.due_date + DAY)
+            times += [overdue, overdue + rules.overdue_critical_days * DAY]
+        if state.close_date is not None:
+            late = _start_of(state.close_date + DAY)
+            times += [late, late + rules.close_date_critical_days * DAY]
+        if state.blockers:
+            oldest = min(state.blockers.values(), key=lambda b: b.raised_at)
+            times.append(oldest.raised_at + rules.stuck_blocker_days * DAY)
+        # Ghosting: each buyer activity still ahead joins the rhythm when its time comes;
+        # the deal's silence passes its threshold just after the last one.
+        buyer = subject.buyer_times
+        times += [t for t in buyer if t > as_of]
+        past = buyer[: bisect.bisect_right(buyer, as_of)]
+        if len(past) >= rules.ghosting_min_activities:
+            median = _median_gap(tuple(past))
+            threshold = max(rules.ghosting_multiplier * median, rules.ghosting_floor_days)
+            times.append(past[-1] + threshold * DAY)
+    ahead = [t for t in times if t >= as_of]
+    # A second late: each threshold is met *at* its time (ghosting just after), and a flag's
+    # raised_at is computed from its inputs, not from when it was judged. One at `as_of`
+    # itself is kept: met or not by then, a second later it is.
+    return min(ahead) + timedelta(seconds=1) if ahead else None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -48,7 +48,7 @@ from app.projections.activity import COLUMNS as ACTIVITY_COLUMNS
 from app.projections.activity import Activity, activity_row
 from app.projections.deals import COLUMNS as DEAL_COLUMNS
 from app.projections.deals import STATE_COLUMNS, deal_row, state_row
-from app.projections.flags import SUBJECT, FlagRow, FlagsProjection, reconcile
+from app.projections.flags import SUBJECT, FlagRow, FlagsProjection, due_at, reconcile
 from app.projections.log_tree import NAME as LOG_TREE
 from app.projections.log_tree import LogInconsistent
 from app.projections.runner import Projection, _save_checkpoint, load_checkpoint, lock_key
@@ -70,7 +70,7 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "flag_subjects": (
         "flags",
-        ("deal_id", "owner", "stage", "status", "last_recorded_at", "subject"),
+        ("deal_id", "owner", "stage", "status", "last_recorded_at", "subject", "due_at"),
     ),
     "blocker_log": ("blockers", ("blocker_id", "deal_id", "category", "raised_at", "resolved_at")),
     "flag_raisings": (
@@ -170,10 +170,12 @@ class DealFold:
 
     def rows(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """(table, row) for every row this deal has in the read models."""
+        due = None
         if self.last_recorded_at is not None:  # every rule, as after the last event
             at = self.last_recorded_at
             standing = evaluate(self.subject, at, self.rules, self.catalog)
             self._keep(reconcile(self.deal_id, self.open_flags, standing, at, clear=True))
+            due = due_at(self.subject, at, standing, self.rules, self.catalog)
         s = self.subject.state
         yield "deals", deal_row(s, self.opened_position, self.last_position)
         yield "deal_states", state_row(s)
@@ -201,6 +203,7 @@ class DealFold:
                 s.status,
                 self.last_recorded_at,
                 SUBJECT.dump_json(self.subject).decode(),
+                due,
             ),
         )
         for blocker in self.blockers.values():

@@ -229,3 +229,34 @@ async def test_a_sweep_in_pages_raises_what_a_whole_sweep_raises(
     await sweep(pg, later, FlagRules())  # the whole sweep at once adds nothing more
     assert await read_models(pg) == paged
     assert any(row[1] == "slow_in_stage" for row in paged["deal_flags"])
+
+
+async def test_the_sweep_visits_only_the_deals_time_may_change(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    from app.domain.flags import FlagRules
+    from app.projections.flags import FlagsProjection
+    from app.projections.runner import tick
+
+    async with following(database_url):
+        await run_workload(DealService(store), deals=30, commands=300, seed=62)
+        await caught_up(pg)
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    judged_before = dict(
+        await pg.fetch("SELECT deal_id, max(evaluated_at) FROM deal_flags GROUP BY 1")
+    )
+    waiting = await pg.fetch(
+        "SELECT deal_id FROM flag_subjects WHERE due_at > $1 AND status = 'open'", soon
+    )
+    assert waiting  # most deals have nothing time can change within minutes
+    flags = FlagsProjection(FlagRules())
+    while True:
+        await tick(pg, flags, soon)
+        if not flags.sweeping:
+            break
+    assert await pg.fetchval("SELECT count(*) FROM flag_subjects WHERE due_at <= $1", soon) == 0
+    judged_after = dict(
+        await pg.fetch("SELECT deal_id, max(evaluated_at) FROM deal_flags GROUP BY 1")
+    )
+    untouched = [r["deal_id"] for r in waiting if r["deal_id"] in judged_before]
+    assert untouched and all(judged_after[d] == judged_before[d] for d in untouched)

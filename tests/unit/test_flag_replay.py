@@ -4,14 +4,14 @@ judging every rule before and after every event, as the follower does."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.errors import DomainError
-from app.domain.flags import FlagRules, Subject, advance, evaluate
+from app.domain.flags import FlagRules, Subject, advance, evaluate, next_change
 from app.domain.pipeline import BUILT_IN
 from app.domain.state import DealState, Recorded
 from app.projections.flags import FlagRow, reconcile
@@ -97,3 +97,36 @@ def test_the_generated_histories_raise_and_clear_flags_of_every_time_rule() -> N
     cleared = {row.kind for row in rows if row.cleared_at is not None}
     assert {"inactive", "ghosting", "no_next_step", "slow_in_stage"} <= cleared
     assert {row.kind for row in rows} >= {"next_step_overdue", "stuck_blocker"}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**20),
+    rules=st.builds(
+        FlagRules,
+        inactive_days=st.sampled_from([2.0, 7.0]),
+        ghosting_multiplier=st.sampled_from([1.5, 3.0]),
+        stuck_blocker_days=st.sampled_from([3.0, 14.0]),
+    ),
+    fractions=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=4),
+)
+def test_no_flag_is_raised_or_turns_critical_before_the_next_change(
+    seed: int, rules: FlagRules, fractions: list[float]
+) -> None:
+    """The sweep visits a deal at `next_change` only: until then, time alone changes none
+    of its flags' kinds or severities; with no next change, none ever (checked a year on)."""
+    second = timedelta(seconds=1)
+    for deal_id, events in histories(seed, deals=6).items():
+        subject = Subject(DealState(deal_id=deal_id))
+        for recorded in events:
+            subject = advance(subject, recorded, BUILT_IN)
+            at = recorded.recorded_at
+            now = {(f.kind, f.severity) for f in evaluate(subject, at, rules)}
+            due = next_change(subject, at, rules)
+            until = due - second if due is not None else at + timedelta(days=365)
+            if until <= at:
+                continue
+            just_before = until - timedelta(microseconds=1)
+            for t in [min(at + (until - at) * f, just_before) for f in fractions] + [just_before]:
+                later = {(f.kind, f.severity) for f in evaluate(subject, t, rules)}
+                assert later == now, (str(at), str(t), str(due))

@@ -22,7 +22,10 @@ from app.service.deals import DealService
 from app.service.simulation import run_workload
 from tests.support import caught_up, environment, following, read_models, settle
 
-CHECKPOINTS = "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[])"
+CHECKPOINTS = (
+    "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[])"
+    " ORDER BY name"
+)
 
 
 async def _built_by_a_follower(store: EventStore, database_url: str, pg: asyncpg.Connection) -> int:

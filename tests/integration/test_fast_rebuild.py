@@ -23,8 +23,7 @@ from app.service.simulation import run_workload
 from tests.support import caught_up, environment, following, read_models, settle
 
 CHECKPOINTS = (
-    "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[])"
-    " ORDER BY name"
+    "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[]) ORDER BY name"
 )
 
 

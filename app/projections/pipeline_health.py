@@ -249,15 +249,18 @@ async def closed_history(
     """Deals closed by `as_of`: won and all; of those that were in an early stage, won and
     all; and the amount won in `period` up to `as_of` (owner and pipeline while closing)."""
     row = await connection.fetchrow(
-        # Each closed deal looks up its own early intervals (by the primary key) rather than
-        # every early interval of every deal being collected first.
+        # Each closed deal looks up its own early intervals by the primary key rather than
+        # every early interval of every deal being collected first. The test is wrapped in
+        # IS TRUE so no plan probes the stage index per deal instead (what the planner chose
+        # on tables not analyzed yet, as after a rebuild: 0.8 s for 1,500 closed deals).
         "SELECT count(*) FILTER (WHERE left_how = 'won') AS won, count(*) AS closed,"
         " count(*) FILTER (WHERE left_how = 'won' AND early) AS early_won,"
         " count(*) FILTER (WHERE early) AS early_closed,"
         " coalesce(sum(amount) FILTER (WHERE left_how = 'won' AND left_at >= $5"
         "   AND left_at < $6), 0) AS won_in_period"
         " FROM (SELECT c.left_how, c.left_at, c.amount, EXISTS (SELECT FROM stage_intervals e"
-        "   WHERE e.deal_id = c.deal_id AND e.stage = ANY($4::text[]) AND e.entered_at <= $1)"
+        "   WHERE e.deal_id = c.deal_id"
+        "   AND (e.stage = ANY($4::text[]) AND e.entered_at <= $1) IS TRUE)"
         "   AS early FROM stage_intervals c"
         "   WHERE c.left_how IN ('won', 'disqualified') AND c.left_at <= $1"
         "   AND ($2::text IS NULL OR c.owner = $2) AND ($3::text IS NULL OR c.pipeline = $3)) x",

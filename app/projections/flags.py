@@ -237,6 +237,9 @@ class FlagsProjection:
         self.rules = rules or FlagRules()
         self.versions = versions or PipelineVersions()
         self._more_due = False
+        # The first sweep after a start visits every open deal: the due times stored were
+        # set under the rules of the process before, and thresholds may have changed since.
+        self._every_after: UUID | None = UUID(int=0)
         self.sweep_page_size = 1000
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
@@ -290,8 +293,19 @@ class FlagsProjection:
 
     async def tick(self, connection: asyncpg.Connection, now: datetime) -> int:
         """Raise what time alone has brought since the last event (clears nothing), one page
-        of the deals due (`due_at`) per call: `sweeping` says more are due, and the runner
-        applies new events between its pages."""
+        per call: of every open deal on the first sweep after a start, then of the deals due
+        (`due_at`). `sweeping` says more pages follow; the runner applies new events
+        between them."""
+        if self._every_after is not None:
+            written, self._every_after = await sweep_page(
+                connection,
+                now,
+                self.rules,
+                self.versions,
+                self._every_after,
+                self.sweep_page_size,
+            )
+            return written
         rows = await connection.fetch(
             "SELECT deal_id, subject::text AS subject FROM flag_subjects"
             " WHERE due_at <= $1 ORDER BY due_at, deal_id LIMIT $2",
@@ -303,7 +317,7 @@ class FlagsProjection:
 
     @property
     def sweeping(self) -> bool:
-        return self._more_due
+        return self._every_after is not None or self._more_due
 
 
 async def sweep(

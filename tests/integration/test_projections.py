@@ -241,22 +241,32 @@ async def test_the_sweep_visits_only_the_deals_time_may_change(
     async with following(database_url):
         await run_workload(DealService(store), deals=30, commands=300, seed=62)
         await caught_up(pg)
-    soon = datetime.now(UTC) + timedelta(minutes=5)
-    judged_before = dict(
-        await pg.fetch("SELECT deal_id, max(evaluated_at) FROM deal_flags GROUP BY 1")
-    )
+    judged = "SELECT deal_id, max(evaluated_at) FROM deal_flags GROUP BY 1"
+
+    async def sweep_until_done(flags: FlagsProjection, at: datetime) -> None:
+        while True:  # as the runner ticks it: a page per call while `sweeping`
+            await tick(pg, flags, at)
+            if not flags.sweeping:
+                return
+
+    # Restarted with a lower threshold, the first sweep judges every open deal by it, though
+    # each deal's stored due time was set under the old one.
+    stricter = FlagsProjection(FlagRules(inactive_days=0.001))
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    inactive = "SELECT count(*) FROM deal_flags WHERE kind = 'inactive' AND cleared_at IS NULL"
+    before = await pg.fetchval(inactive)
+    await sweep_until_done(stricter, now)
+    assert await pg.fetchval(inactive) > before
+
+    # After it, only the deals due are visited.
+    soon = now + timedelta(minutes=5)
+    judged_before = dict(await pg.fetch(judged))
     waiting = await pg.fetch(
         "SELECT deal_id FROM flag_subjects WHERE due_at > $1 AND status = 'open'", soon
     )
     assert waiting  # most deals have nothing time can change within minutes
-    flags = FlagsProjection(FlagRules())
-    while True:
-        await tick(pg, flags, soon)
-        if not flags.sweeping:
-            break
+    await sweep_until_done(stricter, soon)
     assert await pg.fetchval("SELECT count(*) FROM flag_subjects WHERE due_at <= $1", soon) == 0
-    judged_after = dict(
-        await pg.fetch("SELECT deal_id, max(evaluated_at) FROM deal_flags GROUP BY 1")
-    )
+    judged_after = dict(await pg.fetch(judged))
     untouched = [r["deal_id"] for r in waiting if r["deal_id"] in judged_before]
     assert untouched and all(judged_after[d] == judged_before[d] for d in untouched)

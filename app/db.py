@@ -127,9 +127,13 @@ def stop_embedded(data_dir: Path) -> None:
     """Stop the embedded PostgreSQL this process started under data_dir (if it is the last
     process using it); with cleanup_mode "delete", its data goes too."""
     with _quiet_runtime_dir():
+        import psutil  # type: ignore[import-untyped]  # pgserver's own dependency
         from pgserver import postgres_server
 
-        postgres_server.get_server(data_dir / "pgdata").cleanup()
+        # A server already gone (stopped by hand, or crashed) is stopped: pgserver would
+        # raise as it signals the postmaster it remembers.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            postgres_server.get_server(data_dir / "pgdata").cleanup()
 
 
 # The role the service connects as: it may read and append events, never change them.

@@ -36,8 +36,14 @@ FlagKind = Literal[
 KINDS: tuple[str, ...] = get_args(FlagKind)
 RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
 DRIFTING: frozenset[str] = frozenset(
-    {"slow_in_stage", "inactive", "next_step_overdue", "close_date_passed", "ghosting"}
-    | {"stuck_blocker"}
+    {
+        "slow_in_stage",
+        "inactive",
+        "next_step_overdue",
+        "close_date_passed",
+        "ghosting",
+        "stuck_blocker",
+    }
 )
 """Kinds whose numbers grow as time passes (days in stage, days overdue...)."""
 

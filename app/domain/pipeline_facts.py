@@ -34,12 +34,6 @@ class DealFacts:
     def value(self) -> Decimal:
         return self.amount or Decimal(0)
 
-    @property
-    def last_touch_at(self) -> datetime:
-        """The latest buyer activity or evidence; the opening if neither."""
-        touches = [t for t in (self.last_buyer_activity_at, self.last_evidence_at) if t]
-        return max(touches, default=self.opened_at)
-
 
 def facts_of(state: DealState) -> DealFacts:
     """The health facts of a deal (open or not) as its state holds them."""

@@ -50,9 +50,9 @@ SELECT * FROM unnest($16::uuid[], $17::text[], $18::text[], $19::int[], $20::num
 """
 # Sums come as text: asyncpg reads numeric 80000 as Decimal('8E+4').
 # One pass over the open deals, summed per stage, per pipeline version and in all. Each rule's
-# threshold is compared as an interval (exact at its value); ids come most overdue first, at
-# most $2 of them. $1: as_of; $3-$11: the stage limits; $12/$13: untouched since, stale and dead;
-# $14/$15: the period's days.
+# threshold comes as the time a deal must have entered (been touched) by, compared exactly;
+# ids come most overdue first, at most $2 of them. $1: as_of; $3-$11: the stage limits;
+# $12/$13: untouched since, stale and dead; $14/$15: the period's days.
 _FIGURES = """
 WITH s AS (
   SELECT * FROM unnest($3::text[], $4::int[], $5::text[], $6::numeric[], $7::int[],

@@ -65,8 +65,8 @@ async def _figures(
     every = [facts_of(s) for s in states]
     created = sum((f.value for f in every if at - window < f.opened_at <= at), Decimal(0))
     given = [facts_of(s) for s in states if is_open(s)]
-    catalog = await service.catalog_holding((f.pipeline_key, f.pipeline_version) for f in given)
-    limits = stage_limits(catalog, ((f.pipeline_key, f.pipeline_version) for f in given), rules)
+    followed = {(f.pipeline_key, f.pipeline_version) for f in given}
+    limits = stage_limits(await service.catalog_holding(followed), followed, rules)
     figures = await health_figures(connection, at, limits, rules, period, listed, given=given)
     by_id = {f.deal_id: f for f in given}
     return figures, created, [by_id[i] for i in figures.dead.ids]

@@ -138,6 +138,22 @@ class DealService:
         self.heads.put(deal_id, state, head_hash)
         return state, head_hash, events
 
+    async def _catch_up(
+        self, deal_id: UUID, state: DealState, head_hash: bytes | None
+    ) -> tuple[DealState, bytes | None]:
+        """`state` (read from the log or cached, at its version) brought to the log's head
+        by the events after it; cached as the new head."""
+        if not state.exists:
+            return (await self._read_head(deal_id))[:2]
+        events = await self.store.read_stream(deal_id, after_version=state.version)
+        if not events:
+            return state, head_hash
+        history = [to_recorded(event) for event in events]
+        catalog = await self.catalog_holding(pipelines_named(history, [state]))
+        state = fold(deal_id, history, state, pipelines=catalog)
+        self.heads.put(deal_id, state, events[-1].hash)
+        return state, events[-1].hash
+
     async def _catalog_for_command(self, state: DealState, command: Command) -> Catalog:
         """The versions deciding `command` needs: the deal's own, and for a new deal or a
         migration the newest of its pipeline (read fresh: another process may have
@@ -200,13 +216,19 @@ class DealService:
         With `context.expected_version` (If-Match) there is no re-deciding: a mismatch is 412.
         """
         actor, expected_version = context.actor, context.expected_version
-        fresh = False  # after a conflict or a doubt about the cached head: read the log
+        # After a conflict or a doubt about the cached head, a next attempt reads what the
+        # log holds after the head it decided on (another process's few appends), not the
+        # whole stream: with N processes most commands land where another one appended.
+        behind: tuple[DealState, bytes | None] | None = None
         for _ in range(MAX_ATTEMPTS):
-            cached = None if fresh else self.heads.get(deal_id)
-            state, head_hash = (
-                cached if cached is not None else (await self._read_head(deal_id))[:2]
-            )
-            fresh = True  # whatever happens next, a next attempt reads the log
+            cached = self.heads.get(deal_id) if behind is None else None
+            if cached is not None:
+                state, head_hash = cached
+            elif behind is not None:
+                state, head_hash = await self._catch_up(deal_id, *behind)
+            else:
+                state, head_hash = (await self._read_head(deal_id))[:2]
+            behind = (state, head_hash)  # whatever happens next, a next attempt reads on
             if expected_version is not None and state.version != expected_version:
                 if cached is not None:
                     continue

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -28,7 +29,7 @@ from app.domain.errors import (
 )
 from app.domain.pipeline import DEFAULT_PIPELINE
 from app.domain.state import DealState
-from app.events.log import AppendResult, NewEvent
+from app.events.log import AppendResult, NewEvent, RecordedEvent
 from app.events.recorded import to_recorded
 from app.service.deals import MAX_ATTEMPTS, CommandContext, DealService
 from app.service.heads import HeadCache
@@ -151,6 +152,28 @@ async def test_a_stale_cached_head_loses_the_race_and_is_decided_again_after_the
         e.CloseDateChanged(close_date=date(2027, 6, 1)),
     ]
     assert result.state.owner == "olga"  # decided on the winner's state, not the cached one
+
+
+async def test_a_stale_cached_head_catches_up_on_the_events_after_it_not_the_whole_stream(
+    store: InMemoryEventStore,
+) -> None:
+    """With N processes most commands land on a head another process moved: the retry reads
+    that process's appends (a few rows), not every event of a long-lived deal again."""
+    a, b = process(store), process(store)
+    deal = await opened(a)  # a caches version 2
+    await b.execute(deal, c.ChangeDeal(owner="olga"), RICK)  # version 3, a does not know
+    reads: list[int] = []
+    read_stream = store.read_stream
+
+    async def recording(stream_id: UUID, **cut: Any) -> list[RecordedEvent]:
+        reads.append(cut.get("after_version", 0))
+        return await read_stream(stream_id, **cut)
+
+    store.read_stream = recording  # type: ignore[method-assign]
+    result = await a.execute(deal, c.ChangeDeal(close_date=date(2027, 6, 1)), RICK)
+    assert reads == [2]
+    assert result.state.version == 4 and result.state.owner == "olga"
+    assert result.state == await process(store).load(deal)  # as a replay of the log
 
 
 async def test_a_refusal_decided_on_a_cached_head_is_checked_on_a_fresh_read(

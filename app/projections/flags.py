@@ -240,7 +240,9 @@ class FlagsProjection:
         # The first sweep after a start visits every open deal: the due times stored were
         # set under the rules of the process before, and thresholds may have changed since.
         self._every_after: UUID | None = UUID(int=0)
-        self.sweep_page_size = 1000
+        # Small pages: a page is judged without yielding, holding back the other
+        # projections of the process (1,000 a page: +0.4 s lag p99 while 80k deals swept).
+        self.sweep_page_size = 25
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         ids = list(dict.fromkeys(envelope.stream_id for envelope in batch))

@@ -40,6 +40,7 @@ from app.events.notes import NoteError, Verifier
 from app.events.store import EventStore, VerifyResult
 from app.keys import ROLES, ApiKey, create_key, list_keys, revoke_key
 from app.projections.runner import Projection
+from app.runtime import settle_heap
 from app.service.deals import CommandContext, DealService
 from app.service.pipelines import PipelineService, Published
 from app.service.simulation import WorkloadResult
@@ -130,6 +131,7 @@ def serve(
         )
         return
     app = create_app(settings, database_url=url, supervise=embedded)
+    settle_heap()
     # Our own middleware logs each request with its id; uvicorn's access log would not.
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
@@ -204,6 +206,7 @@ def project() -> None:
     )
     console.print(f"projecting {', '.join(p.name for p in followers)}; Ctrl-C to stop")
     configure_logging(settings.log_format)
+    settle_heap()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.run())
 

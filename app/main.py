@@ -164,8 +164,11 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app as a worker of `serve --workers N` builds it: everything from the environment
     the parent set (DATABASE_URL, DEALLEDGER_*), logging as the parent configured it."""
+    from app.runtime import settle_heap
     from app.telemetry import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    settle_heap()
+    return app

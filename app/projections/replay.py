@@ -54,6 +54,7 @@ from app.projections.log_tree import LogInconsistent
 from app.projections.runner import Projection, _save_checkpoint, load_checkpoint, lock_key
 from app.projections.stage_intervals import _FIELDS as INTERVAL_COLUMNS
 from app.projections.stage_intervals import Interval, next_intervals
+from app.runtime import settle_heap
 
 DEAL_PROJECTIONS = ("deals", "stage_intervals", "activity", "flags", "blockers")
 """What the per-deal fold rebuilds; the log's tree has a pass of its own."""
@@ -565,5 +566,6 @@ async def _worker(args: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
+    settle_heap()
     with contextlib.suppress(KeyboardInterrupt):
         print(f"done {asyncio.run(_worker(json.loads(sys.argv[1])))}", flush=True)

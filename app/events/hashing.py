@@ -139,6 +139,28 @@ def canonical_parts(
     return canonical_json(document).split(marker.encode())
 
 
+def event_parts(stream_id: UUID, version: int, event: NewEvent) -> tuple[str, str, list[bytes]]:
+    """(data text, metadata text, canonical_parts) of one event to append at `version`."""
+    marker = "recorded-" + secrets.token_hex(16)
+    occurred_text = utc_text(event.occurred_at) if event.occurred_at is not None else marker
+    fast = _plain_event(stream_id, version, event, occurred_text, marker)
+    if fast is not None:
+        data_text, metadata_text, canonical = fast
+        return data_text, metadata_text, canonical.split(marker.encode())
+    data_text, metadata_text = json_text(event.data), json_text(event.metadata)
+    parts = canonical_parts(
+        stream_id=stream_id,
+        version=version,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=json.loads(data_text),
+        metadata=json.loads(metadata_text),
+        occurred_at=event.occurred_at,
+    )
+    return data_text, metadata_text, parts
+
+
 def chain_hash(prev_hash: bytes | None, canonical: bytes) -> bytes:
     """The link: SHA-256(prev_hash || canonical); the first event of a stream has no prev."""
     digest = hashlib.sha256()
@@ -153,6 +175,34 @@ def json_text(value: Any) -> str:
     if "\\u0000" in text:
         raise InvalidEventData("event data cannot contain the NUL character (\\u0000)")
     return text
+
+
+def _plain_event(
+    stream_id: UUID, version: int, event: NewEvent, occurred_text: str, recorded_text: str
+) -> tuple[str, str, bytes] | None:
+    """(data text, metadata text, canonical bytes) of an event whose data and metadata are
+    plain (see `_plain`): the canonical document put together from the sorted-key texts
+    stored (jsonb keeps no key order), instead of dumping it whole again after a JSON round
+    trip of each. None when not plain: `encode_events` takes the general way."""
+    if not (_plain(event.data) and _plain(event.metadata) and _plain(event.type)):
+        return None
+    data_text = json.dumps(event.data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    metadata_text = json.dumps(
+        event.metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
+    if "\\u0000" in data_text or "\\u0000" in metadata_text:
+        return None  # json_text says what is wrong
+    # The document's keys in sorted order, each value as canonical_json writes it.
+    text = (
+        f'{{"data":{data_text},"event_id":"{event.event_id}","metadata":{metadata_text},'
+        f'"occurred_at":"{occurred_text}","recorded_at":"{recorded_text}",'
+        f'"schema_version":{int(event.schema_version)},"stream_id":"{stream_id}",'
+        f'"type":{json.dumps(event.type, ensure_ascii=False)},"version":{int(version)}}}'
+    )
+    try:
+        return data_text, metadata_text, text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: the general way refuses it as before
 
 
 def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:
@@ -181,15 +231,18 @@ def encode_events(
     """The rows to insert after `current_version`, hash-chained from `prev_hash`: (version,
     event_id, type, schema_version, data text, metadata text, occurred_at, prev_hash, hash)."""
     rows: list[tuple[Any, ...]] = []
+    recorded_text = utc_text(recorded_at)
     for offset, event in enumerate(events, start=1):
         version = current_version + offset
         occurred_at = event.occurred_at or recorded_at
-        data_text = json_text(event.data)
-        metadata_text = json_text(event.metadata)
-        # Hash what will read back: the JSON as parsed, at microsecond precision.
-        digest = chain_hash(
-            prev_hash,
-            canonical_bytes(
+        fast = _plain_event(stream_id, version, event, utc_text(occurred_at), recorded_text)
+        if fast is not None:
+            data_text, metadata_text, canonical = fast
+        else:
+            data_text = json_text(event.data)
+            metadata_text = json_text(event.metadata)
+            # Hash what will read back: the JSON as parsed, at microsecond precision.
+            canonical = canonical_bytes(
                 stream_id=stream_id,
                 version=version,
                 event_id=event.event_id,
@@ -199,8 +252,8 @@ def encode_events(
                 metadata=json.loads(metadata_text),
                 occurred_at=occurred_at,
                 recorded_at=recorded_at,
-            ),
-        )
+            )
+        digest = chain_hash(prev_hash, canonical)
         rows.append(
             (
                 version,

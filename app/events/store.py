@@ -24,12 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection
 from app.domain.json_values import inexact_number, loads_exact
-from app.events.hashing import (
-    canonical_parts,
-    encode_events,
-    expected_hash,
-    json_text,
-)
+from app.events.hashing import encode_events, event_parts, expected_hash
 from app.events.log import (
     AppendResult,
     Checkpoint,
@@ -416,18 +411,7 @@ class EventStore:
     async def _append_one(
         self, stream_id: UUID, version: int, head_hash: bytes | None, event: NewEvent
     ) -> AppendResult:
-        data_text = json_text(event.data)
-        metadata_text = json_text(event.metadata)
-        parts = canonical_parts(
-            stream_id=stream_id,
-            version=version + 1,
-            event_id=event.event_id,
-            type=event.type,
-            schema_version=event.schema_version,
-            data=json.loads(data_text),
-            metadata=json.loads(metadata_text),
-            occurred_at=event.occurred_at,
-        )
+        data_text, metadata_text, parts = event_parts(stream_id, version + 1, event)
         async with driver_connection(self.engine) as connection:
             try:
                 row = await connection.fetchrow(

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events.hashing import _as_json_number_domain, canonical_json
+from app.events.hashing import (
+    _as_json_number_domain,
+    canonical_bytes,
+    canonical_json,
+    chain_hash,
+    encode_events,
+    event_parts,
+    expected_hash,
+    json_text,
+    utc_text,
+)
+from app.events.log import NewEvent, RecordedEvent
 
 scalars = st.one_of(
     st.none(),
@@ -58,3 +73,65 @@ def test_an_event_like_document_takes_the_fast_path_and_matches() -> None:
         "schema_version": 1,
     }
     assert canonical_json(document) == rfc8785.dumps(document)
+
+
+def _general(event: NewEvent, stream: uuid.UUID, at: datetime) -> bytes:
+    """The hash as the store computed it before the fast path: a JSON round trip of each."""
+    canonical = canonical_bytes(
+        stream_id=stream,
+        version=7,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=1,
+        data=json.loads(json_text(event.data)),
+        metadata=json.loads(json_text(event.metadata)),
+        occurred_at=event.occurred_at or at,
+        recorded_at=at,
+    )
+    return chain_hash(b"p" * 32, canonical)
+
+
+@settings(max_examples=300)
+@given(documents, documents, st.text(min_size=1, max_size=30), st.booleans())
+def test_encoded_events_hash_what_reads_back_whichever_way_they_were_encoded(
+    data: Any, metadata: Any, event_type: str, dated: bool
+) -> None:
+    """encode_events puts plain events' canonical bytes together from the texts it stores;
+    the hash must be the one `verify` recomputes from what PostgreSQL gives back (the stored
+    JSON, parsed), and what it refuses the general way refuses too."""
+    stream, event_id = uuid.uuid4(), uuid.uuid4()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    event = NewEvent(
+        event_type, data, event_id, 1, metadata, at - timedelta(days=2) if dated else None
+    )
+    try:
+        expected = _general(event, stream, at)
+    except Exception as refusal:
+        with pytest.raises(type(refusal)):
+            encode_events(stream, 6, b"p" * 32, [event], at)
+        with pytest.raises(type(refusal)):
+            event_parts(stream, 7, event)
+        return
+    # A single append: the database puts the recording time between the parts.
+    *_, parts = event_parts(stream, 7, event)
+    assert chain_hash(b"p" * 32, utc_text(at).encode().join(parts)) == expected
+    (row,) = encode_events(stream, 6, b"p" * 32, [event], at)
+    version, stored_id, stored_type, schema, data_text, metadata_text, occurred, prev, digest = row
+    assert (version, stored_id, stored_type, schema) == (7, event_id, event_type, 1)
+    assert digest == expected
+    stored = RecordedEvent(
+        position=1,
+        stream_id=stream,
+        version=version,
+        event_id=event_id,
+        type=event_type,
+        schema_version=1,
+        data=json.loads(data_text),
+        metadata=json.loads(metadata_text),
+        occurred_at=occurred,
+        recorded_at=at,
+        transaction_id=1,
+        prev_hash=prev,
+        hash=digest,
+    )
+    assert digest == expected_hash(stored, b"p" * 32)

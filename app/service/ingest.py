@@ -6,6 +6,7 @@ from it: the same CloudEvent posted again, now or a month later, maps to the sam
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -165,7 +166,7 @@ def parse(
     attributes = {name: value for name, value in raw.items() if name != "data"}
     try:
         if "time" in attributes:
-            attributes["time"] = isoparse(attributes["time"])
+            attributes["time"] = _timestamp(attributes["time"])
         event = CloudEvent(attributes, raw.get("data"))
     except (BaseCloudEventException, ValueError, TypeError, OverflowError) as exc:
         raise InvalidCloudEvent(f"not a valid CloudEvent: {exc}") from None
@@ -197,6 +198,16 @@ def parse(
         cloudevent_event_id(source, ce_id),
         deal_ref,
     )
+
+
+def _timestamp(text: Any) -> datetime:
+    """An RFC 3339 time; the standard library's parser first (a tenth of dateutil's cost),
+    dateutil's for the ISO 8601 forms it alone reads."""
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
+    parsed: datetime = isoparse(text)
+    return parsed
 
 
 def _command(

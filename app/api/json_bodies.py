@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from app.api.state import app_state
 from app.domain.errors import EventTooLarge, InvalidRequest
-from app.domain.json_values import MAX_DEPTH, encoded_size, loads_exact, unsafe_json
+from app.domain.json_values import MAX_DEPTH, checked_size, loads_exact
 
 
 class ExactJsonRequest(Request):
@@ -47,10 +47,11 @@ async def _check_body(request: ExactJsonRequest) -> None:
         raise InvalidRequest(f"body: is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:  # an integer of thousands of digits
         raise InvalidRequest("body: a number has too many digits") from None
-    if (problem := unsafe_json(body, "body")) is not None:
+    problem, size = checked_size(body, "body")
+    if problem is not None:
         raise InvalidRequest(problem)
     limit = app_state(request.scope.get("state", {})).settings.max_event_bytes
-    if (size := encoded_size(body)) > limit:
+    if size > limit:
         raise EventTooLarge("the event of this request", size, limit)
 
 

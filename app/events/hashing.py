@@ -177,6 +177,9 @@ def json_text(value: Any) -> str:
     return text
 
 
+_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def _plain_event(
     stream_id: UUID, version: int, event: NewEvent, occurred_text: str, recorded_text: str
 ) -> tuple[str, str, bytes] | None:
@@ -186,10 +189,7 @@ def _plain_event(
     trip of each. None when not plain: `encode_events` takes the general way."""
     if not (_plain(event.data) and _plain(event.metadata) and _plain(event.type)):
         return None
-    data_text = json.dumps(event.data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    metadata_text = json.dumps(
-        event.metadata, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-    )
+    data_text, metadata_text = _SORTED.encode(event.data), _SORTED.encode(event.metadata)
     if "\\u0000" in data_text or "\\u0000" in metadata_text:
         return None  # json_text says what is wrong
     # The document's keys in sorted order, each value as canonical_json writes it.

@@ -33,7 +33,7 @@ from app.domain.identifiers import (
     cloudevent_evidence_id,
     deal_id_for_external_ref,
 )
-from app.domain.json_values import encoded_size, loads_exact, unsafe_json
+from app.domain.json_values import checked_size, loads_exact, unsafe_json
 from app.domain.pipeline import ACTIVITY_TYPES
 from app.domain.time_bounds import bounded_time, time_problem
 from app.settings import DEFAULT_MAX_EVENT_BYTES
@@ -157,9 +157,10 @@ def parse(
         raise InvalidCloudEvent(f"specversion must be 1.0, not {raw['specversion']!r}")
     if "data_base64" in raw:
         raise InvalidCloudEvent("data must be JSON (data_base64 is not accepted)")
-    if (problem := unsafe_json(raw)) is not None:
+    problem, size = checked_size(raw)
+    if problem is not None:
         raise InvalidCloudEvent(problem)
-    if (size := encoded_size(raw)) > max_event_bytes:
+    if size > max_event_bytes:
         raise EventTooLarge("this CloudEvent", size, max_event_bytes)
     # What JSONFormat.read does after its json.loads, on the object we already decoded (a
     # JSON round trip per event was a tenth of a batch's time).

@@ -407,9 +407,11 @@ def _ghosting(times: Sequence[datetime], as_of: datetime, rules: FlagRules) -> F
     past = times[: bisect.bisect_right(times, as_of)]  # times are sorted
     if len(past) < rules.ghosting_min_activities:
         return None
+    silent = (as_of - past[-1]) / DAY
+    if silent <= rules.ghosting_floor_days:
+        return None  # within the floor, whatever the rhythm (most judgements: no median)
     median = _median_gap(tuple(past))
     threshold = max(rules.ghosting_multiplier * median, rules.ghosting_floor_days)
-    silent = (as_of - past[-1]) / DAY
     if silent <= threshold:
         return None
     return Flag(

@@ -84,6 +84,13 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 APPEND_ONLY = ("flag_raisings",)
 """Not emptied by a rebuild (the webhook outbox): rows are added where new, as a follower
 would add them."""
+BY_DIFFERENCE: dict[str, tuple[str, ...]] = {
+    "log_leaves": ("leaf_index",),
+    "log_nodes": ("height", "index"),
+}
+"""Tables whose rows a rebuild almost never changes (the log's tree: a function of the log
+only), with their keys: only the rows that differ are deleted and inserted. Rewriting the
+tree of 1.9M events cost PostgreSQL 40 s (its three indexes), comparing it a few."""
 
 _DEAL_EVENTS = (
     "SELECT position, stream_id, version, type, schema_version, data::text AS data,"
@@ -509,7 +516,7 @@ async def _swap_in(
                 name,
             )
             await load_checkpoint(connection, name, for_update=True)
-        emptied: set[str] = set()
+        emptied: dict[str, str] = {}  # table -> where its files are loaded
         pending = set(jobs)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -517,21 +524,54 @@ async def _swap_in(
                 job.result()  # a failed worker fails the rebuild
                 tag, tables = jobs[job]
                 for table in tables:
-                    if table not in emptied and table not in APPEND_ONLY:
-                        # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, a reader holding
-                        # an older snapshot would find the table empty.
-                        await connection.execute(f"DELETE FROM {table}")
-                    emptied.add(table)
                     path = scratch / f"{table}.{tag}.copy"
                     columns = list(TABLES[table][1])
                     if table in APPEND_ONLY:
                         await _add_new(connection, table, columns, path)
-                    else:
-                        await connection.copy_to_table(
-                            table, source=path, columns=columns, format="text"
-                        )
+                        continue
+                    if table not in emptied:
+                        emptied[table] = await _make_room(connection, table, columns)
+                    await connection.copy_to_table(
+                        emptied[table], source=path, columns=columns, format="text"
+                    )
+                    if emptied[table] != table and not any(table in jobs[j][1] for j in pending):
+                        # Complete (one job writes the tree): compared while others fold.
+                        await _replace_differing(connection, table, columns)
         for name in names:
             await _save_checkpoint(connection, name, at.head)
+
+
+async def _make_room(connection: asyncpg.Connection, table: str, columns: list[str]) -> str:
+    """Ready `table` for its rebuilt rows; returns where to load them: the table itself,
+    emptied, or for a table compared by difference that holds rows, a temporary one."""
+    if table in BY_DIFFERENCE and await connection.fetchval(f"SELECT EXISTS (SELECT FROM {table})"):
+        await connection.execute(
+            f"CREATE TEMP TABLE replay_{table} ON COMMIT DROP"
+            f" AS SELECT {', '.join(columns)} FROM {table} LIMIT 0"
+        )
+        return f"replay_{table}"
+    # DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe, a reader holding an older snapshot
+    # would find the table empty.
+    await connection.execute(f"DELETE FROM {table}")
+    return table
+
+
+async def _replace_differing(
+    connection: asyncpg.Connection, table: str, columns: list[str]
+) -> None:
+    """Make `table` hold exactly the rows of `replay_<table>`, deleting and inserting only
+    the rows that differ (whole rows compared; deleted by key)."""
+    listed, key = ", ".join(columns), ", ".join(BY_DIFFERENCE[table])
+    new = f"replay_{table}"
+    await connection.execute("SET LOCAL work_mem = '128MB'")  # the hashed set operations
+    await connection.execute(
+        f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM"
+        f" (SELECT {listed} FROM {table} EXCEPT SELECT {listed} FROM {new}) AS differing)"
+    )
+    await connection.execute(
+        f"INSERT INTO {table} ({listed})"
+        f" SELECT {listed} FROM {new} EXCEPT SELECT {listed} FROM {table} ORDER BY {key}"
+    )
 
 
 async def _add_new(

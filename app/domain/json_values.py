@@ -19,6 +19,8 @@ from typing import Any
 MAX_DEPTH = 32
 MAX_SAFE_INTEGER = 2**53 - 1
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""Compact UTF-8 JSON, as events are stored (one encoder: `json.dumps` builds one a call)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,7 @@ def loads_exact(text: str | bytes) -> Any:
 
 def encoded_size(value: Any) -> int:
     """Bytes of `value` as compact UTF-8 JSON, as events are stored."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return len(text.encode("utf-8"))
+    return len(_COMPACT.encode(value).encode("utf-8"))
 
 
 def _member(path: str, key: str) -> str:
@@ -132,7 +133,6 @@ def unsafe_json(value: Any, root: str = "", max_depth: int = MAX_DEPTH) -> str |
 # What a dump writes for a number beyond ±2**53: 16 digits or more, or an exponent up
 # (repr's "1e+16"). Found in a string too, it only costs the walk.
 _SIXTEEN_DIGITS = re.compile(r"[0-9]{16}")
-_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def checked_size(value: Any, root: str = "", max_depth: int = MAX_DEPTH) -> tuple[str | None, int]:

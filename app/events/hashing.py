@@ -116,49 +116,39 @@ def _document(
     }
 
 
-def canonical_parts(
-    *,
-    stream_id: UUID,
-    version: int,
-    event_id: UUID,
-    type: str,
-    schema_version: int,
-    data: Any,
-    metadata: Any,
-    occurred_at: datetime | None,
-) -> list[bytes]:
-    """canonical_bytes with the recording time still unknown: the pieces between which its
+def event_parts(stream_id: UUID, version: int, event: NewEvent) -> tuple[str, str, list[bytes]]:
+    """(data text, metadata text, canonical bytes) of one event to append at `version`,
+    with the recording time still unknown: the bytes come in the pieces between which its
     `utc_text` goes (occurred_at None means "when recorded" too), so the database can hash
     with its own clock in the insert itself. An unguessable marker stands in for the time,
     so no text inside the event can be mistaken for it."""
     marker = "recorded-" + secrets.token_hex(16)
-    occurred_text = utc_text(occurred_at) if occurred_at is not None else marker
-    document = _document(
-        stream_id, version, event_id, type, schema_version, data, metadata, occurred_text, marker
-    )
-    return canonical_json(document).split(marker.encode())
-
-
-def event_parts(stream_id: UUID, version: int, event: NewEvent) -> tuple[str, str, list[bytes]]:
-    """(data text, metadata text, canonical_parts) of one event to append at `version`."""
-    marker = "recorded-" + secrets.token_hex(16)
     occurred_text = utc_text(event.occurred_at) if event.occurred_at is not None else marker
-    fast = _plain_event(stream_id, version, event, occurred_text, marker)
+    data_text, metadata_text, canonical = _encoded(stream_id, version, event, occurred_text, marker)
+    return data_text, metadata_text, canonical.split(marker.encode())
+
+
+def _encoded(
+    stream_id: UUID, version: int, event: NewEvent, occurred_text: str, recorded_text: str
+) -> tuple[str, str, bytes]:
+    """(data text, metadata text, canonical bytes) of one event, its times given as text."""
+    fast = _plain_event(stream_id, version, event, occurred_text, recorded_text)
     if fast is not None:
-        data_text, metadata_text, canonical = fast
-        return data_text, metadata_text, canonical.split(marker.encode())
+        return fast
     data_text, metadata_text = json_text(event.data), json_text(event.metadata)
-    parts = canonical_parts(
-        stream_id=stream_id,
-        version=version,
-        event_id=event.event_id,
-        type=event.type,
-        schema_version=event.schema_version,
-        data=json.loads(data_text),
-        metadata=json.loads(metadata_text),
-        occurred_at=event.occurred_at,
+    # Hash what will read back: the JSON as parsed, at microsecond precision.
+    document = _document(
+        stream_id,
+        version,
+        event.event_id,
+        event.type,
+        event.schema_version,
+        json.loads(data_text),
+        json.loads(metadata_text),
+        occurred_text,
+        recorded_text,
     )
-    return data_text, metadata_text, parts
+    return data_text, metadata_text, canonical_json(document)
 
 
 def chain_hash(prev_hash: bytes | None, canonical: bytes) -> bytes:
@@ -186,7 +176,7 @@ def _plain_event(
     """(data text, metadata text, canonical bytes) of an event whose data and metadata are
     plain (see `_plain`): the canonical document put together from the sorted-key texts
     stored (jsonb keeps no key order), instead of dumping it whole again after a JSON round
-    trip of each. None when not plain: `encode_events` takes the general way."""
+    trip of each. None when not plain: `_encoded` takes the general way."""
     if not (_plain(event.data) and _plain(event.metadata) and _plain(event.type)):
         return None
     data_text, metadata_text = _SORTED.encode(event.data), _SORTED.encode(event.metadata)
@@ -235,24 +225,9 @@ def encode_events(
     for offset, event in enumerate(events, start=1):
         version = current_version + offset
         occurred_at = event.occurred_at or recorded_at
-        fast = _plain_event(stream_id, version, event, utc_text(occurred_at), recorded_text)
-        if fast is not None:
-            data_text, metadata_text, canonical = fast
-        else:
-            data_text = json_text(event.data)
-            metadata_text = json_text(event.metadata)
-            # Hash what will read back: the JSON as parsed, at microsecond precision.
-            canonical = canonical_bytes(
-                stream_id=stream_id,
-                version=version,
-                event_id=event.event_id,
-                type=event.type,
-                schema_version=event.schema_version,
-                data=json.loads(data_text),
-                metadata=json.loads(metadata_text),
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-            )
+        data_text, metadata_text, canonical = _encoded(
+            stream_id, version, event, utc_text(occurred_at), recorded_text
+        )
         digest = chain_hash(prev_hash, canonical)
         rows.append(
             (

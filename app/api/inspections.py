@@ -145,7 +145,7 @@ def weekly_markdown(report: WeeklyInspection) -> str:
     "/weekly",
     summary="Weekly review: each deal that moved, stalled or is flagged, with its changes,"
     " flags and coaching questions",
-    dependencies=[Depends(projected("flags"))],
+    dependencies=[Depends(projected("flags", "deals"))],
     responses=MARKDOWN,  # type: ignore[arg-type]
 )
 async def weekly(

@@ -21,6 +21,11 @@ from app.domain.pipeline import ACTIVE, BUILT_IN, NURTURE, Catalog, Stage
 from app.domain.state import DealState, Recorded, evolve
 
 DAY = timedelta(days=1)
+LATE = timedelta(seconds=1)
+"""How long after a threshold `next_change` answers: each threshold is met *at* its time
+(ghosting just after), and a flag's raised_at is computed from its inputs, not from when it
+was judged. One at `as_of` itself is kept: met or not by then, a second later it is. A flag
+may so stand up to this long before the time `next_change` gave."""
 FlagKind = Literal[
     "slow_in_stage",
     "inactive",
@@ -389,10 +394,7 @@ def next_change(
             threshold = max(rules.ghosting_multiplier * median, rules.ghosting_floor_days)
             times.append(past[-1] + threshold * DAY)
     ahead = [t for t in times if t >= as_of]
-    # A second late: each threshold is met *at* its time (ghosting just after), and a flag's
-    # raised_at is computed from its inputs, not from when it was judged. One at `as_of`
-    # itself is kept: met or not by then, a second later it is.
-    return min(ahead) + timedelta(seconds=1) if ahead else None
+    return min(ahead) + LATE if ahead else None
 
 
 @functools.lru_cache(maxsize=4096)

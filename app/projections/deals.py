@@ -25,18 +25,19 @@ WITH row AS (
   SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],
     $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[], $11::date[],
     $12::timestamptz[], $13::text[], $14::int[], $15::timestamptz[], $16::timestamptz[],
-    $17::timestamptz[], $18::boolean[], $19::text[])
+    $17::timestamptz[], $18::boolean[], $19::timestamptz[], $20::text[])
     AS row(deal_id, opened_position, last_position, version, name, owner, stage, status,
            amount, currency, close_date, stage_entered_at, pipeline_key, pipeline_version,
-           opened_at, last_buyer_activity_at, last_evidence_at, has_next_step, state)
+           opened_at, last_buyer_activity_at, last_evidence_at, has_next_step,
+           last_recorded_at, state)
 ), deal AS (
   INSERT INTO deals (deal_id, opened_position, last_position, version, name, owner, stage,
                      status, amount, currency, close_date, stage_entered_at, pipeline_key,
                      pipeline_version, opened_at, last_buyer_activity_at, last_evidence_at,
-                     has_next_step)
+                     has_next_step, last_recorded_at)
   SELECT deal_id, opened_position, last_position, version, name, owner, stage, status, amount,
          currency, close_date, stage_entered_at, pipeline_key, pipeline_version, opened_at,
-         last_buyer_activity_at, last_evidence_at, has_next_step
+         last_buyer_activity_at, last_evidence_at, has_next_step, last_recorded_at
   FROM row
   ON CONFLICT (deal_id) DO UPDATE SET
     last_position = excluded.last_position, version = excluded.version,
@@ -45,7 +46,8 @@ WITH row AS (
     close_date = excluded.close_date, stage_entered_at = excluded.stage_entered_at,
     pipeline_key = excluded.pipeline_key, pipeline_version = excluded.pipeline_version,
     opened_at = excluded.opened_at, last_buyer_activity_at = excluded.last_buyer_activity_at,
-    last_evidence_at = excluded.last_evidence_at, has_next_step = excluded.has_next_step
+    last_evidence_at = excluded.last_evidence_at, has_next_step = excluded.has_next_step,
+    last_recorded_at = excluded.last_recorded_at
 )
 INSERT INTO deal_states (deal_id, state) SELECT deal_id, state::jsonb FROM row
 ON CONFLICT (deal_id) DO UPDATE SET state = excluded.state
@@ -70,14 +72,18 @@ COLUMNS = (
     "last_buyer_activity_at",
     "last_evidence_at",
     "has_next_step",
+    "last_recorded_at",
 )
 """A `deals` row's columns, in `deal_row`'s order."""
 STATE_COLUMNS = ("deal_id", "state")
 """A `deal_states` row's columns, in `state_row`'s order."""
 
 
-def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[Any, ...]:
-    """A `deals` row, its columns in the order of COLUMNS."""
+def deal_row(
+    s: DealState, opened_position: int, last_position: int, last_recorded_at: datetime | None
+) -> tuple[Any, ...]:
+    """A `deals` row, its columns in the order of COLUMNS (`last_recorded_at`: when the
+    deal's last event was recorded)."""
     return (
         s.deal_id,
         opened_position,
@@ -97,6 +103,7 @@ def deal_row(s: DealState, opened_position: int, last_position: int) -> tuple[An
         s.last_buyer_activity_at,
         max((item.occurred_at for item in s.evidence.values()), default=None),
         s.next_step is not None,
+        last_recorded_at,
     )
 
 
@@ -123,7 +130,7 @@ class DealsProjection:
             r["deal_id"]: STATE.validate_json(r["state"]) for r in rows
         }
         opened: dict[UUID, int] = {r["deal_id"]: r["opened_position"] for r in rows}
-        last: dict[UUID, int] = {}
+        last: dict[UUID, tuple[int, datetime]] = {}
         wanted = pipelines_named((envelope.recorded for envelope in batch), states.values())
         catalog = await self.versions.ensure(wanted, reader_on(connection))
         for envelope in batch:
@@ -131,11 +138,11 @@ class DealsProjection:
             state = states.get(deal_id) or DealState(deal_id=deal_id)
             states[deal_id] = evolve(state, envelope.recorded, catalog)
             opened.setdefault(deal_id, envelope.position)
-            last[deal_id] = envelope.position
+            last[deal_id] = (envelope.position, envelope.recorded.recorded_at)
         columns: list[list[Any]] = [[] for _ in range(len(COLUMNS) + 1)]
         for deal_id in ids:
             state = states[deal_id]
-            values = (*deal_row(state, opened[deal_id], last[deal_id]), state_row(state)[1])
+            values = (*deal_row(state, opened[deal_id], *last[deal_id]), state_row(state)[1])
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
         await connection.execute(_UPSERT, *columns)

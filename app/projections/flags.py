@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 
 from app.domain.flags import (
     DRIFTING,
+    LATE,
     Flag,
     FlagRules,
     Subject,
@@ -525,44 +526,71 @@ async def open_subjects_by(
     ]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """An open deal as the weekly review orders it, and whether the read models alone say it
-    belongs there: it changed stage in the week, or a flag of it is open."""
+# The open deals (of $1) and every deal with events recorded after $3 (the read model is
+# ahead of the time asked): whether the read models alone place each in the week's review
+# (it changed stage in the week ($2, $3], or a flag of it is open).
+_WEEK_DEALS = """
+SELECT d.deal_id, d.owner, d.name, coalesce(d.last_recorded_at > $3, false) AS later,
+  coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false) AS moved,
+  d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL) AS flagged
+FROM deals d
+WHERE (d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)) OR d.last_recorded_at > $3
+"""
 
-    deal_id: UUID
-    moved: bool
-    flagged: bool
-    later: bool
-    """Events of it were recorded after the time asked: the read model is ahead of it (the
-    caller replays it to then)."""
 
-
-async def weekly_candidates(
+async def weekly_unsure(
     connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
-) -> list[Candidate]:
-    """Every open deal (of `owner`), and every deal with events recorded after `at`, ordered
-    as the review lists them (owner, name, id; code point order, as Python sorts), in one
-    query over read-model columns."""
+) -> list[tuple[UUID, bool]]:
+    """The deals the read models cannot place in the week's review without judging them,
+    each with whether its events run past `at` (the caller replays it to then). An open deal
+    neither moved nor flagged is only unsure while time may have raised a flag of it since
+    the sweep last judged it: the sweep stores when that can next happen (`due_at`, None:
+    never by time alone; a flag may stand up to `LATE` before it), under the same flag rules
+    as the API's (due ones are found by index; few, but after a long pause of the sweep)."""
     rows = await connection.fetch(
-        "SELECT s.deal_id, s.last_recorded_at > $3 AS later,"
-        " coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false) AS moved,"
-        " EXISTS (SELECT 1 FROM deal_flags f WHERE f.deal_id = s.deal_id"
-        "         AND f.cleared_at IS NULL) AS flagged"
-        " FROM flag_subjects s JOIN deals d USING (deal_id)"
-        " WHERE (s.status = 'open' AND ($1::text IS NULL OR s.owner = $1))"
-        " OR s.last_recorded_at > $3"
-        ' ORDER BY d.owner COLLATE "C", d.name COLLATE "C", s.deal_id',
+        "SELECT deal_id, true AS later FROM deals WHERE last_recorded_at > $3"
+        " UNION ALL"
+        " SELECT d.deal_id, false FROM flag_subjects s JOIN deals d USING (deal_id)"
+        " WHERE s.due_at <= $4 AND d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
+        "  AND NOT coalesce(d.last_recorded_at > $3, false)"
+        "  AND NOT coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
+        "  AND NOT EXISTS (SELECT FROM deal_flags f"
+        "   WHERE f.deal_id = d.deal_id AND f.cleared_at IS NULL)",
         owner,
         since,
         at,
+        at + LATE,
     )
-    return [
-        Candidate(
-            r["deal_id"], r["moved"] and not r["later"], r["flagged"] and not r["later"], r["later"]
-        )
-        for r in rows
-    ]
+    return [(r["deal_id"], r["later"]) for r in rows]
+
+
+async def weekly_page(
+    connection: asyncpg.Connection,
+    owner: str | None,
+    since: datetime,
+    at: datetime,
+    raised: Sequence[UUID],
+    start: int,
+    limit: int | None,
+) -> tuple[list[UUID], int]:
+    """The week's review page: the deals that moved or are flagged by the read models, and
+    `raised` (judged so by the caller), ordered as the review lists them (owner, name, id;
+    code point order, as Python sorts) from the `start`th on, at most `limit`; and how many
+    there are in all."""
+    row = await connection.fetchrow(
+        f"WITH listed AS (SELECT deal_id, owner, name FROM ({_WEEK_DEALS}) w"
+        "  WHERE NOT later AND (moved OR flagged) OR deal_id = ANY($4::uuid[]))"
+        " SELECT (SELECT count(*) FROM listed) AS total,"
+        ' ARRAY(SELECT deal_id FROM listed ORDER BY owner COLLATE "C", name COLLATE "C",'
+        "  deal_id OFFSET $5 LIMIT $6) AS page",
+        owner,
+        since,
+        at,
+        list(raised),
+        start,
+        limit,
+    )
+    return list(row["page"]), row["total"]
 
 
 async def subjects_of(connection: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, Subject]:

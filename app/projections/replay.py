@@ -185,7 +185,7 @@ class DealFold:
             self._keep(reconcile(self.deal_id, self.open_flags, standing, at, clear=True))
             due = due_at(self.subject, at, standing, self.rules, self.catalog)
         s = self.subject.state
-        yield "deals", deal_row(s, self.opened_position, self.last_position)
+        yield "deals", deal_row(s, self.opened_position, self.last_position, self.last_recorded_at)
         yield "deal_states", state_row(s)
         for interval in self.intervals.values():
             yield "stage_intervals", tuple(getattr(interval, name) for name in INTERVAL_COLUMNS)

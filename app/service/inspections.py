@@ -27,7 +27,7 @@ from app.projections.analytics import (
     regressions,
 )
 from app.projections.blockers import BlockerCategory, blocker_categories
-from app.projections.flags import open_subjects_by, subjects_of, weekly_candidates
+from app.projections.flags import open_subjects_by, subjects_of, weekly_page, weekly_unsure
 from app.service.deals import DealService
 from app.service.snapshots import subject_as_of
 
@@ -132,37 +132,34 @@ async def _weekly_now(
 ) -> WeeklyReport:
     """The review as of now, its page picked in SQL: a deal with an open flag in the read
     model is flagged now too (time never clears a flag, events do, and the read model has
-    them all), and one that changed stage in the week moved. Only the others are judged here
-    (time alone may have raised a flag since the last sweep), and then the page's deals."""
+    them all), and one that changed stage in the week moved. Only deals time may have
+    flagged since the sweep last judged them are judged here, and then the page's deals."""
     since = at - WEEK
-    candidates = await weekly_candidates(connection, owner, since, at)
-    unsure = [c.deal_id for c in candidates if not (c.moved or c.flagged or c.later)]
-    judged = await subjects_of(connection, unsure)
-    for c in candidates:  # written since `at`: replayed to then, kept if open then
-        if c.later:
-            subject = await subject_as_of(service, c.deal_id, at)
+    unsure = await weekly_unsure(connection, owner, since, at)
+    judged = await subjects_of(connection, [deal_id for deal_id, later in unsure if not later])
+    for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open then
+        if later:
+            subject = await subject_as_of(service, deal_id, at)
             state = subject.state
             if state.exists and state.status == ACTIVE and owner in (None, state.owner):
-                judged[c.deal_id] = subject
+                judged[deal_id] = subject
     catalog = await service.catalog_for([s.state for s in judged.values()])
-    raised = {
+    raised = [
         deal_id
         for deal_id, s in judged.items()
         if evaluate(s, at, flag_rules, catalog) or _why(s.state, [], since, at)
-    }
-    listed = [c.deal_id for c in candidates if c.moved or c.flagged or c.deal_id in raised]
-    stop = len(listed) if limit is None else start + limit
-    wanted = listed[start:stop]
+    ]
+    wanted, total = await weekly_page(connection, owner, since, at, raised, start, limit)
     page = await subjects_of(connection, [d for d in wanted if d not in judged])
     page.update({d: judged[d] for d in wanted if d in judged})
     catalog = await service.catalog_for([s.state for s in page.values()])
     chosen = []
-    for deal_id in listed[start:stop]:
+    for deal_id in wanted:
         subject = page[deal_id]
         flags = evaluate(subject, at, flag_rules, catalog)
         chosen.append((subject, flags, _why(subject.state, flags, since, at)))
     reviews = await _reviews(service, chosen, since, at, coaching)
-    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
+    return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=total)
 
 
 async def _reviews(

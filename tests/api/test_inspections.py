@@ -212,3 +212,38 @@ async def test_the_weekly_review_now_lists_a_deal_time_flagged_since_the_last_sw
         again = await inspection(deals, "weekly", as_of=report["as_of"])
         assert [d["deal_id"] for d in again["deals"]] == [d["deal_id"] for d in report["deals"]]
         assert again["total"] == report["total"]
+
+
+async def test_the_weekly_review_now_judges_a_deal_that_did_not_move_once_time_may_flag_it(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    # Neither deal moved this week (their stage entry is set back 10 days in the read models)
+    # nor has an open flag; the sweep (hourly here) judged each at its last event, and stored
+    # when time could next flag it: ~4 s later. Quiet is past that, Busy was just touched.
+    settings = Settings(inactive_days=4 / 86400, flag_sweep_seconds=3600)
+    async with app_client(database_url, settings) as client:
+        deals = Deals(client)
+        step = {"description": "send the proposal", "due_date": "2099-01-01"}
+        ids = {}
+        for name in ("Quiet", "Busy"):
+            ids[name] = (await deals.open(name=name))["id"]
+            put = await client.put(f"/v1/deals/{ids[name]}/next-step", json=step)
+            assert put.status_code == 200
+        await asyncio.sleep(4.5)
+        reply = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
+        assert (await deals.command(ids["Busy"], "activities", reply)).status_code == 201
+        assert (await inspection(deals, "weekly"))["total"] == 2  # both moved, as recorded
+        earlier = datetime.now(UTC) - 10 * DAY
+        await pg.execute("UPDATE deals SET stage_entered_at = $1", earlier)
+        await pg.execute(
+            "UPDATE flag_subjects SET subject = jsonb_set(subject,"
+            " '{state,stage_entered_at}', to_jsonb($1::text))",
+            earlier.isoformat(),
+        )
+        report = await inspection(deals, "weekly")
+        assert [d["deal_id"] for d in report["deals"]] == [ids["Quiet"]]
+        assert report["total"] == 1
+        assert [f["kind"] for f in report["deals"][0]["flags"]] == ["inactive"]
+        assert report["deals"][0]["why"] == ["stalled", "flagged"]
+        again = await inspection(deals, "weekly", as_of=report["as_of"])
+        assert [d["deal_id"] for d in again["deals"]] == [ids["Quiet"]]

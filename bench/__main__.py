@@ -23,7 +23,7 @@ from rich.table import Table
 
 from app.db import stop_embedded
 from bench import analytics, http_wrk, log_tree, scale, scenarios, webhooks
-from bench.common import Row, fresh_database, machine, server_url
+from bench.common import Row, fresh_database, machine, server_url, vacuum_analyze
 from bench.load import bulk_load
 
 console = Console(stderr=True, width=200)
@@ -157,6 +157,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                 )
             )
         rows.extend(proofs)
+        await vacuum_analyze(log)
         async with scenarios.servers(log) as (ours, floor):
             console.print(f"read one deal at {loaded:,} events")
             rows.append(await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000))
@@ -188,11 +189,13 @@ async def _scale(server: str, events: int, quick: bool) -> list[Row]:
     small_size = min(events // 10, 5_000 if quick else 100_000)
     added, deals, _ = await bulk_load(url, small_size, seed=11)
     scenarios.rebuild_all(url)
+    await vacuum_analyze(url)
     small = await scale.costs(url, deals, quick)
     console.print(f"  bulk-loading on to {events:,} events")
     more, later, seconds = await bulk_load(url, events - added, seed=12)
     console.print(f"  {more:,} events in {seconds:.0f}s; rebuilding every projection")
     result = scenarios.rebuild_all(url)
+    await vacuum_analyze(url)
     large = await scale.costs(url, deals + later, quick)
     rebuilt = Row(
         f"rebuild all projections, {large.events:,} events",

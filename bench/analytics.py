@@ -4,11 +4,8 @@ that many deals fit a bench run; these routes cost by deals and stays, not by ev
 
 from __future__ import annotations
 
-import asyncpg
-
-from app.db import asyncpg_dsn
 from bench import scenarios
-from bench.common import Row, fresh_database
+from bench.common import Row, fresh_database, vacuum_analyze
 from bench.load import EVENTS_PER_DEAL, bulk_load
 
 ROUTES = (
@@ -25,13 +22,7 @@ async def analytics_rows(server: str, deals: int, reads: int) -> list[Row]:
     url = await fresh_database(server, "dealledger_bench_analytics")
     _, ids, _ = await bulk_load(url, deals * EVENTS_PER_DEAL, seed=21, days=20)
     scenarios.rebuild_all(url)
-    # As after any bulk load: statistics and visibility maps before measuring, not
-    # autovacuum working through the fresh tables on the same cores while we do.
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await connection.execute("VACUUM (ANALYZE)")
-    finally:
-        await connection.close()
+    await vacuum_analyze(url)
     rows = []
     async with scenarios.servers(url) as (ours, _):
         for label, path in ROUTES:

@@ -97,6 +97,16 @@ async def fresh_database(server: str, name: str) -> str:
     return url
 
 
+async def vacuum_analyze(url: str) -> None:
+    """As after any bulk load: statistics and visibility maps before measuring, not
+    autovacuum working through the fresh tables on the same cores while we do."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+    finally:
+        await connection.close()
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     memory = ""

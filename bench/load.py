@@ -4,6 +4,7 @@ events take a minute rather than an hour. `dealledger verify` passes on the resu
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -52,6 +53,10 @@ async def bulk_load(
     batch: list[tuple[Any, ...]] = []
     written = 0
     connection = await asyncpg.connect(asyncpg_dsn(url))
+    # The states of every deal loaded so far stay live: young collections every 700
+    # allocations kept walking them (as in the server: app.runtime.settle_heap). ~10 % faster.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
     try:
 
         async def flush() -> None:
@@ -91,5 +96,6 @@ async def bulk_load(
             await flush()
         await connection.execute("ANALYZE events")
     finally:
+        gc.set_threshold(*thresholds)
         await connection.close()
     return written, list(heads), time.perf_counter() - started

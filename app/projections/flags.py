@@ -529,12 +529,14 @@ async def open_subjects_by(
 # The open deals (of $1) and every deal with events recorded after $3 (the read model is
 # ahead of the time asked): whether the read models alone place each in the week's review
 # (it changed stage in the week ($2, $3], or a flag of it is open).
-_WEEK_DEALS = """
-SELECT d.deal_id, d.owner, d.name, coalesce(d.last_recorded_at > $3, false) AS later,
-  coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false) AS moved,
+_LATER = "coalesce(d.last_recorded_at > $3, false)"
+_MOVED = "coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
+_OPEN_OF_OWNER = "d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
+_WEEK_DEALS = f"""
+SELECT d.deal_id, d.owner, d.name, {_LATER} AS later, {_MOVED} AS moved,
   d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL) AS flagged
 FROM deals d
-WHERE (d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)) OR d.last_recorded_at > $3
+WHERE ({_OPEN_OF_OWNER}) OR d.last_recorded_at > $3
 """
 
 
@@ -551,9 +553,8 @@ async def weekly_unsure(
         "SELECT deal_id, true AS later FROM deals WHERE last_recorded_at > $3"
         " UNION ALL"
         " SELECT d.deal_id, false FROM flag_subjects s JOIN deals d USING (deal_id)"
-        " WHERE s.due_at <= $4 AND d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
-        "  AND NOT coalesce(d.last_recorded_at > $3, false)"
-        "  AND NOT coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
+        f" WHERE s.due_at <= $4 AND {_OPEN_OF_OWNER} AND NOT {_LATER} AND NOT {_MOVED}"
+        # Probed per due deal (few), where the listing hashes every open flag once.
         "  AND NOT EXISTS (SELECT FROM deal_flags f"
         "   WHERE f.deal_id = d.deal_id AND f.cleared_at IS NULL)",
         owner,

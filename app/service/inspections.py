@@ -144,19 +144,16 @@ async def _weekly_now(
             if state.exists and state.status == ACTIVE and owner in (None, state.owner):
                 judged[deal_id] = subject
     catalog = await service.catalog_for([s.state for s in judged.values()])
-    raised = [
-        deal_id
-        for deal_id, s in judged.items()
-        if evaluate(s, at, flag_rules, catalog) or _why(s.state, [], since, at)
-    ]
+    flags_of = {deal_id: evaluate(s, at, flag_rules, catalog) for deal_id, s in judged.items()}
+    raised = [d for d, s in judged.items() if flags_of[d] or _why(s.state, [], since, at)]
     wanted, total = await weekly_page(connection, owner, since, at, raised, start, limit)
     page = await subjects_of(connection, [d for d in wanted if d not in judged])
-    page.update({d: judged[d] for d in wanted if d in judged})
     catalog = await service.catalog_for([s.state for s in page.values()])
+    flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in page.items()})
+    page.update({d: judged[d] for d in wanted if d in judged})
     chosen = []
     for deal_id in wanted:
-        subject = page[deal_id]
-        flags = evaluate(subject, at, flag_rules, catalog)
+        subject, flags = page[deal_id], flags_of[deal_id]
         chosen.append((subject, flags, _why(subject.state, flags, since, at)))
     reviews = await _reviews(service, chosen, since, at, coaching)
     return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=total)

@@ -51,6 +51,12 @@ DRIFTING: frozenset[str] = frozenset(
     }
 )
 """Kinds whose numbers grow as time passes (days in stage, days overdue...)."""
+TIMED: frozenset[str] = DRIFTING | {"nurture_resume_due"}
+"""Kinds time alone can raise between events (`next_change` says when); the others stand or
+not as the deal's last event left them."""
+UNTIMED_INPUTS: tuple[str, ...] = ("evidence", "stakeholders", "earned", "reopened")
+"""What of a deal's state only the kinds outside `TIMED` read (see `changed_kinds`): most of
+a stored subject, left out where only the timed rules judge it."""
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from app.domain.calibration import Calibration, Stay, calibrate
 from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
 from app.domain.errors import InvalidRequest
-from app.domain.flags import Flag, FlagRules, Subject, evaluate
+from app.domain.flags import TIMED, Flag, FlagRules, Subject, evaluate
 from app.domain.periods import Period
 from app.domain.pipeline import ACTIVE, Pipeline
 from app.domain.state import DealState, pipelines_named
@@ -133,24 +134,27 @@ async def _weekly_now(
     """The review as of now, its page picked in SQL: a deal with an open flag in the read
     model is flagged now too (time never clears a flag, events do, and the read model has
     them all), and one that changed stage in the week moved. Only deals time may have
-    flagged since the sweep last judged them are judged here, and then the page's deals."""
+    flagged since the sweep last judged them are judged here (for the kinds time raises:
+    any other would stand in the read model already), and then the page's deals in full."""
     since = at - WEEK
     unsure = await weekly_unsure(connection, owner, since, at)
-    judged = await subjects_of(connection, [deal_id for deal_id, later in unsure if not later])
+    replayed: dict[UUID, Subject] = {}
     for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open then
         if later:
             subject = await subject_as_of(service, deal_id, at)
             state = subject.state
             if state.exists and state.status == ACTIVE and owner in (None, state.owner):
-                judged[deal_id] = subject
-    catalog = await service.catalog_for([s.state for s in judged.values()])
-    flags_of = {deal_id: evaluate(s, at, flag_rules, catalog) for deal_id, s in judged.items()}
-    raised = [d for d, s in judged.items() if flags_of[d] or _why(s.state, [], since, at)]
+                replayed[deal_id] = subject
+    due = await subjects_of(connection, [d for d, later in unsure if not later], timed=True)
+    catalog = await service.catalog_for([s.state for s in (*replayed.values(), *due.values())])
+    flags_of = {d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()}
+    raised = [d for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
+    raised += [d for d, s in due.items() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)]
     wanted, total = await weekly_page(connection, owner, since, at, raised, start, limit)
-    page = await subjects_of(connection, [d for d in wanted if d not in judged])
+    page = await subjects_of(connection, [d for d in wanted if d not in replayed])
     catalog = await service.catalog_for([s.state for s in page.values()])
     flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in page.items()})
-    page.update({d: judged[d] for d in wanted if d in judged})
+    page.update({d: replayed[d] for d in wanted if d in replayed})
     chosen = []
     for deal_id in wanted:
         subject, flags = page[deal_id], flags_of[deal_id]

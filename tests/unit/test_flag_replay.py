@@ -11,9 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.errors import DomainError
-from app.domain.flags import FlagRules, Subject, advance, evaluate, next_change
+from app.domain.flags import (
+    TIMED,
+    UNTIMED_INPUTS,
+    FlagRules,
+    Subject,
+    advance,
+    evaluate,
+    next_change,
+)
 from app.domain.pipeline import BUILT_IN
-from app.domain.state import DealState, Recorded
+from app.domain.state import DealState, Recorded, replace
 from app.projections.flags import FlagRow, reconcile
 from app.projections.replay import DealFold
 from app.service.simulation import History, decide_step
@@ -130,3 +138,37 @@ def test_no_flag_is_raised_or_turns_critical_before_the_next_change(
             for t in [min(at + (until - at) * f, just_before) for f in fractions] + [just_before]:
                 later = {(f.kind, f.severity) for f in evaluate(subject, t, rules)}
                 assert later == now, (str(at), str(t), str(due))
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**20),
+    rules=st.builds(
+        FlagRules,
+        inactive_days=st.sampled_from([2.0, 7.0]),
+        stuck_blocker_days=st.sampled_from([3.0, 14.0]),
+    ),
+    days=st.lists(st.floats(0, 400), min_size=1, max_size=3),
+)
+def test_only_timed_kinds_change_with_time_and_they_read_no_untimed_input(
+    seed: int, rules: FlagRules, days: list[float]
+) -> None:
+    """What the weekly review relies on when it judges a due deal from part of its subject:
+    a flag of a kind outside TIMED stands later exactly as just after the deal's event, and
+    the TIMED kinds come out the same without the state's UNTIMED_INPUTS."""
+    for deal_id, events in histories(seed, deals=6).items():
+        subject = Subject(DealState(deal_id=deal_id))
+        for recorded in events:
+            subject = advance(subject, recorded, BUILT_IN)
+            at = recorded.recorded_at
+            untimed = [f for f in evaluate(subject, at, rules) if f.kind not in TIMED]
+            part = Subject(
+                replace(subject.state, **{name: {} for name in UNTIMED_INPUTS}),
+                subject.buyer_times,
+                subject.no_next_step_since,
+            )
+            for t in [at + timedelta(days=d) for d in days]:
+                flags = evaluate(subject, t, rules)
+                assert [f for f in flags if f.kind not in TIMED] == untimed
+                timed = [f for f in flags if f.kind in TIMED]
+                assert evaluate(part, t, rules, kinds=TIMED) == timed

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -296,6 +296,11 @@ async def _drop(engine: AsyncEngine, connection: AsyncConnection) -> None:
     await connection.invalidate()
     await connection.close()
     await engine.dispose(close=False)  # connections made before the outage are all suspect
+
+
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+"""Opens one more pooled connection (`driver_connection`), for queries of one request that
+can run side by side."""
 
 
 @asynccontextmanager

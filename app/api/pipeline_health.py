@@ -16,6 +16,7 @@ from app.api.csv_format import CSV_RESPONSE, TableFormat, csv_response, wants_cs
 from app.api.deps import (
     ConnectionDep,
     MinPosition,
+    ReadConnectDep,
     ReadConnectionDep,
     ServiceDep,
     ServicesDep,
@@ -122,6 +123,7 @@ class PipelineHealth(BaseModel):
 async def get_pipeline_health(
     request: Request,
     connection: ReadConnectionDep,
+    connect: ReadConnectDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -153,6 +155,7 @@ async def get_pipeline_health(
         pipeline=pipeline,
         period=Period.parse(period) if period else None,
         listed=limit,
+        connect=connect,
     )
     health = report.health
     if wants_csv(request, format):

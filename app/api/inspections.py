@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from app.api.auth import require
 from app.api.deps import (
     MinPosition,
+    ReadConnectDep,
     ReadConnectionDep,
     ServiceDep,
     ServicesDep,
@@ -150,6 +151,7 @@ def weekly_markdown(report: WeeklyInspection) -> str:
 )
 async def weekly(
     connection: ReadConnectionDep,
+    connect: ReadConnectDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -171,6 +173,7 @@ async def weekly(
         owner=owner,
         start=start,
         limit=limit,
+        connect=connect,
     )
     more = start + limit < report.total
     out = _weekly_out(report, encode_cursor({"i": start + limit}) if more else None)

@@ -527,17 +527,16 @@ async def open_subjects_by(
     ]
 
 
-# The open deals (of $1) and every deal with events recorded after $3 (the read model is
-# ahead of the time asked): whether the read models alone place each in the week's review
-# (it changed stage in the week ($2, $3], or a flag of it is open).
+# Whether the read models alone place a deal in the week's review ($2, $3]: an open deal
+# (of $1) whose events all came by $3 (else the read model is ahead of the time asked)
+# that changed stage in the week or has a flag open.
 _LATER = "coalesce(d.last_recorded_at > $3, false)"
 _MOVED = "coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
 _OPEN_OF_OWNER = "d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
-_WEEK_DEALS = f"""
-SELECT d.deal_id, d.owner, d.name, {_LATER} AS later, {_MOVED} AS moved,
-  d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL) AS flagged
-FROM deals d
-WHERE ({_OPEN_OF_OWNER}) OR d.last_recorded_at > $3
+_WEEK_LISTED = f"""
+SELECT d.deal_id, d.owner, d.name FROM deals d
+WHERE {_OPEN_OF_OWNER} AND NOT {_LATER}
+  AND ({_MOVED} OR d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL))
 """
 
 
@@ -576,33 +575,41 @@ async def weekly_unsure(
     return [(r["deal_id"], r["later"]) for r in rows]
 
 
-async def weekly_page(
+Listed = tuple[str, str, UUID]
+"""A deal's place in the week's review: (owner, name, id), compared as the review orders
+them (code point order, as Python sorts strings and PostgreSQL's "C" collation bytes)."""
+
+
+async def weekly_listing(
     connection: asyncpg.Connection,
     owner: str | None,
     since: datetime,
     at: datetime,
-    raised: Sequence[UUID],
-    start: int,
+    offset: int,
     limit: int | None,
-) -> tuple[list[UUID], int]:
-    """The week's review page: the deals that moved or are flagged by the read models, and
-    `raised` (judged so by the caller), ordered as the review lists them (owner, name, id;
-    code point order, as Python sorts) from the `start`th on, at most `limit`; and how many
-    there are in all."""
-    row = await connection.fetchrow(
-        f"WITH listed AS (SELECT deal_id, owner, name FROM ({_WEEK_DEALS}) w"
-        "  WHERE NOT later AND (moved OR flagged) OR deal_id = ANY($4::uuid[]))"
-        " SELECT (SELECT count(*) FROM listed) AS total,"
-        ' ARRAY(SELECT deal_id FROM listed ORDER BY owner COLLATE "C", name COLLATE "C",'
-        "  deal_id OFFSET $5 LIMIT $6) AS page",
+) -> tuple[list[Listed], int]:
+    """The deals the read models alone place in the week's review (moved, or a flag open),
+    in the review's order from the `offset`th on, at most `limit`; and how many there are
+    in all."""
+    rows = await connection.fetch(
+        f"WITH listed AS ({_WEEK_LISTED})"
+        " SELECT deal_id, owner, name, (SELECT count(*) FROM listed) AS total FROM listed"
+        ' ORDER BY owner COLLATE "C", name COLLATE "C", deal_id OFFSET $4 LIMIT $5',
         owner,
         since,
         at,
-        list(raised),
-        start,
+        offset,
         limit,
     )
-    return list(row["page"]), row["total"]
+    if not rows:  # a page past the end
+        total = await connection.fetchval(
+            f"SELECT count(*) FROM ({_WEEK_LISTED}) w",
+            owner,
+            since,
+            at,
+        )
+        return [], total
+    return [(r["owner"], r["name"], r["deal_id"]) for r in rows], rows[0]["total"]
 
 
 async def subjects_of(

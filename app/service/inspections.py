@@ -4,6 +4,7 @@ deals it lists, their streams up to the time asked."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from app.db import Connect
 from app.domain.calibration import Calibration, Stay, calibrate
 from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
 from app.domain.errors import InvalidRequest
@@ -28,7 +30,13 @@ from app.projections.analytics import (
     regressions,
 )
 from app.projections.blockers import BlockerCategory, blocker_categories
-from app.projections.flags import open_subjects_by, subjects_of, weekly_page, weekly_unsure
+from app.projections.flags import (
+    Listed,
+    open_subjects_by,
+    subjects_of,
+    weekly_listing,
+    weekly_unsure,
+)
 from app.service.deals import DealService
 from app.service.snapshots import subject_as_of
 
@@ -86,14 +94,18 @@ async def weekly(
     start: int = 0,
     limit: int | None = None,
     coaching: CoachingRules | None = None,
+    connect: Connect | None = None,
 ) -> WeeklyReport:
     """The open deals of `owner` (None: the team) that moved, stalled or are flagged in the
     week before `as_of` (default now), from the `start`th on, at most `limit`: each with its
-    week's changes, flags and coaching questions."""
+    week's changes, flags and coaching questions. `connect`: another connection, for the
+    listing as of now to run beside the judging of the deals it cannot place."""
     at = as_of or datetime.now(UTC)
     since = at - WEEK
     if as_of is None:
-        return await _weekly_now(connection, service, flag_rules, at, owner, start, limit, coaching)
+        return await _weekly_now(
+            connection, service, flag_rules, at, owner, start, limit, coaching, connect
+        )
     subjects = await _subjects(connection, service, at, owner)
     catalog = await service.catalog_for([s.state for s in subjects])
     listed: list[tuple[Subject, list[Flag], list[str]]] = []
@@ -130,27 +142,47 @@ async def _weekly_now(
     start: int,
     limit: int | None,
     coaching: CoachingRules | None,
+    connect: Connect | None,
 ) -> WeeklyReport:
-    """The review as of now, its page picked in SQL: a deal with an open flag in the read
-    model is flagged now too (time never clears a flag, events do, and the read model has
-    them all), and one that changed stage in the week moved. Only deals time may have
-    flagged since the sweep last judged them are judged here (for the kinds time raises:
-    any other would stand in the read model already), and then the page's deals in full."""
+    """The review as of now, listed in SQL: a deal with an open flag in the read model is
+    flagged now too (time never clears a flag, events do, and the read model has them all),
+    and one that changed stage in the week moved. Only deals time may have flagged since the
+    sweep last judged them are judged here (for the kinds time raises: any other would
+    stand in the read model already), beside the listing, and merged into it; then the
+    page's deals in full."""
     since = at - WEEK
     unsure = await weekly_unsure(connection, owner, since, at)
-    replayed: dict[UUID, Subject] = {}
-    for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open then
-        if later:
-            subject = await subject_as_of(service, deal_id, at)
-            state = subject.state
-            if state.exists and state.status == ACTIVE and owner in (None, state.owner):
-                replayed[deal_id] = subject
-    due = await subjects_of(connection, [d for d, later in unsure if not later], timed=True)
-    catalog = await service.catalog_for([s.state for s in (*replayed.values(), *due.values())])
-    flags_of = {d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()}
-    raised = [d for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
-    raised += [d for d, s in due.items() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)]
-    wanted, total = await weekly_page(connection, owner, since, at, raised, start, limit)
+    # The judged deals are not in the listing; at most len(unsure) of them come before the
+    # page, so the listing is read from that many places earlier.
+    offset = max(0, start - len(unsure))
+    size = None if limit is None else start + limit - offset
+
+    async def listing() -> tuple[list[Listed], int]:
+        if connect is None:
+            return await weekly_listing(connection, owner, since, at, offset, size)
+        async with connect() as other:
+            return await weekly_listing(other, owner, since, at, offset, size)
+
+    aside = asyncio.create_task(listing()) if connect is not None else None
+    try:
+        replayed: dict[UUID, Subject] = {}
+        for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open
+            if later:
+                subject = await subject_as_of(service, deal_id, at)
+                state = subject.state
+                if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+                    replayed[deal_id] = subject
+        due = await subjects_of(connection, [d for d, later in unsure if not later], timed=True)
+        catalog = await service.catalog_for([s.state for s in (*replayed.values(), *due.values())])
+        flags_of = {d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()}
+        raised = [s for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
+        raised += [s for s in due.values() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)]
+        listed, counted = await (aside or listing())
+    finally:
+        if aside is not None and not aside.done():
+            aside.cancel()
+            await asyncio.gather(aside, return_exceptions=True)
+    wanted = merged_page(listed, offset, [_place(s.state) for s in raised], start, limit)
     page = await subjects_of(connection, [d for d in wanted if d not in replayed])
     catalog = await service.catalog_for([s.state for s in page.values()])
     flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in page.items()})
@@ -160,7 +192,30 @@ async def _weekly_now(
         subject, flags = page[deal_id], flags_of[deal_id]
         chosen.append((subject, flags, _why(subject.state, flags, since, at)))
     reviews = await _reviews(service, chosen, since, at, coaching)
+    total = counted + len(raised)
     return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=total)
+
+
+def _place(state: DealState) -> Listed:
+    return (state.owner, state.name, state.deal_id)
+
+
+def merged_page(
+    listed: list[Listed], offset: int, raised: list[Listed], start: int, limit: int | None
+) -> list[UUID]:
+    """The ids from the `start`th on (at most `limit`) of the listing merged with `raised`
+    (deals not in it), given the listing from its `offset`th place on, `offset` at most
+    `start - len(raised)`: a raised deal before `listed[0]` is then before the page."""
+    if offset == 0:
+        merged, begin = sorted([*listed, *raised]), start
+    elif not listed:
+        return []  # the listing ends before `offset`: so does the merge before `start`
+    else:
+        ahead = sum(1 for r in raised if r < listed[0])
+        merged = sorted([*listed, *(r for r in raised if r >= listed[0])])
+        begin = start - offset - ahead
+    end = None if limit is None else begin + limit
+    return [deal_id for _, _, deal_id in merged[begin:end]]
 
 
 async def _reviews(

@@ -247,3 +247,47 @@ async def test_the_weekly_review_now_judges_a_deal_that_did_not_move_once_time_m
         assert report["deals"][0]["why"] == ["stalled", "flagged"]
         again = await inspection(deals, "weekly", as_of=report["as_of"])
         assert [d["deal_id"] for d in again["deals"]] == [ids["Quiet"]]
+
+
+async def test_weekly_pages_merge_the_listed_deals_with_those_judged_as_of_now(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    # A and C moved this week (listed by the read models); B and D did not, and time has
+    # flagged them since the sweep judged them (judged by the review); E was just touched.
+    settings = Settings(inactive_days=4 / 86400, flag_sweep_seconds=3600)
+    async with app_client(database_url, settings) as client:
+        deals = Deals(client)
+        step = {"description": "send the proposal", "due_date": "2099-01-01"}
+        ids = {}
+        for name in "ABCDE":
+            ids[name] = (await deals.open(name=name))["id"]
+            assert (await client.put(f"/v1/deals/{ids[name]}/next-step", json=step)).is_success
+        await asyncio.sleep(4.5)
+        reply = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
+        assert (await deals.command(ids["E"], "activities", reply)).status_code == 201
+        earlier = datetime.now(UTC) - 10 * DAY
+        still = [ids[name] for name in "BDE"]
+        await pg.execute(
+            "UPDATE deals SET stage_entered_at = $1 WHERE deal_id = ANY($2::uuid[])", earlier, still
+        )
+        await pg.execute(
+            "UPDATE flag_subjects SET subject = jsonb_set(subject, '{state,stage_entered_at}',"
+            " to_jsonb($1::text)) WHERE deal_id = ANY($2::uuid[])",
+            earlier.isoformat(),
+            still,
+        )
+        expected = [ids[name] for name in "ABCD"]
+        report = await inspection(deals, "weekly")
+        assert ([d["deal_id"] for d in report["deals"]], report["total"]) == (expected, 4)
+        for limit in (1, 3):
+            paged, cursor = [], None
+            while True:
+                more = {"cursor": cursor} if cursor else {}
+                page = await inspection(deals, "weekly", limit=limit, **more)
+                assert page["total"] == 4
+                paged += [d["deal_id"] for d in page["deals"]]
+                if not (cursor := page["next_cursor"]):
+                    break
+            assert paged == expected, limit
+        again = await inspection(deals, "weekly", as_of=report["as_of"])
+        assert [d["deal_id"] for d in again["deals"]] == expected

@@ -20,7 +20,9 @@ from app.domain.flags import TIMED, Flag, FlagRules, Subject, evaluate
 from app.domain.periods import Period
 from app.domain.pipeline import ACTIVE, Pipeline
 from app.domain.state import DealState, pipelines_named
+from app.events.log import RecordedEvent
 from app.events.recorded import to_recorded
+from app.events.store import read_streams_through
 from app.projections.analytics import (
     Filters,
     StageConversion,
@@ -116,7 +118,7 @@ async def weekly(
         if why:
             listed.append((subject, flags, why))
     stop = len(listed) if limit is None else start + limit
-    reviews = await _reviews(service, listed[start:stop], since, at, coaching)
+    reviews = await _reviews(connection, service, listed[start:stop], since, at, coaching)
     return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=len(listed))
 
 
@@ -191,7 +193,7 @@ async def _weekly_now(
     for deal_id in wanted:
         subject, flags = page[deal_id], flags_of[deal_id]
         chosen.append((subject, flags, _why(subject.state, flags, since, at)))
-    reviews = await _reviews(service, chosen, since, at, coaching)
+    reviews = await _reviews(connection, service, chosen, since, at, coaching)
     total = counted + len(raised)
     return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=total)
 
@@ -219,6 +221,7 @@ def merged_page(
 
 
 async def _reviews(
+    connection: asyncpg.Connection,
     service: DealService,
     chosen: list[tuple[Subject, list[Flag], list[str]]],
     since: datetime,
@@ -226,11 +229,16 @@ async def _reviews(
     coaching: CoachingRules | None,
 ) -> list[DealReview]:
     """Each chosen deal's review: its week's events and coaching questions, read from its
-    stream up to `at` (only the page's deals are read from the log)."""
+    stream up to `at` (only the page's deals are read from the log, in one query)."""
+    through = {subject.state.deal_id: subject.state.version for subject, _, _ in chosen}
+    streams: dict[UUID, list[RecordedEvent]] = {deal_id: [] for deal_id in through}
+    for event in await read_streams_through(connection, through):
+        if event.recorded_at <= at:
+            streams[event.stream_id].append(event)
     reviews = []
     for subject, flags, why in chosen:
         state = subject.state
-        stored = await service.store.read_stream(state.deal_id, recorded_up_to=at)
+        stored = streams[state.deal_id]
         history = [to_recorded(event) for event in stored]
         pipeline = state.pipeline_in(await service.catalog_holding(pipelines_named(history)))
         changes = [

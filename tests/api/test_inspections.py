@@ -282,7 +282,7 @@ async def test_weekly_pages_merge_the_listed_deals_with_those_judged_as_of_now(
         for limit in (1, 3):
             paged, cursor = [], None
             while True:
-                more = {"cursor": cursor} if cursor else {}
+                more: dict[str, str] = {"cursor": cursor} if cursor else {}
                 page = await inspection(deals, "weekly", limit=limit, **more)
                 assert page["total"] == 4
                 paged += [d["deal_id"] for d in page["deals"]]

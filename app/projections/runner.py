@@ -505,6 +505,7 @@ class ProjectionRunner:
                         applied,
                         time.monotonic() - started,
                     )
+                    held = 0.0  # the backoff below is for one wait, not for every one after
                     continue
                 if sweeping or time.monotonic() - ticked >= tick_seconds:
                     if not sweeping:
@@ -519,13 +520,17 @@ class ProjectionRunner:
                 # soon, backing off, instead of sleeping until the next poll.
                 if await _held_back(connection, projection.name):
                     held = min(held * 2, self.poll_interval) if held else 0.01
-                    await asyncio.sleep(held)
+                    await _wait_held_back(held)
                     continue
                 held = 0.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 if gather:
                     await asyncio.sleep(gather)
+
+
+async def _wait_held_back(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 async def _held_back(connection: asyncpg.Connection, name: str) -> bool:

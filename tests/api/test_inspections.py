@@ -4,6 +4,7 @@ flagged, with coaching questions raised by gaps and citing their data."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -214,32 +215,50 @@ async def test_the_weekly_review_now_lists_a_deal_time_flagged_since_the_last_sw
         assert again["total"] == report["total"]
 
 
+# Inactive after 4 s; the sweep (hourly here) judges each deal at its last event and stores
+# when time could next flag it: ~4 s later.
+QUICK = Settings(inactive_days=4 / 86400, flag_sweep_seconds=3600)
+
+
+async def _quiet_but_one(deals: Deals, names: Iterable[str], touched: str) -> dict[str, str]:
+    """Deals opened with a next step and left 4.5 s; then `touched` has buyer activity."""
+    step = {"description": "send the proposal", "due_date": "2099-01-01"}
+    ids = {}
+    for name in names:
+        ids[name] = (await deals.open(name=name))["id"]
+        put = await deals.client.put(f"/v1/deals/{ids[name]}/next-step", json=step)
+        assert put.status_code == 200
+    await asyncio.sleep(4.5)
+    reply = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
+    assert (await deals.command(ids[touched], "activities", reply)).status_code == 201
+    return ids
+
+
+async def _entered_long_ago(pg: asyncpg.Connection, ids: list[str]) -> None:
+    """As if these deals had not changed stage this week (set back 10 days in the read
+    models; no open flag of theirs changes)."""
+    earlier = datetime.now(UTC) - 10 * DAY
+    await pg.execute(
+        "UPDATE deals SET stage_entered_at = $1 WHERE deal_id = ANY($2::uuid[])", earlier, ids
+    )
+    await pg.execute(
+        "UPDATE flag_subjects SET subject = jsonb_set(subject, '{state,stage_entered_at}',"
+        " to_jsonb($1::text)) WHERE deal_id = ANY($2::uuid[])",
+        earlier.isoformat(),
+        ids,
+    )
+
+
 async def test_the_weekly_review_now_judges_a_deal_that_did_not_move_once_time_may_flag_it(
     database_url: str, pg: asyncpg.Connection
 ) -> None:
-    # Neither deal moved this week (their stage entry is set back 10 days in the read models)
-    # nor has an open flag; the sweep (hourly here) judged each at its last event, and stored
-    # when time could next flag it: ~4 s later. Quiet is past that, Busy was just touched.
-    settings = Settings(inactive_days=4 / 86400, flag_sweep_seconds=3600)
-    async with app_client(database_url, settings) as client:
+    # Neither deal moved this week nor has an open flag; Quiet is past the time the sweep
+    # stored, Busy was just touched.
+    async with app_client(database_url, QUICK) as client:
         deals = Deals(client)
-        step = {"description": "send the proposal", "due_date": "2099-01-01"}
-        ids = {}
-        for name in ("Quiet", "Busy"):
-            ids[name] = (await deals.open(name=name))["id"]
-            put = await client.put(f"/v1/deals/{ids[name]}/next-step", json=step)
-            assert put.status_code == 200
-        await asyncio.sleep(4.5)
-        reply = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
-        assert (await deals.command(ids["Busy"], "activities", reply)).status_code == 201
+        ids = await _quiet_but_one(deals, ("Quiet", "Busy"), touched="Busy")
         assert (await inspection(deals, "weekly"))["total"] == 2  # both moved, as recorded
-        earlier = datetime.now(UTC) - 10 * DAY
-        await pg.execute("UPDATE deals SET stage_entered_at = $1", earlier)
-        await pg.execute(
-            "UPDATE flag_subjects SET subject = jsonb_set(subject,"
-            " '{state,stage_entered_at}', to_jsonb($1::text))",
-            earlier.isoformat(),
-        )
+        await _entered_long_ago(pg, list(ids.values()))
         report = await inspection(deals, "weekly")
         assert [d["deal_id"] for d in report["deals"]] == [ids["Quiet"]]
         assert report["total"] == 1
@@ -254,28 +273,10 @@ async def test_weekly_pages_merge_the_listed_deals_with_those_judged_as_of_now(
 ) -> None:
     # A and C moved this week (listed by the read models); B and D did not, and time has
     # flagged them since the sweep judged them (judged by the review); E was just touched.
-    settings = Settings(inactive_days=4 / 86400, flag_sweep_seconds=3600)
-    async with app_client(database_url, settings) as client:
+    async with app_client(database_url, QUICK) as client:
         deals = Deals(client)
-        step = {"description": "send the proposal", "due_date": "2099-01-01"}
-        ids = {}
-        for name in "ABCDE":
-            ids[name] = (await deals.open(name=name))["id"]
-            assert (await client.put(f"/v1/deals/{ids[name]}/next-step", json=step)).is_success
-        await asyncio.sleep(4.5)
-        reply = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
-        assert (await deals.command(ids["E"], "activities", reply)).status_code == 201
-        earlier = datetime.now(UTC) - 10 * DAY
-        still = [ids[name] for name in "BDE"]
-        await pg.execute(
-            "UPDATE deals SET stage_entered_at = $1 WHERE deal_id = ANY($2::uuid[])", earlier, still
-        )
-        await pg.execute(
-            "UPDATE flag_subjects SET subject = jsonb_set(subject, '{state,stage_entered_at}',"
-            " to_jsonb($1::text)) WHERE deal_id = ANY($2::uuid[])",
-            earlier.isoformat(),
-            still,
-        )
+        ids = await _quiet_but_one(deals, "ABCDE", touched="E")
+        await _entered_long_ago(pg, [ids[name] for name in "BDE"])
         expected = [ids[name] for name in "ABCD"]
         report = await inspection(deals, "weekly")
         assert ([d["deal_id"] for d in report["deals"]], report["total"]) == (expected, 4)

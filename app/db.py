@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -16,11 +17,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from app.domain.errors import DatabaseUnavailable
 from app.settings import Settings
 
 log = logging.getLogger("dealledger.db")
+A = TypeVar("A")
+B = TypeVar("B")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -298,9 +302,43 @@ async def _drop(engine: AsyncEngine, connection: AsyncConnection) -> None:
     await engine.dispose(close=False)  # connections made before the outage are all suspect
 
 
-Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
-"""Opens one more pooled connection (`driver_connection`), for queries of one request that
-can run side by side."""
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection | None]]
+"""One more pooled connection for a request that holds one already (`spare_connection`),
+for queries that can run side by side; None: run them one after the other."""
+
+
+@asynccontextmanager
+async def spare_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection | None]:
+    """Another pooled connection while fewer than the pool's size are out, else None: under
+    load, requests each waiting for a second connection while holding their first could
+    hold every connection there is."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool) and pool.checkedout() >= pool.size():
+        yield None
+        return
+    async with driver_connection(engine) as connection:
+        yield connection
+
+
+async def side_by_side(
+    connection: asyncpg.Connection,
+    connect: Connect | None,
+    main: Callable[[asyncpg.Connection], Coroutine[Any, Any, A]],
+    aside: Callable[[asyncpg.Connection], Coroutine[Any, Any, B]],
+) -> tuple[A, B]:
+    """`main` on `connection` while `aside` runs on a spare connection from `connect`; one
+    after the other on `connection` when there is none (the same answers either way)."""
+    if connect is None:
+        return await main(connection), await aside(connection)
+    async with connect() as other:
+        if other is None:
+            return await main(connection), await aside(connection)
+        task = asyncio.create_task(aside(other))
+        try:
+            return await main(connection), await task
+        finally:
+            task.cancel()  # when `main` failed; retrieves its outcome either way
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from fastapi.dependencies.models import Dependant
 
 from app.api.auth import require
 from app.api.state import AppState, app_state
-from app.db import Connect, driver_connection
+from app.db import Connect, driver_connection, spare_connection
 from app.domain.decide import Actor
 from app.domain.errors import BadRequest, InvalidRequest, NotCaughtUp
 from app.events.store import EventStore
@@ -63,7 +63,7 @@ async def get_read_connection(services: ServicesDep) -> AsyncIterator[asyncpg.Co
 async def get_read_connect(services: ServicesDep) -> Connect:
     """Opens more pooled connections like `get_read_connection`'s, for a route whose
     queries can run side by side."""
-    return lambda: driver_connection(services.reads)
+    return lambda: spare_connection(services.reads)
 
 
 ConnectionDep = Annotated[asyncpg.Connection, Depends(get_connection)]

@@ -535,7 +535,7 @@ _MOVED = "coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
 _OPEN_OF_OWNER = "d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
 _WEEK_LISTED = f"""
 SELECT d.deal_id, d.owner, d.name FROM deals d
-WHERE {_OPEN_OF_OWNER} AND NOT {_LATER}
+WHERE {_OPEN_OF_OWNER} AND NOT {_LATER} AND d.deal_id <> ALL($4::uuid[])
   AND ({_MOVED} OR d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL))
 """
 
@@ -555,7 +555,7 @@ async def weekly_unsure(
     """The deals the read models cannot place in the week's review without judging them,
     each with whether its events run past `at` (the caller replays it to then). An open deal
     neither moved nor flagged is only unsure while time may have raised a flag of it since
-    the sweep last judged it (`timed_subjects_of` has what that takes): the sweep stores when
+    the sweep last judged it (`subjects_of(timed=True)` has what that takes): the sweep stores when
     that can next happen (`due_at`, None: never by time alone; a flag may stand up to `LATE`
     before it), under the same flag rules as the API's (due ones are found by index; few,
     but after a long pause of the sweep)."""
@@ -585,28 +585,28 @@ async def weekly_listing(
     owner: str | None,
     since: datetime,
     at: datetime,
+    unsure: Sequence[UUID],
     offset: int,
     limit: int | None,
 ) -> tuple[list[Listed], int]:
     """The deals the read models alone place in the week's review (moved, or a flag open),
-    in the review's order from the `offset`th on, at most `limit`; and how many there are
-    in all."""
+    but for those `unsure` (the caller judges them: a sweep may flag one between the two
+    reads), in the review's order from the `offset`th on, at most `limit`; and how many
+    there are in all."""
     rows = await connection.fetch(
         f"WITH listed AS ({_WEEK_LISTED})"
         " SELECT deal_id, owner, name, (SELECT count(*) FROM listed) AS total FROM listed"
-        ' ORDER BY owner COLLATE "C", name COLLATE "C", deal_id OFFSET $4 LIMIT $5',
+        ' ORDER BY owner COLLATE "C", name COLLATE "C", deal_id OFFSET $5 LIMIT $6',
         owner,
         since,
         at,
+        list(unsure),
         offset,
         limit,
     )
     if not rows:  # a page past the end
         total = await connection.fetchval(
-            f"SELECT count(*) FROM ({_WEEK_LISTED}) w",
-            owner,
-            since,
-            at,
+            f"SELECT count(*) FROM ({_WEEK_LISTED}) w", owner, since, at, list(unsure)
         )
         return [], total
     return [(r["owner"], r["name"], r["deal_id"]) for r in rows], rows[0]["total"]

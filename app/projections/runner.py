@@ -530,6 +530,7 @@ class ProjectionRunner:
 
 
 async def _wait_held_back(seconds: float) -> None:
+    """A function of its own so that a test can see the waits."""
     await asyncio.sleep(seconds)
 
 

@@ -4,7 +4,6 @@ deals it lists, their streams up to the time asked."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from app.db import Connect
+from app.db import Connect, side_by_side
 from app.domain.calibration import Calibration, Stay, calibrate
 from app.domain.coaching import CoachingRules, Question, last_contact, questions_for
 from app.domain.errors import InvalidRequest
@@ -158,32 +157,30 @@ async def _weekly_now(
     # page, so the listing is read from that many places earlier.
     offset = max(0, start - len(unsure))
     size = None if limit is None else start + limit - offset
+    replayed: dict[UUID, Subject] = {}
+    flags_of: dict[UUID, list[Flag]] = {}
 
-    async def listing() -> tuple[list[Listed], int]:
-        if connect is None:
-            return await weekly_listing(connection, owner, since, at, offset, size)
-        async with connect() as other:
-            return await weekly_listing(other, owner, since, at, offset, size)
-
-    aside = asyncio.create_task(listing()) if connect is not None else None
-    try:
-        replayed: dict[UUID, Subject] = {}
+    async def judged(own: asyncpg.Connection) -> list[Subject]:
+        """The unsure deals in the review, replayed to `at` (written since) or judged."""
         for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open
             if later:
                 subject = await subject_as_of(service, deal_id, at)
                 state = subject.state
                 if state.exists and state.status == ACTIVE and owner in (None, state.owner):
                     replayed[deal_id] = subject
-        due = await subjects_of(connection, [d for d, later in unsure if not later], timed=True)
+        due = await subjects_of(own, [d for d, later in unsure if not later], timed=True)
         catalog = await service.catalog_for([s.state for s in (*replayed.values(), *due.values())])
-        flags_of = {d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()}
+        flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()})
         raised = [s for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
-        raised += [s for s in due.values() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)]
-        listed, counted = await (aside or listing())
-    finally:
-        if aside is not None and not aside.done():
-            aside.cancel()
-            await asyncio.gather(aside, return_exceptions=True)
+        return raised + [
+            s for s in due.values() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)
+        ]
+
+    async def listing(other: asyncpg.Connection) -> tuple[list[Listed], int]:
+        ids = [deal_id for deal_id, _ in unsure]
+        return await weekly_listing(other, owner, since, at, ids, offset, size)
+
+    raised, (listed, counted) = await side_by_side(connection, connect, judged, listing)
     wanted = merged_page(listed, offset, [_place(s.state) for s in raised], start, limit)
     page = await subjects_of(connection, [d for d in wanted if d not in replayed])
     catalog = await service.catalog_for([s.state for s in page.values()])
@@ -229,7 +226,8 @@ async def _reviews(
     coaching: CoachingRules | None,
 ) -> list[DealReview]:
     """Each chosen deal's review: its week's events and coaching questions, read from its
-    stream up to `at` (only the page's deals are read from the log, in one query)."""
+    stream on `connection` (a read replica's, where one serves reads) up to the version its
+    subject has and to `at` (only the page's deals are read from the log, in one query)."""
     through = {subject.state.deal_id: subject.state.version for subject, _, _ in chosen}
     streams: dict[UUID, list[RecordedEvent]] = {deal_id: [] for deal_id in through}
     for event in await read_streams_through(connection, through):

@@ -7,9 +7,14 @@ import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
+import pytest
 
+from app.projections.flags import sweep, weekly_unsure
+from app.projections.registry import rules_of
+from app.service import inspections
 from app.settings import Settings
 from tests.api.conftest import MANAGER, Deals, criteria_of
 from tests.support import app_client
@@ -292,3 +297,27 @@ async def test_weekly_pages_merge_the_listed_deals_with_those_judged_as_of_now(
             assert paged == expected, limit
         again = await inspection(deals, "weekly", as_of=report["as_of"])
         assert [d["deal_id"] for d in again["deals"]] == expected
+
+
+async def test_a_sweep_between_the_weekly_reviews_reads_lists_no_deal_twice(
+    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # B and D are judged by the review; the projector's sweep flags them in the read models
+    # just after the review found them unsure, before it lists the rest.
+    async with app_client(database_url, QUICK) as client:
+        deals = Deals(client)
+        ids = await _quiet_but_one(deals, "ABCDE", touched="E")
+        await _entered_long_ago(pg, [ids[name] for name in "BDE"])
+        unsure = weekly_unsure
+
+        async def then_swept(
+            connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
+        ) -> list[tuple[UUID, bool]]:
+            found = await unsure(connection, owner, since, at)
+            assert await sweep(pg, at, rules_of(QUICK)) > 0
+            return found
+
+        monkeypatch.setattr(inspections, "weekly_unsure", then_swept)
+        report = await inspection(deals, "weekly")
+        listed = [d["deal_id"] for d in report["deals"]]
+        assert (listed, report["total"]) == ([ids[name] for name in "ABCD"], 4)

@@ -535,7 +535,8 @@ _MOVED = "coalesce(d.stage_entered_at > $2 AND d.stage_entered_at <= $3, false)"
 _OPEN_OF_OWNER = "d.status = 'open' AND ($1::text IS NULL OR d.owner = $1)"
 _WEEK_LISTED = f"""
 SELECT d.deal_id, d.owner, d.name FROM deals d
-WHERE {_OPEN_OF_OWNER} AND NOT {_LATER} AND d.deal_id <> ALL($4::uuid[])
+WHERE {_OPEN_OF_OWNER} AND NOT {_LATER}
+  AND d.deal_id NOT IN (SELECT unnest($4::uuid[]))  -- hashed once, not scanned per row
   AND ({_MOVED} OR d.deal_id IN (SELECT f.deal_id FROM deal_flags f WHERE f.cleared_at IS NULL))
 """
 

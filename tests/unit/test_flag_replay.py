@@ -96,6 +96,15 @@ def test_judging_only_changed_rules_gives_the_rows_of_judging_every_rule(
         assert fold.flags == expected
 
 
+# Thresholds short enough for the generated histories to cross them often.
+SHORT_RULES = st.builds(
+    FlagRules,
+    inactive_days=st.sampled_from([2.0, 7.0]),
+    ghosting_multiplier=st.sampled_from([1.5, 3.0]),
+    stuck_blocker_days=st.sampled_from([3.0, 14.0]),
+)
+
+
 def test_the_generated_histories_raise_and_clear_flags_of_every_time_rule() -> None:
     rows = [
         row
@@ -110,12 +119,7 @@ def test_the_generated_histories_raise_and_clear_flags_of_every_time_rule() -> N
 @settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**20),
-    rules=st.builds(
-        FlagRules,
-        inactive_days=st.sampled_from([2.0, 7.0]),
-        ghosting_multiplier=st.sampled_from([1.5, 3.0]),
-        stuck_blocker_days=st.sampled_from([3.0, 14.0]),
-    ),
+    rules=SHORT_RULES,
     fractions=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=4),
 )
 def test_no_flag_is_raised_or_turns_critical_before_the_next_change(
@@ -143,11 +147,7 @@ def test_no_flag_is_raised_or_turns_critical_before_the_next_change(
 @settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**20),
-    rules=st.builds(
-        FlagRules,
-        inactive_days=st.sampled_from([2.0, 7.0]),
-        stuck_blocker_days=st.sampled_from([3.0, 14.0]),
-    ),
+    rules=SHORT_RULES,
     days=st.lists(st.floats(0, 400), min_size=1, max_size=3),
 )
 def test_only_timed_kinds_change_with_time_and_they_read_no_untimed_input(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import rfc8785
 
 from app.domain.errors import InvalidEventData
@@ -27,7 +28,11 @@ def utc_text(moment: datetime) -> str:
     """One fixed UTC format, microsecond precision (PostgreSQL's timestamptz resolution)."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must carry a UTC offset")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # strftime writes such years unpadded, isoformat pads them
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is C; strftime was a twentieth of a batch ingest's time.
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _as_json_number_domain(value: Any) -> Any:
@@ -58,14 +63,19 @@ def _plain(value: Any) -> bool:
     return False
 
 
+# Sorted-key compact UTF-8: on plain values (see `_plain`) the same bytes as `json.dumps`
+# with sort_keys, ensure_ascii=False and tight separators (a property test holds them
+# equal), ~8x faster; the stdlib encoder was a tenth of a batch ingest's time.
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
 def canonical_json(document: Any) -> bytes:
-    """RFC 8785 bytes of a JSON document. The C json encoder gives the same bytes for the
-    documents events hold, ~10x faster than the pure-Python rfc8785 package (the append and
-    rebuild hot path); anything outside that subset goes to rfc8785."""
+    """RFC 8785 bytes of a JSON document. A sorted-key C encoder gives the same bytes for
+    the documents events hold, far faster than the pure-Python rfc8785 package (the append
+    and verify hot path); anything outside that subset goes to rfc8785."""
     if _plain(document):
         try:
-            text = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            return text.encode("utf-8")
+            return _SORTED.encode(document)
         except UnicodeEncodeError:
             pass  # a lone surrogate: let rfc8785 say what it says about it
     encoded: bytes = rfc8785.dumps(_as_json_number_domain(document))
@@ -167,9 +177,6 @@ def json_text(value: Any) -> str:
     return text
 
 
-_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
 def _plain_event(
     stream_id: UUID, version: int, event: NewEvent, occurred_text: str, recorded_text: str
 ) -> tuple[str, str, bytes] | None:
@@ -179,20 +186,26 @@ def _plain_event(
     trip of each. None when not plain: `_encoded` takes the general way."""
     if not (_plain(event.data) and _plain(event.metadata) and _plain(event.type)):
         return None
-    data_text, metadata_text = _SORTED.encode(event.data), _SORTED.encode(event.metadata)
-    if "\\u0000" in data_text or "\\u0000" in metadata_text:
-        return None  # json_text says what is wrong
-    # The document's keys in sorted order, each value as canonical_json writes it.
-    text = (
-        f'{{"data":{data_text},"event_id":"{event.event_id}","metadata":{metadata_text},'
-        f'"occurred_at":"{occurred_text}","recorded_at":"{recorded_text}",'
-        f'"schema_version":{int(event.schema_version)},"stream_id":"{stream_id}",'
-        f'"type":{json.dumps(event.type, ensure_ascii=False)},"version":{int(version)}}}'
-    )
     try:
-        return data_text, metadata_text, text.encode("utf-8")
+        data_bytes, metadata_bytes = _SORTED.encode(event.data), _SORTED.encode(event.metadata)
     except UnicodeEncodeError:
         return None  # a lone surrogate: the general way refuses it as before
+    if b"\\u0000" in data_bytes or b"\\u0000" in metadata_bytes:
+        return None  # json_text says what is wrong
+    # The document's keys in sorted order, each value as canonical_json writes it.
+    canonical = b"".join(
+        (
+            b'{"data":',
+            data_bytes,
+            f',"event_id":"{event.event_id}","metadata":'.encode(),
+            metadata_bytes,
+            f',"occurred_at":"{occurred_text}","recorded_at":"{recorded_text}",'
+            f'"schema_version":{int(event.schema_version)},"stream_id":"{stream_id}","type":'.encode(),
+            _SORTED.encode(event.type),
+            f',"version":{int(version)}}}'.encode(),
+        )
+    )
+    return data_bytes.decode(), metadata_bytes.decode(), canonical
 
 
 def expected_hash(event: RecordedEvent, prev_hash: bytes | None) -> bytes:

@@ -135,3 +135,13 @@ def test_encoded_events_hash_what_reads_back_whichever_way_they_were_encoded(
         hash=digest,
     )
     assert digest == expected_hash(stored, b"p" * 32)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+)
+def test_utc_text_is_the_fixed_utc_format_at_every_year_and_offset(moment: datetime) -> None:
+    """The hashed times' text: one format whichever way it is produced (any year, offset)."""
+    assert utc_text(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -318,8 +318,8 @@ async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadR
     from app.service.simulation import lay_down_history
 
     engine = create_engine(url, pool_size=2)
+    store = EventStore(engine)
     try:
-        store = EventStore(engine)
         existing = await store.count()
         if existing:
             return WorkloadResult(), existing
@@ -344,6 +344,7 @@ async def _demo(url: str, deals: int, seed: int, days: float) -> tuple[WorkloadR
         await _with_connection(url, lambda connection: set_quarter_targets(connection, end))
         return result, 0
     finally:
+        await store.followers.settled()
         await engine.dispose()
 
 
@@ -601,9 +602,11 @@ cli.add_typer(pipelines_cli, name="pipelines")
 
 async def _pipeline_work(url: str, work: Callable[[PipelineService], Awaitable[T]]) -> T:
     engine = create_engine(url, pool_size=2)
+    store = EventStore(engine)
     try:
-        return await work(PipelineService(DealService(EventStore(engine))))
+        return await work(PipelineService(DealService(store)))
     finally:
+        await store.followers.settled()  # the projectors' wake, sent before disposing
         await engine.dispose()
 
 

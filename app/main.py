@@ -110,6 +110,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await supervisor
             with contextlib.suppress(TimeoutError):  # bounded too: never hang a shutdown
+                await asyncio.wait_for(services.store.followers.settled(), timeout=10)
                 await asyncio.wait_for(engine.dispose(), timeout=10)
                 if read_engine is not None:
                     await asyncio.wait_for(read_engine.dispose(), timeout=10)

@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
         writes = await fresh_database(server, "dealledger_bench_writes")
         for writers, commands in ((1, 300 if quick else 3000), (16, 800 if quick else 12000)):
             console.print(f"append: {writers} writer(s), {commands} commands")
-            rows.append(await scenarios.append(writes, writers, commands))
+            rows.append(await scenarios.append(writes, writers, commands, 1 if quick else 3))
         async with scenarios.servers(writes) as (ours, floor):
             console.print("batch ingest")
             rows.append(await scenarios.batch_ingest(writes, ours, 8 if quick else 80))

@@ -50,9 +50,12 @@ async def open_deals(service: DealService, count: int) -> list[uuid.UUID]:
     return ids
 
 
-async def append(url: str, writers: int, commands: int) -> Row:
-    """One command = load the deal, decide, append (the service's path), on distinct deals."""
-    engine = create_engine(url, pool_size=writers)
+async def append(url: str, writers: int, commands: int, rounds: int = 3) -> Row:
+    """One command = load the deal, decide, append (the service's path), on distinct deals.
+    Rounds alternate with the floor's, and the median round of each counts: a single round
+    of each read 38 % in one full run and 56-67 % in others of the same code."""
+    # One connection more than the writers: the store wakes the log's followers on its own.
+    engine = create_engine(url, pool_size=writers + 1)
     service = DealService(EventStore(engine), heads=HeadCache())
     per_writer = max(1, commands // writers // 20)  # each deal ends with ~20 more events
     deals = await open_deals(service, writers * per_writer)
@@ -60,9 +63,13 @@ async def append(url: str, writers: int, commands: int) -> Row:
     async def ours(w: int, i: int) -> None:
         await service.execute(deals[w * per_writer + i % per_writer], activity(), AS_REP)
 
-    mine = await concurrently(writers, commands, ours)
+    mine_rounds, floor_rounds = [], []
+    for _ in range(rounds):
+        mine_rounds.append(await concurrently(writers, commands // rounds, ours))
+        floor_rounds.append(await _raw_inserts(url, writers, commands // rounds))
     await engine.dispose()
-    floor = await _raw_inserts(url, writers, commands)
+    mine = sorted(mine_rounds, key=lambda r: r.rate)[rounds // 2]
+    floor = sorted(floor_rounds, key=lambda r: r.rate)[rounds // 2]
     return Row(
         f"append, single command, {writers} writer{'s' if writers > 1 else ''}",
         mine.rate,
@@ -72,6 +79,7 @@ async def append(url: str, writers: int, commands: int) -> Row:
         mine.percentile(0.99),
         floor.percentile(0.99),
         target="≥ 60% of floor" + ("; p99 ≤ 15 ms" if writers == 16 else ""),
+        note=f"median of {rounds} alternating rounds",
     )
 
 
@@ -287,7 +295,7 @@ async def projection_lag(url: str, seconds: float, writers: int = 8) -> Row:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    engine = create_engine(url, pool_size=writers)
+    engine = create_engine(url, pool_size=writers + 1)
     service = DealService(EventStore(engine), heads=HeadCache())
     deals = await open_deals(service, writers * 10)
     watcher = await asyncpg.connect(asyncpg_dsn(url))

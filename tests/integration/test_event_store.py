@@ -248,3 +248,30 @@ async def test_append_at_head_hashes_with_the_database_clock_in_any_time_zone(
     finally:
         await engine.dispose()
         await pg.execute(f'ALTER DATABASE "{database}" RESET TimeZone')
+
+
+async def test_appends_wake_the_logs_followers_without_waiting_for_it(
+    store: EventStore, pg: asyncpg.Connection
+) -> None:
+    """Projectors LISTEN on `events`: every burst of appends is followed by a NOTIFY, sent
+    after the appends return (one at a time, covering every append made meanwhile)."""
+    woken: asyncio.Queue[str] = asyncio.Queue()
+
+    def heard(*args: object) -> None:
+        woken.put_nowait(str(args[2]))
+
+    await pg.add_listener("events", heard)
+    try:
+        deals = [uuid.uuid4() for _ in range(8)]
+        await asyncio.gather(
+            *(store.append(deal, 0, [NewEvent("BuyerActivityRecorded", {})]) for deal in deals)
+        )
+        await store.followers.settled()
+        assert await asyncio.wait_for(woken.get(), timeout=10) == "events"
+        await asyncio.sleep(0.2)  # any further wakes arrive meanwhile
+        assert 1 + woken.qsize() <= len(deals)  # coalesced: never more wakes than appends
+        await store.append(deals[0], 1, [NewEvent("BuyerActivityRecorded", {})])
+        await store.followers.settled()
+        assert await asyncio.wait_for(woken.get(), timeout=10) == "events"
+    finally:
+        await pg.remove_listener("events", heard)

@@ -78,7 +78,8 @@ class InMemoryEventStore:
         if current != version:
             if known := self._known(stream_id, events):
                 return AppendResult(stream_id, current, known, duplicate=True)
-            raise VersionConflict(stream_id, version, current)
+            missed = [event for event in stream if event.version > version]
+            raise VersionConflict(stream_id, version, current, missed)
         if lost := sorted(claim for claim in claims if claim in self.claimed):
             raise ClaimedElsewhere(lost)
         result = await self.append(stream_id, version, events, recorded_at=recorded_at)

@@ -65,13 +65,22 @@ class Checkpoint:
 class VersionConflict(Exception):
     """The stream moved on since the caller read it: re-read and decide again."""
 
-    def __init__(self, stream_id: UUID, expected_version: int | None, actual_version: int) -> None:
+    def __init__(
+        self,
+        stream_id: UUID,
+        expected_version: int | None,
+        actual_version: int,
+        missed: list[RecordedEvent] | None = None,
+    ) -> None:
         super().__init__(
             f"stream {stream_id} is at version {actual_version}, expected {expected_version}"
         )
         self.stream_id = stream_id
         self.expected_version = expected_version
         self.actual_version = actual_version
+        self.missed = missed
+        """The events after `expected_version` when the conflict was found, when read with
+        it: the caller catches up on them without reading the stream again."""
 
 
 class ClaimedElsewhere(Exception):

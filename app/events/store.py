@@ -80,6 +80,18 @@ LEFT JOIN LATERAL (
 ) AS head ON true
 """
 
+# After a lost race: which of our event ids the stream holds already, and the events after
+# the version we decided on (one row of NULLs when there are none).
+_LOST_RACE_SQL = f"""
+SELECT known.positions AS known_positions, later.*
+FROM (SELECT coalesce(array_agg(position ORDER BY version), '{{}}') AS positions
+        FROM events WHERE stream_id = $1 AND event_id = ANY($2::uuid[])) AS known
+LEFT JOIN LATERAL (
+    SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version > $3
+) AS later ON true
+ORDER BY later.version
+"""
+
 _INSERT_SQL = """
 INSERT INTO events (stream_id, version, event_id, type, schema_version, data, metadata,
                     occurred_at, recorded_at, prev_hash, hash)
@@ -451,11 +463,21 @@ class EventStore:
         expected_version: int | None,
         events: Sequence[NewEvent],
     ) -> AppendResult:
-        head = await connection.fetchrow(_HEAD_SQL, stream_id, [e.event_id for e in events])
-        current_version: int = head["version"] or 0
-        if head["known_positions"]:
-            return AppendResult(stream_id, current_version, list(head["known_positions"]), True)
-        raise VersionConflict(stream_id, expected_version, current_version)
+        ids = [e.event_id for e in events]
+        if expected_version is None:
+            head = await connection.fetchrow(_HEAD_SQL, stream_id, ids)
+            if head["known_positions"]:
+                positions = list(head["known_positions"])
+                return AppendResult(stream_id, head["version"] or 0, positions, True)
+            raise VersionConflict(stream_id, expected_version, head["version"] or 0)
+        # The events the caller missed come back in the same round trip: with several
+        # processes most conflicts are a stale cached head, caught up without another read.
+        rows = await connection.fetch(_LOST_RACE_SQL, stream_id, ids, expected_version)
+        missed = [record_of(row) for row in rows if row["position"] is not None]
+        current_version = missed[-1].version if missed else expected_version
+        if rows[0]["known_positions"]:
+            return AppendResult(stream_id, current_version, list(rows[0]["known_positions"]), True)
+        raise VersionConflict(stream_id, expected_version, current_version, missed)
 
     async def stream_version(self, stream_id: UUID) -> int:
         async with driver_connection(self.engine) as connection:

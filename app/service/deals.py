@@ -139,13 +139,21 @@ class DealService:
         return state, head_hash, events
 
     async def _catch_up(
-        self, deal_id: UUID, state: DealState, head_hash: bytes | None
+        self,
+        deal_id: UUID,
+        state: DealState,
+        head_hash: bytes | None,
+        missed: list[RecordedEvent] | None = None,
     ) -> tuple[DealState, bytes | None]:
         """`state` (read from the log or cached, at its version) brought to the log's head
-        by the events after it; cached as the new head."""
+        by the events after it (`missed`: as a lost race already read them); cached as the
+        new head."""
         if not state.exists:
             return (await self._read_head(deal_id))[:2]
-        events = await self.store.read_stream(deal_id, after_version=state.version)
+        if missed is None:
+            events = await self.store.read_stream(deal_id, after_version=state.version)
+        else:
+            events = missed
         if not events:
             return state, head_hash
         history = [to_recorded(event) for event in events]
@@ -220,15 +228,16 @@ class DealService:
         # log holds after the head it decided on (another process's few appends), not the
         # whole stream: with N processes most commands land where another one appended.
         behind: tuple[DealState, bytes | None] | None = None
+        missed: list[RecordedEvent] | None = None  # what a lost race read after `behind`
         for _ in range(MAX_ATTEMPTS):
             cached = self.heads.get(deal_id) if behind is None else None
             if cached is not None:
                 state, head_hash = cached
             elif behind is not None:
-                state, head_hash = await self._catch_up(deal_id, *behind)
+                state, head_hash = await self._catch_up(deal_id, *behind, missed)
             else:
                 state, head_hash = (await self._read_head(deal_id))[:2]
-            behind = (state, head_hash)  # whatever happens next, a next attempt reads on
+            behind, missed = (state, head_hash), None  # a next attempt reads on from here
             if expected_version is not None and state.version != expected_version:
                 if cached is not None:
                     continue
@@ -262,12 +271,13 @@ class DealService:
                     new_events,
                     recorded_at=now if self.clock else None,
                 )
-            except VersionConflict:
+            except VersionConflict as conflict:
                 self.heads.forget(deal_id)
                 if expected_version is not None:
                     raise PreconditionFailed(
                         "deal changed while the command was decided", current_version=None
                     ) from None
+                missed = conflict.missed
                 continue
             if result.duplicate:
                 if cached is not None:

@@ -275,3 +275,30 @@ async def test_appends_wake_the_logs_followers_without_waiting_for_it(
         assert await asyncio.wait_for(woken.get(), timeout=10) == "events"
     finally:
         await pg.remove_listener("events", heard)
+
+
+async def test_a_lost_race_returns_the_events_the_loser_missed(store: EventStore) -> None:
+    """Another process appended after the head this one knew: the conflict carries the
+    events after that head (as a read would give them), so the loser catches up on them."""
+    deal = uuid.uuid4()
+    first = await store.append_at_head(deal, 0, None, [NewEvent("BuyerActivityRecorded", {})])
+    moved = await store.append_at_head(
+        deal,
+        1,
+        first.head_hash,
+        [NewEvent("BuyerActivityRecorded", {"n": n}) for n in range(2)],
+    )
+    for stale in (
+        [NewEvent("BuyerActivityRecorded", {"late": True})],
+        [NewEvent("BuyerActivityRecorded", {"late": n}) for n in range(2)],
+    ):
+        with pytest.raises(VersionConflict) as conflict:
+            await store.append_at_head(deal, 1, first.head_hash, stale)
+        assert conflict.value.actual_version == moved.stream_version == 3
+        assert conflict.value.missed == await store.read_stream(deal, after_version=1)
+    # An event the stream holds already, sent again at its head: the original, no conflict.
+    (original,) = await store.read_stream(deal, up_to_version=1)
+    again = NewEvent("BuyerActivityRecorded", {}, original.event_id)
+    for head in (1, 3):  # on a stale head and on the current one
+        retried = await store.append_at_head(deal, head, None, [again])
+        assert retried.duplicate and retried.positions == [original.position]

@@ -10,10 +10,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -56,6 +56,16 @@ def _exit_cleanly_on_sigterm() -> None:
     """SIGTERM exits like Ctrl-C would, so exit handlers run (they stop the embedded
     PostgreSQL this process started). uvicorn re-raises the signal after its own shutdown."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+async def _until_terminated(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until SIGTERM cancels it at an await. The handler that raises SystemExit
+    wherever Python happens to be could land inside asyncpg's protocol callback: the
+    cancelled tasks then waited forever on a reply it had half read (seen under load)."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _database_url() -> str:
@@ -208,7 +218,7 @@ def project() -> None:
     configure_logging(settings.log_format)
     settle_heap()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner.run())
+        asyncio.run(_until_terminated(runner.run()))
 
 
 async def _rebuild(

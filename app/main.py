@@ -109,8 +109,9 @@ def create_app(
                 supervisor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await supervisor
+            with contextlib.suppress(TimeoutError):  # the projectors' last wake, if on its way
+                await asyncio.wait_for(services.store.followers.settled(), timeout=5)
             with contextlib.suppress(TimeoutError):  # bounded too: never hang a shutdown
-                await asyncio.wait_for(services.store.followers.settled(), timeout=10)
                 await asyncio.wait_for(engine.dispose(), timeout=10)
                 if read_engine is not None:
                     await asyncio.wait_for(read_engine.dispose(), timeout=10)

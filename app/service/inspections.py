@@ -152,45 +152,54 @@ async def _weekly_now(
     stand in the read model already), beside the listing, and merged into it; then the
     page's deals in full."""
     since = at - WEEK
-    unsure = await weekly_unsure(connection, owner, since, at)
-    # The judged deals are not in the listing; at most len(unsure) of them come before the
-    # page, so the listing is read from that many places earlier.
-    offset = max(0, start - len(unsure))
-    size = None if limit is None else start + limit - offset
-    replayed: dict[UUID, Subject] = {}
-    flags_of: dict[UUID, list[Flag]] = {}
+    # Every read sees one snapshot: a deal whose event was projected between the first two
+    # would be neither unsure in the first nor listed in the second (it leaves "later" out).
+    async with connection.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
+        unsure = await weekly_unsure(connection, owner, since, at)
+        # The judged deals are not in the listing; at most len(unsure) of them come before the
+        # page, so the listing is read from that many places earlier.
+        offset = max(0, start - len(unsure))
+        size = None if limit is None else start + limit - offset
+        replayed: dict[UUID, Subject] = {}
+        flags_of: dict[UUID, list[Flag]] = {}
 
-    async def judged(own: asyncpg.Connection) -> list[Subject]:
-        """The unsure deals in the review, replayed to `at` (written since) or judged."""
-        for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open
-            if later:
-                subject = await subject_as_of(service, deal_id, at)
-                state = subject.state
-                if state.exists and state.status == ACTIVE and owner in (None, state.owner):
-                    replayed[deal_id] = subject
-        due = await subjects_of(own, [d for d, later in unsure if not later], timed=True)
-        catalog = await service.catalog_for([s.state for s in (*replayed.values(), *due.values())])
-        flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()})
-        raised = [s for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
-        return raised + [
-            s for s in due.values() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)
-        ]
+        async def judged(own: asyncpg.Connection) -> list[Subject]:
+            """The unsure deals in the review, replayed to `at` (written since) or judged."""
+            for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open
+                if later:
+                    subject = await subject_as_of(service, deal_id, at)
+                    state = subject.state
+                    if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+                        replayed[deal_id] = subject
+            due = await subjects_of(own, [d for d, later in unsure if not later], timed=True)
+            judging = (*replayed.values(), *due.values())
+            catalog = await service.catalog_for([s.state for s in judging])
+            flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in replayed.items()})
+            raised = [s for d, s in replayed.items() if flags_of[d] or _why(s.state, [], since, at)]
+            return raised + [
+                s for s in due.values() if evaluate(s, at, flag_rules, catalog, kinds=TIMED)
+            ]
 
-    async def listing(other: asyncpg.Connection) -> tuple[list[Listed], int]:
-        ids = [deal_id for deal_id, _ in unsure]
-        return await weekly_listing(other, owner, since, at, ids, offset, size)
+        async def listing(other: asyncpg.Connection) -> tuple[list[Listed], int]:
+            ids = [deal_id for deal_id, _ in unsure]
+            if other is connection:  # no spare connection: in the same transaction
+                return await weekly_listing(other, owner, since, at, ids, offset, size)
+            async with other.transaction(isolation="repeatable_read", readonly=True):
+                await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                return await weekly_listing(other, owner, since, at, ids, offset, size)
 
-    raised, (listed, counted) = await side_by_side(connection, connect, judged, listing)
-    wanted = merged_page(listed, offset, [_place(s.state) for s in raised], start, limit)
-    page = await subjects_of(connection, [d for d in wanted if d not in replayed])
-    catalog = await service.catalog_for([s.state for s in page.values()])
-    flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in page.items()})
-    page.update({d: replayed[d] for d in wanted if d in replayed})
-    chosen = []
-    for deal_id in wanted:
-        subject, flags = page[deal_id], flags_of[deal_id]
-        chosen.append((subject, flags, _why(subject.state, flags, since, at)))
-    reviews = await _reviews(connection, service, chosen, since, at, coaching)
+        raised, (listed, counted) = await side_by_side(connection, connect, judged, listing)
+        wanted = merged_page(listed, offset, [_place(s.state) for s in raised], start, limit)
+        page = await subjects_of(connection, [d for d in wanted if d not in replayed])
+        catalog = await service.catalog_for([s.state for s in page.values()])
+        flags_of.update({d: evaluate(s, at, flag_rules, catalog) for d, s in page.items()})
+        page.update({d: replayed[d] for d in wanted if d in replayed})
+        chosen = []
+        for deal_id in wanted:
+            subject, flags = page[deal_id], flags_of[deal_id]
+            chosen.append((subject, flags, _why(subject.state, flags, since, at)))
+        reviews = await _reviews(connection, service, chosen, since, at, coaching)
     total = counted + len(raised)
     return WeeklyReport(as_of=at, since=since, owner=owner, deals=reviews, total=total)
 

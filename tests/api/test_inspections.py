@@ -17,7 +17,7 @@ from app.projections.registry import rules_of
 from app.service import inspections
 from app.settings import Settings
 from tests.api.conftest import MANAGER, Deals, criteria_of
-from tests.support import app_client
+from tests.support import app_client, caught_up
 
 DAY = timedelta(days=1)
 
@@ -318,6 +318,33 @@ async def test_a_sweep_between_the_weekly_reviews_reads_lists_no_deal_twice(
             return found
 
         monkeypatch.setattr(inspections, "weekly_unsure", then_swept)
+        report = await inspection(deals, "weekly")
+        listed = [d["deal_id"] for d in report["deals"]]
+        assert (listed, report["total"]) == ([ids[name] for name in "ABCD"], 4)
+
+
+async def test_a_deal_written_to_between_the_weekly_reviews_reads_is_still_listed(
+    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A and C moved this week and are listed by the read models; A gets an activity, projected
+    # just after the review looked for deals written to since it began (it was not yet).
+    async with app_client(database_url, QUICK) as client:
+        deals = Deals(client)
+        ids = await _quiet_but_one(deals, "ABCDE", touched="E")
+        await _entered_long_ago(pg, [ids[name] for name in "BDE"])
+        unsure = weekly_unsure
+
+        async def then_written(
+            connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
+        ) -> list[tuple[UUID, bool]]:
+            found = await unsure(connection, owner, since, at)
+            activity = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
+            response = await deals.command(ids["A"], "activities", activity)
+            assert response.status_code == 201, response.text
+            await caught_up(pg)
+            return found
+
+        monkeypatch.setattr(inspections, "weekly_unsure", then_written)
         report = await inspection(deals, "weekly")
         listed = [d["deal_id"] for d in report["deals"]]
         assert (listed, report["total"]) == ([ids[name] for name in "ABCD"], 4)

@@ -4,7 +4,7 @@ flagged, with coaching questions raised by gaps and citing their data."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -299,35 +299,16 @@ async def test_weekly_pages_merge_the_listed_deals_with_those_judged_as_of_now(
         assert [d["deal_id"] for d in again["deals"]] == expected
 
 
-async def test_a_sweep_between_the_weekly_reviews_reads_lists_no_deal_twice(
-    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+Meanwhile = Callable[[Deals, dict[str, str], datetime], Awaitable[None]]
+
+
+async def _reviewed_with_a_write_between_its_reads(
+    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, meanwhile: Meanwhile
 ) -> None:
-    # B and D are judged by the review; the projector's sweep flags them in the read models
-    # just after the review found them unsure, before it lists the rest.
-    async with app_client(database_url, QUICK) as client:
-        deals = Deals(client)
-        ids = await _quiet_but_one(deals, "ABCDE", touched="E")
-        await _entered_long_ago(pg, [ids[name] for name in "BDE"])
-        unsure = weekly_unsure
-
-        async def then_swept(
-            connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
-        ) -> list[tuple[UUID, bool]]:
-            found = await unsure(connection, owner, since, at)
-            assert await sweep(pg, at, rules_of(QUICK)) > 0
-            return found
-
-        monkeypatch.setattr(inspections, "weekly_unsure", then_swept)
-        report = await inspection(deals, "weekly")
-        listed = [d["deal_id"] for d in report["deals"]]
-        assert (listed, report["total"]) == ([ids[name] for name in "ABCD"], 4)
-
-
-async def test_a_deal_written_to_between_the_weekly_reviews_reads_is_still_listed(
-    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A and C moved this week and are listed by the read models; A gets an activity, projected
-    # just after the review looked for deals written to since it began (it was not yet).
+    """A and C moved this week (listed by the read models), B and D are judged by the review
+    (time flagged them since the sweep did), E was just touched: `meanwhile` writes right
+    after the review looked for the deals it must judge, before it lists the rest. The
+    review lists A to D, each once."""
     async with app_client(database_url, QUICK) as client:
         deals = Deals(client)
         ids = await _quiet_but_one(deals, "ABCDE", touched="E")
@@ -338,13 +319,33 @@ async def test_a_deal_written_to_between_the_weekly_reviews_reads_is_still_liste
             connection: asyncpg.Connection, owner: str | None, since: datetime, at: datetime
         ) -> list[tuple[UUID, bool]]:
             found = await unsure(connection, owner, since, at)
-            activity = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
-            response = await deals.command(ids["A"], "activities", activity)
-            assert response.status_code == 201, response.text
-            await caught_up(pg)
+            await meanwhile(deals, ids, at)
             return found
 
         monkeypatch.setattr(inspections, "weekly_unsure", then_written)
         report = await inspection(deals, "weekly")
         listed = [d["deal_id"] for d in report["deals"]]
         assert (listed, report["total"]) == ([ids[name] for name in "ABCD"], 4)
+
+
+async def test_a_sweep_between_the_weekly_reviews_reads_lists_no_deal_twice(
+    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def swept(deals: Deals, ids: dict[str, str], at: datetime) -> None:
+        # The projector's sweep flags B and D in the read models: they are judged already.
+        assert await sweep(pg, at, rules_of(QUICK)) > 0
+
+    await _reviewed_with_a_write_between_its_reads(database_url, pg, monkeypatch, swept)
+
+
+async def test_a_deal_written_to_between_the_weekly_reviews_reads_is_still_listed(
+    database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def written(deals: Deals, ids: dict[str, str], at: datetime) -> None:
+        # A gets an activity, projected: it was not yet "written to since" for the first read.
+        activity = {"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()}
+        response = await deals.command(ids["A"], "activities", activity)
+        assert response.status_code == 201, response.text
+        await caught_up(pg)
+
+    await _reviewed_with_a_write_between_its_reads(database_url, pg, monkeypatch, written)

@@ -56,6 +56,11 @@ class Latencies:
         return len(self.samples) / self.wall if self.wall else 0.0
 
 
+def median_round(rounds: list[Latencies]) -> Latencies:
+    """The round of median rate (alternating rounds: a noisy neighbour does not decide)."""
+    return sorted(rounds, key=lambda r: r.rate)[len(rounds) // 2]
+
+
 async def concurrently(
     workers: int, operations: int, operation: Callable[[int, int], Awaitable[None]]
 ) -> Latencies:

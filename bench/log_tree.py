@@ -19,7 +19,7 @@ from app.projections.log_tree import LogTree, computed, tree_size
 from app.projections.runner import ProjectionRunner, wait_for_position
 from app.service.deals import DealService
 from app.service.heads import HeadCache
-from bench.common import Latencies, Row, concurrently
+from bench.common import Latencies, Row, concurrently, median_round
 from bench.scenarios import AS_REP, activity, open_deals
 
 
@@ -68,8 +68,7 @@ async def append_with_sequencer(url: str, commands: int, rounds: int = 3) -> Row
     for _ in range(rounds):
         without.append(await _appends(url, commands))
         with_it.append(await _with_sequencer(url, commands))
-    mine = sorted(with_it, key=lambda r: r.rate)[rounds // 2]
-    floor = sorted(without, key=lambda r: r.rate)[rounds // 2]
+    mine, floor = median_round(with_it), median_round(without)
     return Row(
         "append with the log sequencer following, 1 writer",
         mine.rate,

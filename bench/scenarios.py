@@ -28,7 +28,7 @@ from app.keys import create_key
 from app.projections.registry import build_projections
 from app.service.deals import CommandContext, DealService
 from app.service.heads import HeadCache
-from bench.common import Latencies, Row, concurrently
+from bench.common import Latencies, Row, concurrently, median_round
 from bench.floor_app import INSERT
 
 REP = Actor("bench.rep", "rep")
@@ -68,8 +68,7 @@ async def append(url: str, writers: int, commands: int, rounds: int = 3) -> Row:
         mine_rounds.append(await concurrently(writers, commands // rounds, ours))
         floor_rounds.append(await _raw_inserts(url, writers, commands // rounds))
     await engine.dispose()
-    mine = sorted(mine_rounds, key=lambda r: r.rate)[rounds // 2]
-    floor = sorted(floor_rounds, key=lambda r: r.rate)[rounds // 2]
+    mine, floor = median_round(mine_rounds), median_round(floor_rounds)
     return Row(
         f"append, single command, {writers} writer{'s' if writers > 1 else ''}",
         mine.rate,

@@ -39,6 +39,7 @@ FlagKind = Literal[
     "stage_evidence_retracted",
 ]
 KINDS: tuple[str, ...] = get_args(FlagKind)
+_EVERY = frozenset(KINDS)
 RECENT_BUYER_ACTIVITY = 20  # enough to judge a deal's rhythm
 DRIFTING: frozenset[str] = frozenset(
     {
@@ -197,11 +198,8 @@ def _evaluate(
     pipelines: Catalog,
     kinds: frozenset[str] | None,
 ) -> list[Flag]:
-    def judged(kind: str) -> bool:
-        return kinds is None or kind in kinds
-
     if state.status == NURTURE:
-        if not judged("nurture_resume_due"):
+        if kinds is not None and "nurture_resume_due" not in kinds:
             return []
         resume = state.nurture_resume_on
         if resume is not None and as_of >= _start_of(resume):
@@ -217,42 +215,46 @@ def _evaluate(
     pipeline = state.pipeline_in(pipelines)
     if state.status != ACTIVE or state.stage not in pipeline.stage_keys:
         return []
+    judged = (_EVERY if kinds is None else kinds).__contains__  # a C call, not a closure
     flags: list[Flag] = []
     stage = pipeline.stage(state.stage)
-    slow_warning, slow_critical, limit = thresholds(stage, rules)
     entered = state.stage_entered_at or as_of
 
-    in_stage = as_of - entered
-    ratio = (in_stage / DAY) / stage.expected_days
-    if judged("slow_in_stage") and ratio >= slow_warning:
-        flags.append(
-            Flag(
-                "slow_in_stage",
-                "critical" if ratio >= slow_critical else "warning",
-                entered + stage.expected_days * slow_warning * DAY,
-                {
-                    "days_in_stage": _days(in_stage),
-                    "expected_days": stage.expected_days,
-                    "ratio": round(ratio, 2),
-                },
+    if judged("slow_in_stage") or judged("inactive"):
+        slow_warning, slow_critical, limit = thresholds(stage, rules)
+    if judged("slow_in_stage"):
+        in_stage = as_of - entered
+        ratio = (in_stage / DAY) / stage.expected_days
+        if ratio >= slow_warning:
+            flags.append(
+                Flag(
+                    "slow_in_stage",
+                    "critical" if ratio >= slow_critical else "warning",
+                    entered + stage.expected_days * slow_warning * DAY,
+                    {
+                        "days_in_stage": _days(in_stage),
+                        "expected_days": stage.expected_days,
+                        "ratio": round(ratio, 2),
+                    },
+                )
             )
-        )
 
-    last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
-    quiet_since = last_buyer or state.opened_at or entered
-    if judged("inactive") and as_of - quiet_since >= limit * DAY:
-        flags.append(
-            Flag(
-                "inactive",
-                "warning",
-                quiet_since + limit * DAY,
-                {
-                    "days_without_buyer_activity": _days(as_of - quiet_since),
-                    "threshold_days": limit,
-                    "last_buyer_activity_at": last_buyer.isoformat() if last_buyer else None,
-                },
+    if judged("inactive"):
+        last_buyer = subject.buyer_times[-1] if subject.buyer_times else None
+        quiet_since = last_buyer or state.opened_at or entered
+        if as_of - quiet_since >= limit * DAY:
+            flags.append(
+                Flag(
+                    "inactive",
+                    "warning",
+                    quiet_since + limit * DAY,
+                    {
+                        "days_without_buyer_activity": _days(as_of - quiet_since),
+                        "threshold_days": limit,
+                        "last_buyer_activity_at": last_buyer.isoformat() if last_buyer else None,
+                    },
+                )
             )
-        )
 
     step = state.next_step
     if step is not None and judged("next_step_overdue") and as_of >= _start_of(step.due_date + DAY):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar, assert_never
+from typing import Any, NamedTuple, TypeVar, assert_never
 from uuid import UUID
 
 from app.domain.events import (
@@ -84,9 +84,9 @@ class Stakeholder:
     title: str | None
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """An event as the fold sees it: with its place in the stream and its times."""
+class Recorded(NamedTuple):
+    """An event as the fold sees it: with its place in the stream and its times. A named
+    tuple, not a frozen dataclass: one is made per event read, and this is ~3x cheaper."""
 
     event: DomainEvent
     version: int
@@ -150,20 +150,20 @@ class DealState:
     def unsupported_earned_criteria(self) -> dict[str, tuple[UUID, ...]]:
         """Criteria an advance was earned on whose evidence has all been retracted since, and
         that nothing else supports now: criterion -> the retracted evidence."""
-        if not self.earned:
-            return {}
-        evidence = self.evidence
-        retracted = {i for i, item in evidence.items() if item.retracted}
         return {
             criterion: ids
             for criterion, ids in self.earned.items()
-            if ids
-            and all(i in retracted for i in ids if i in evidence)
-            and not self.evidence_for(criterion)
+            if ids and self._all_retracted(ids) and not self.evidence_for(criterion)
         }
 
     def _all_retracted(self, ids: tuple[UUID, ...]) -> bool:
-        return all(self.evidence[i].retracted for i in ids if i in self.evidence)
+        """Every one of `ids` retracted (or unknown). A loop, not all() over a generator:
+        the flags judge it for every earned criterion after every evidence event."""
+        for i in ids:
+            item = self.evidence.get(i)
+            if item is not None and not item.retracted:
+                return False
+        return True
 
     def has_field(self, key: str) -> bool:
         if key == "amount":

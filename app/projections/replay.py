@@ -298,12 +298,14 @@ async def fold_deals(
     out: Path,
     tag: str,
     rules: FlagRules,
+    chunk_events: int = CHUNK_EVENTS,
 ) -> int:
-    """Fold every deal with a stream id in [low, high] into COPY files; returns events read."""
+    """Fold every deal with a stream id in [low, high] into COPY files, handed over every
+    `chunk_events` events (at a deal's end); returns events read."""
     connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     files = _Files(out, f"{tag}.0", tables)
     versions = PipelineVersions()
-    done = chunks = 0
+    done = chunks = since = 0  # events read; chunks handed over; events folded since
     try:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             cursor = await connection.cursor(_DEAL_EVENTS, str(xmin), low, high)
@@ -323,11 +325,12 @@ async def fold_deals(
                         if fold is not None:
                             for table, row in fold.rows():
                                 files.write(table, row)
-                            if done >= (chunks + 1) * CHUNK_EVENTS:
-                                chunks += 1
+                            if since >= chunk_events:
+                                chunks, since = chunks + 1, 0
                                 files.next_chunk(f"{tag}.{chunks}")
                         fold = DealFold(stream_id, rules)
                     fold.add(position, recorded, catalog)
+                    since += 1
                 done += len(rows)
                 _progress(done)
             if fold is not None:
@@ -536,6 +539,7 @@ async def rebuild_fast(
     *,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    chunk_events: int = CHUNK_EVENTS,
 ) -> int | None:
     """Rebuild `projections` (any of DEAL_PROJECTIONS and the log's tree) from the log and
     swap them in at once; returns the events replayed. None when a runner follows one of
@@ -590,6 +594,7 @@ async def rebuild_fast(
                         "out": scratch,
                         "tag": str(k),
                         "rules": rules,
+                        "chunk_events": chunk_events,
                     }
                     start(args, seen, deal_tables)
             if LOG_TREE in names:
@@ -705,6 +710,7 @@ async def _worker(args: dict[str, Any]) -> int:
         out,
         args["tag"],
         FlagRules(**args["rules"]),
+        args["chunk_events"],
     )
 
 

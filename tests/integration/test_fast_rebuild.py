@@ -18,7 +18,7 @@ from app.db import asyncpg_dsn
 from app.events.store import EventStore
 from app.projections import tree_blocks
 from app.projections.registry import PROJECTIONS
-from app.projections.replay import RebuildFailed, rebuild_fast, stored_blocks
+from app.projections.replay import CHUNK_EVENTS, RebuildFailed, rebuild_fast, stored_blocks
 from app.service.deals import DealService
 from app.service.simulation import run_workload
 from tests.support import caught_up, environment, following, read_models, settle
@@ -45,9 +45,14 @@ async def test_the_fast_rebuild_equals_the_follower_for_any_number_of_workers(
     incremental = await read_models(pg)
     assert len(incremental["deal_flags"]) > 50 and len(incremental["stage_intervals"]) > 70
 
-    for workers in (1, 3):
+    # One worker handing its files over at the end; three, every 50 events (loaded while
+    # they fold on: more chunks than the workers' whole share at the default).
+    for workers, chunk_events in ((1, CHUNK_EVENTS), (3, 50)):
         done = await rebuild_fast(
-            asyncpg_dsn(database_url), list(PROJECTIONS.values()), workers=workers
+            asyncpg_dsn(database_url),
+            list(PROJECTIONS.values()),
+            workers=workers,
+            chunk_events=chunk_events,
         )
         assert done == total
         await settle(pg, later)

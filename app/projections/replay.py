@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -526,6 +527,24 @@ class RebuildFailed(Exception):
         super().__init__(f"rebuild worker ({kind}) failed: {' '.join(last_lines)}")
 
 
+SCRATCH = "dealledger-rebuild-"
+"""A rebuild's files go to `<temp dir>/dealledger-rebuild-<pid>-<random>`."""
+
+
+def _remove_abandoned_scratch() -> None:
+    """Delete the files of rebuilds whose process is gone (killed: nothing cleaned up)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH}*-*"):
+        pid = path.name.removeprefix(SCRATCH).partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def flag_rules_of(projections: Sequence[Projection]) -> FlagRules:
     for projection in projections:
         if isinstance(projection, FlagsProjection):
@@ -564,7 +583,8 @@ async def rebuild_fast(
                 counts = progress["deals"] if deal_tables else progress["tree"]
                 on_progress(min(sum(counts), at.events))
 
-        with tempfile.TemporaryDirectory(prefix="dealledger-rebuild-") as scratch:
+        _remove_abandoned_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
             jobs: dict[asyncio.Task[int], list[str]] = {}  # worker -> the tables it writes
             ready: asyncio.Queue[Ready] = asyncio.Queue()
 

@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,7 +20,13 @@ from app.db import asyncpg_dsn
 from app.events.store import EventStore
 from app.projections import tree_blocks
 from app.projections.registry import PROJECTIONS
-from app.projections.replay import CHUNK_EVENTS, RebuildFailed, rebuild_fast, stored_blocks
+from app.projections.replay import (
+    CHUNK_EVENTS,
+    SCRATCH,
+    RebuildFailed,
+    rebuild_fast,
+    stored_blocks,
+)
 from app.service.deals import DealService
 from app.service.simulation import run_workload
 from tests.support import caught_up, environment, following, read_models, settle
@@ -103,6 +111,11 @@ async def test_readers_see_the_old_read_models_or_the_new_never_a_half_built_one
     assert (deals, 0, intervals) in seen
 
 
+def _scratch_of(pid: int) -> list[Path]:
+    """The files a rebuild run by process `pid` left."""
+    return list(Path(tempfile.gettempdir()).glob(f"{SCRATCH}{pid}-*"))
+
+
 async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_reruns(
     store: EventStore, database_url: str, pg: asyncpg.Connection, owner_url: str
 ) -> None:
@@ -146,6 +159,7 @@ async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_r
 
     assert await read_models(pg) == before
     assert await pg.fetch(CHECKPOINTS, list(PROJECTIONS)) == checkpoints
+    assert _scratch_of(rebuild.pid), "killed, the rebuild could not remove its files"
 
     rerun = await asyncio.to_thread(
         subprocess.run,
@@ -157,6 +171,7 @@ async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_r
     )
     assert rerun.returncode == 0, rerun.stderr
     assert await read_models(pg) == expected
+    assert not _scratch_of(rebuild.pid), "the rerun removes what the killed one left"
 
 
 async def test_a_rebuild_waits_for_no_follower_it_replays_under_one_that_follows(

@@ -357,13 +357,15 @@ class EventStore:
                     # The event insert is the transaction's first write (gap-safe order).
                     rows = await connection.fetch(_INSERT_STREAMS_SQL, recorded_at, *columns)
                     at = {(r["stream_id"], r["version"]): r["position"] for r in rows}
-                    claims = [
+                    # Claimed in id order: two batches claiming the same ids wait on each
+                    # other in one order, never in a circle.
+                    claims = sorted(
                         (claim, part.stream_id, at[(part.stream_id, part.version + offset)])
                         for part in appends
                         for offset, event in enumerate(part.events, 1)
                         for claim in part.claims
                         if event.event_id == claim
-                    ]
+                    )
                     if claims:
                         ids, streams, positions = (list(c) for c in zip(*claims, strict=True))
                         won = await connection.fetch(
@@ -377,9 +379,10 @@ class EventStore:
                         lost = set(ids) - {row["event_id"] for row in won}
                         if lost:
                             raise ClaimedElsewhere(sorted(lost))
-            except asyncpg.UniqueViolationError as error:
-                # Some head moved on (or an event id is in its stream already): nothing was
-                # written; the caller sorts it out stream by stream.
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as error:
+                # Some head moved on (or an event id is in its stream already), or a batch
+                # racing for the same heads or ids in another order met this one in a
+                # deadlock: nothing was written; the caller sorts it out stream by stream.
                 raise VersionConflict(appends[0].stream_id, appends[0].version, -1) from error
         return [
             AppendResult(
@@ -409,7 +412,9 @@ class EventStore:
                         connection, stream_id, version, head_hash, events, recorded_at
                     )
                     by_id = dict(zip((e.event_id for e in events), result.positions, strict=True))
-                    # ON CONFLICT waits for a concurrent claimant to commit or roll back.
+                    # ON CONFLICT waits for a concurrent claimant to commit or roll back; in
+                    # id order, as a batch claims (no two claimants wait in a circle).
+                    claims = sorted(claims)
                     won = await connection.fetch(
                         "INSERT INTO cloudevent_ids (event_id, stream_id, position)"
                         " SELECT unnest($1::uuid[]), $2, unnest($3::bigint[])"

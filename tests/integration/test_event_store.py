@@ -11,7 +11,7 @@ import pytest
 
 from app.db import APP_ROLE, asyncpg_dsn, create_engine
 from app.domain.errors import InvalidEventData
-from app.events.log import NewEvent, VersionConflict
+from app.events.log import NewEvent, StreamAppend, VersionConflict
 from app.events.store import EventStore
 
 
@@ -302,3 +302,48 @@ async def test_a_lost_race_returns_the_events_the_loser_missed(store: EventStore
     for head in (1, 3):  # on a stale head and on the current one
         retried = await store.append_at_head(deal, head, None, [again])
         assert retried.duplicate and retried.positions == [original.position]
+
+
+async def test_a_batch_caught_in_a_deadlock_is_a_conflict_the_caller_retries_not_an_error(
+    store: EventStore, pg: asyncpg.Connection, owner_url: str
+) -> None:
+    """Two batches claiming the same CloudEvent ids in opposite orders wait on each other;
+    PostgreSQL ends one of them. That one wrote nothing and must say so as a conflict (its
+    caller then goes stream by stream), not fail the request (it was a 500)."""
+    deal_a, deal_b = uuid.uuid4(), uuid.uuid4()
+    first, second = sorted([uuid.uuid4(), uuid.uuid4()])
+    other = await asyncpg.connect(asyncpg_dsn(owner_url))
+    transaction = other.transaction()
+    await transaction.start()
+    claim = "INSERT INTO cloudevent_ids (event_id, stream_id, position) VALUES ($1, $2, 1)"
+    try:
+        # The other batch holds `second` and comes for `first` last: its deadlock check runs
+        # after ours, so ours is the one ended.
+        await other.execute("SET deadlock_timeout = '20s'")
+        await other.execute(claim, second, deal_b)
+        batch = asyncio.create_task(
+            store.append_streams(
+                [
+                    StreamAppend(deal, 0, None, [NewEvent("BuyerActivityRecorded", {}, id)], [id])
+                    for deal, id in ((deal_a, first), (deal_b, second))
+                ]
+            )
+        )
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%cloudevent_ids%' AND pid <> pg_backend_pid()"
+        )
+        for _ in range(400):
+            if await pg.fetchval(waiting):
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the batch never waited for the other's claim")
+        closing = asyncio.create_task(other.execute(claim, first, deal_a))
+        with pytest.raises(VersionConflict):
+            await batch
+        await closing  # ours rolled back: the other batch goes on
+    finally:
+        await transaction.rollback()
+        await other.close()
+    assert not await pg.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", deal_a)

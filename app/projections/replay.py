@@ -423,15 +423,8 @@ async def _load_tree(connection: asyncpg.Connection, scratch: Path) -> None:
         if not wanted:
             continue
         listed = ", ".join(columns)
-        await connection.execute(
-            f"CREATE TEMP TABLE replay_{table} ON COMMIT DROP AS SELECT {listed} FROM {table}"
-            " LIMIT 0"
-        )
-        await connection.copy_to_table(
-            f"replay_{table}",
-            source=scratch / f"{table}{DIFFERING}.tree.copy",
-            columns=columns,
-            format="text",
+        await _copy_to_temp(
+            connection, f"replay_{table}", table, columns, scratch / f"{table}{DIFFERING}.tree.copy"
         )
         index = key[-1]
         in_blocks = (
@@ -585,7 +578,7 @@ async def rebuild_fast(
 
         _remove_abandoned_scratch()
         with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
-            jobs: dict[asyncio.Task[int], list[str]] = {}  # worker -> the tables it writes
+            jobs: list[asyncio.Task[int]] = []
             ready: asyncio.Queue[Ready] = asyncio.Queue()
 
             def start(args: dict[str, Any], seen: Callable[[int], None], owns: list[str]) -> None:
@@ -594,7 +587,7 @@ async def rebuild_fast(
 
                 job = asyncio.create_task(_run_worker(args, seen, chunk))
                 job.add_done_callback(ready.put_nowait)  # after its last chunk
-                jobs[job] = owns
+                jobs.append(job)
 
             if deal_tables:
                 rules = dataclasses.asdict(flag_rules_of(projections))
@@ -650,7 +643,7 @@ has ended (after its last chunk)."""
 async def _swap_in(
     connection: asyncpg.Connection,
     names: Sequence[str],
-    jobs: dict[asyncio.Task[int], list[str]],
+    jobs: list[asyncio.Task[int]],
     ready: asyncio.Queue[Ready],
     scratch: Path,
     at: Plan,
@@ -700,15 +693,24 @@ async def _swap_in(
             await _save_checkpoint(connection, name, at.head)
 
 
+async def _copy_to_temp(
+    connection: asyncpg.Connection, name: str, like: str, columns: list[str], path: Path
+) -> None:
+    """A temporary table `name` with `like`'s `columns` (dropped at commit), holding the rows
+    of the COPY file `path`."""
+    await connection.execute(
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP"
+        f" AS SELECT {', '.join(columns)} FROM {like} LIMIT 0"
+    )
+    await connection.copy_to_table(name, source=path, columns=columns, format="text")
+
+
 async def _add_new(
     connection: asyncpg.Connection, table: str, columns: list[str], path: Path
 ) -> None:
     """Rows of `path` that `table` lacks (by its key), through a temporary table."""
     listed = ", ".join(columns)
-    await connection.execute(
-        f"CREATE TEMP TABLE replay_new ON COMMIT DROP AS SELECT {listed} FROM {table} LIMIT 0"
-    )
-    await connection.copy_to_table("replay_new", source=path, columns=columns, format="text")
+    await _copy_to_temp(connection, "replay_new", table, columns, path)
     await connection.execute(
         f"INSERT INTO {table} ({listed}) SELECT {listed} FROM replay_new"
         " ORDER BY deal_id, raised_at ON CONFLICT DO NOTHING; DROP TABLE replay_new"

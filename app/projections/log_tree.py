@@ -107,11 +107,11 @@ class LogTree:
         leaves: list[list[object]] = [[], [], [], [], []]
         nodes: list[list[object]] = [[], [], []]
         for envelope in batch:
-            stored = envelope.stored
-            row = (frontier.size, stored.position, stored.stream_id, stored.version, stored.hash)
+            digest = envelope.hash
+            row = (frontier.size, envelope.position, envelope.stream_id, envelope.version, digest)
             for column, value in zip(leaves, row, strict=True):
                 column.append(value)
-            for node in frontier.append(merkle.leaf_hash(stored.hash)):
+            for node in frontier.append(merkle.leaf_hash(digest)):
                 for column, value in zip(nodes, node, strict=True):
                     column.append(value)
         await connection.execute(_INSERT_SQL, *leaves, *nodes)  # one round trip

@@ -36,7 +36,7 @@ from app.domain.webhooks import (
 from app.events.log import Checkpoint
 from app.events.pipelines import PipelineVersions, reader_on
 from app.events.recorded import to_recorded
-from app.events.store import READ_THROUGH_SQL, read_streams_through, record_of
+from app.events.store import READ_THROUGH_SQL, read_streams_through
 from app.projections.runner import Envelope, load_checkpoint
 from app.projections.webhook_deliveries import NewDelivery, enqueue
 from app.projections.webhook_endpoints import Endpoint, enabled_endpoints
@@ -249,13 +249,13 @@ async def replay(
         )
         if not rows:
             return enqueued, head.position
-        batch = [Envelope(record_of(row)) for row in rows]
-        last = batch[-1].stored
+        batch = [Envelope(row) for row in rows]
+        last = batch[-1].checkpoint
         # Pipeline versions are not deal events: nothing a subscriber asks for.
-        batch = [e for e in batch if e.stored.type not in PIPELINE_EVENT_TYPES]
+        batch = [e for e in batch if e.type not in PIPELINE_EVENT_TYPES]
         async with connection.transaction():
             found = await deliveries_of_events(
                 connection, [endpoint], batch, link_base, since_created=False
             )
             enqueued += await enqueue(connection, found)
-        after = Checkpoint(last.transaction_id, last.position)
+        after = last

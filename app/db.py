@@ -358,3 +358,12 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
         raise DatabaseUnavailable(f"the database connection was lost: {error}") from error
     finally:
         await connection.close()
+
+
+async def close_quickly(connection: asyncpg.Connection) -> None:
+    """Close, or drop the socket if a graceful close does not finish at once: a follower
+    cancelled mid-query (shutdown) must not wait on the server to answer it."""
+    try:
+        await asyncio.wait_for(connection.close(), timeout=2)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        connection.terminate()

@@ -36,7 +36,7 @@ from app.api.state import STATE_KEY, AppState
 from app.api.ui import routes as ui_routes
 from app.db import asyncpg_dsn, create_engine, resolve_database_url, supervise_embedded
 from app.events.pipelines import PipelineVersions
-from app.events.store import EventStore
+from app.events.store import EventStore, listen_for_heads
 from app.keys import KeyCache
 from app.projections.log_tree import load_signer
 from app.projections.registry import followers_for, rules_of
@@ -85,6 +85,11 @@ def create_app(
             if supervise is not None
             else None
         )
+        # Other processes' appends, heard as they commit: this process's cached heads of
+        # those deals are read on from instead of failing an insert first.
+        listener = asyncio.create_task(
+            listen_for_heads(asyncpg_dsn(url), services.heads.moved), name="heads"
+        )
         workers = contextlib.AsyncExitStack()
         if settings.webhooks_deliver:
             await workers.enter_async_context(delivering(asyncpg_dsn(url), settings))
@@ -100,6 +105,9 @@ def create_app(
             yield {STATE_KEY: services}  # the server hands it to every request's scope
         finally:
             await workers.aclose()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             if projector is not None:
                 projector.cancel()
                 # Bounded: a shutdown never hangs on a projector stuck in a database call.

@@ -31,6 +31,12 @@ APPEND_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+APPEND_CONFLICTS = Counter(
+    "dealledger_append_conflicts",
+    "Appends refused because the deal had moved on since the head they were decided on"
+    " (another process or request appended first); each is decided again on the new head",
+    registry=REGISTRY,
+)
 WEBHOOK_DELIVERIES = Counter(
     "dealledger_webhook_attempts",
     "Webhook delivery attempts by outcome (delivered, retrying, failed, gone, refused)",

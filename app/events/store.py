@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +22,7 @@ from uuid import UUID
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import driver_connection
+from app.db import SESSION_SETTINGS, close_quickly, driver_connection
 from app.domain.json_values import inexact_number, loads_exact
 from app.events.hashing import encode_events, event_parts, expected_hash
 from app.events.log import (
@@ -177,7 +177,12 @@ def _timed(
             APPEND_SECONDS.observe(time.perf_counter() - started)
         store = args[0]  # the store the method was called on: committed, say so
         if isinstance(store, EventStore):
-            store.followers.wake()
+            results = result if isinstance(result, list) else [result]
+            store.followers.wake(
+                (r.stream_id, r.stream_version)
+                for r in results
+                if isinstance(r, AppendResult) and not r.duplicate
+            )
         return result
 
     return timed
@@ -203,7 +208,8 @@ def record_of(row: asyncpg.Record) -> RecordedEvent:
 
 class Followers:
     """Wakes whoever LISTENs on `events` (projectors) after appends commit: one NOTIFY at a
-    time per process, covering every append made while it was on its way.
+    time per process, covering every append made while it was on its way. Its payload names
+    the heads those appends reached (see `heads_of`), for other processes' head caches.
 
     Not from the appending transaction (a trigger did that until migration 0015): PostgreSQL
     holds its notification queue's lock through the commit's WAL flush, so appends carrying a
@@ -215,11 +221,15 @@ class Followers:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._due = False
+        self._heads: dict[UUID, int] = {}
         self._sending: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
+    def wake(self, heads: Iterable[tuple[UUID, int]] = ()) -> None:
         """A NOTIFY goes out soon after this call (the caller does not wait for it)."""
         self._due = True
+        for stream_id, version in heads:
+            if self._heads.get(stream_id, 0) < version:
+                self._heads[stream_id] = version
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send())
 
@@ -231,12 +241,65 @@ class Followers:
     async def _send(self) -> None:
         while self._due:
             self._due = False
+            heads, self._heads = self._heads, {}
             try:
                 async with driver_connection(self.engine) as connection:
-                    await connection.execute("NOTIFY events")
+                    await connection.execute(_notify_sql(heads))
             except Exception as error:  # followers poll; an outage is reported elsewhere
                 log.debug("could not wake the log's followers: %s", error)
                 return
+
+
+# A NOTIFY payload holds < 8000 bytes: heads beyond these go unannounced (a head cache that
+# misses one finds out from its insert's conflict, as without the announcement).
+_MAX_HEADS = 150
+
+
+def _notify_sql(heads: dict[UUID, int]) -> str:
+    # NOTIFY takes no parameters; the payload is hex digits, colons and commas only.
+    payload = ",".join(f"{s.hex}:{int(v)}" for s, v in list(heads.items())[:_MAX_HEADS])
+    return f"NOTIFY events, '{payload}'" if payload else "NOTIFY events"
+
+
+def heads_of(payload: str) -> list[tuple[UUID, int]]:
+    """The (stream, version) heads a NOTIFY on `events` announced (none if unreadable)."""
+    heads = []
+    for item in payload.split(","):
+        stream, _, version = item.partition(":")
+        try:
+            heads.append((UUID(hex=stream), int(version)))
+        except ValueError:
+            continue
+    return heads
+
+
+async def listen_for_heads(
+    dsn: str, on_heads: Callable[[list[tuple[UUID, int]]], None], retry_seconds: float = 1.0
+) -> None:
+    """Hear the heads every process's appends reach, until cancelled (reconnecting when the
+    connection is lost: what was missed meanwhile costs conflicts, not answers)."""
+
+    def heard(_: object, __: int, ___: str, payload: str) -> None:
+        if payload:
+            on_heads(heads_of(payload))
+
+    while True:
+        try:
+            await _listen_until_lost(dsn, heard)
+        except Exception as error:  # an outage: it costs conflicts meanwhile, not answers
+            log.debug("cannot listen for heads: %s", error)
+        await asyncio.sleep(retry_seconds)
+
+
+async def _listen_until_lost(dsn: str, heard: Callable[[object, int, str, str], None]) -> None:
+    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
+    lost = asyncio.Event()
+    try:
+        connection.add_termination_listener(lambda _: lost.set())
+        await connection.add_listener("events", heard)
+        await lost.wait()
+    finally:
+        await close_quickly(connection)
 
 
 class EventStore:

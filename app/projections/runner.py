@@ -23,7 +23,7 @@ from uuid import UUID
 
 import asyncpg
 
-from app.db import SESSION_SETTINGS, is_lost
+from app.db import SESSION_SETTINGS, close_quickly, is_lost
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
 from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
@@ -261,15 +261,6 @@ async def _try_exclusive(
     finally:
         if not connection.is_closed():
             await close_quickly(connection)
-
-
-async def close_quickly(connection: asyncpg.Connection) -> None:
-    """Close, or drop the socket if a graceful close does not finish at once: a runner
-    cancelled mid-query (shutdown) must not wait on the server to answer it."""
-    try:
-        await asyncio.wait_for(connection.close(), timeout=2)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        connection.terminate()
 
 
 async def rebuild(

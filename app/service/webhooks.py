@@ -26,7 +26,7 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from app.db import SESSION_SETTINGS
+from app.db import SESSION_SETTINGS, close_quickly
 from app.domain.delivery_schedule import after_attempt, parse_retry_after
 from app.domain.destinations import (
     DestinationRefused,
@@ -35,7 +35,6 @@ from app.domain.destinations import (
     parse_destination,
     refusal,
 )
-from app.projections.runner import close_quickly
 from app.projections.webhook_deliveries import (
     WAKE_CHANNEL,
     Attempted,

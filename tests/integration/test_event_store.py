@@ -12,7 +12,7 @@ import pytest
 from app.db import APP_ROLE, asyncpg_dsn, create_engine
 from app.domain.errors import InvalidEventData
 from app.events.log import NewEvent, StreamAppend, VersionConflict
-from app.events.store import EventStore
+from app.events.store import EventStore, heads_of
 
 
 def activity(n: int, **extra: object) -> NewEvent:
@@ -275,6 +275,35 @@ async def test_appends_wake_the_logs_followers_without_waiting_for_it(
         assert await asyncio.wait_for(woken.get(), timeout=10) == "events"
     finally:
         await pg.remove_listener("events", heard)
+
+
+async def test_the_wake_announces_the_heads_the_appends_reached(
+    store: EventStore, pg: asyncpg.Connection
+) -> None:
+    """Other processes' head caches learn from the NOTIFY which deals moved, and to which
+    version; a duplicate moves nothing and announces nothing."""
+    heard: list[tuple[uuid.UUID, int]] = []
+
+    def listen(*args: object) -> None:
+        heard.extend(heads_of(str(args[3])))
+
+    await pg.add_listener("events", listen)
+    try:
+        deals = [uuid.uuid4() for _ in range(5)]
+        first = await asyncio.gather(
+            *(store.append(deal, 0, [NewEvent("BuyerActivityRecorded", {})]) for deal in deals)
+        )
+        again = NewEvent("BuyerActivityRecorded", {}, event_id=uuid.uuid4())
+        await store.append_at_head(
+            deals[0], 1, first[0].head_hash, [again, NewEvent("CallHeld", {})]
+        )
+        await store.append(deals[0], None, [again])  # stored already: a duplicate
+        await store.followers.settled()
+        await asyncio.sleep(0.3)  # every announcement arrives meanwhile
+        assert sorted(heard) == sorted([*((deal, 1) for deal in deals), (deals[0], 3)])
+    finally:
+        await pg.remove_listener("events", listen)
+    assert heads_of("not a head,also:not") == []
 
 
 async def test_a_lost_race_returns_the_events_the_loser_missed(store: EventStore) -> None:

@@ -297,6 +297,27 @@ def test_the_head_cache_keeps_the_latest_version_and_forgets_the_least_recent() 
     assert heads.get(first) is not None
 
 
+def test_a_head_announced_as_moved_on_is_read_on_from_not_decided_on() -> None:
+    heads = HeadCache(size=2)
+    deal, other, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    live = replace(DealState(deal_id=deal), version=3, stage="discovery")
+    heads.put(deal, live, b"h3")
+    heads.moved([(deal, 3), (unknown, 9)])  # its own head: nothing new; an uncached deal
+    assert heads.get(deal) == (live, b"h3")
+    assert heads.behind(deal) is None and heads.behind(unknown) is None
+    heads.moved([(deal, 5), (deal, 4)])
+    assert heads.get(deal) is None
+    assert heads.behind(deal) == (live, b"h3")  # where to read on from
+    heads.put(deal, replace(live, version=4), b"h4")  # caught up, but not to 5 yet
+    assert heads.get(deal) is None
+    heads.put(deal, replace(live, version=5), b"h5")
+    assert heads.get(deal) == (replace(live, version=5), b"h5")
+    heads.moved([(deal, 6)])
+    heads.put(other, replace(live, deal_id=other), b"x")
+    heads.put(uuid.uuid4(), replace(live, deal_id=other), b"y")  # evicts `deal`
+    assert heads.behind(deal) is None and heads.get(deal) is None
+
+
 def cloud_event(ce_id: str, deal: UUID | str, kind: str = "email_replied") -> dict[str, object]:
     return {
         "specversion": "1.0",

@@ -26,7 +26,7 @@ from app.api import (
     pipelines,
     webhooks,
 )
-from app.api.auth import AuthMiddleware
+from app.api.auth import AuthMiddleware, document_security
 from app.api.deps import no_unknown_query
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
@@ -138,7 +138,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(get_openapi_schema())
+            app.openapi_schema = document_security(document_problems(get_openapi_schema()))
         return app.openapi_schema
 
     get_openapi_schema = app.openapi

@@ -49,17 +49,25 @@ def _as_json_number_domain(value: Any) -> Any:
 
 def _plain(value: Any) -> bool:
     """Within the subset where sorted-key `json.dumps` *is* RFC 8785: ASCII keys (UTF-16 and
-    code-point order agree), safe integers, no floats (ES6 number formatting differs)."""
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    code-point order agree), safe integers, no floats (ES6 number formatting differs).
+
+    Exact types, not isinstance, and text checked in place (every event's metadata is walked
+    on append): a subclass (an enum member, an OrderedDict) is not plain and takes the
+    general way, which gives the same bytes."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return True
-    if isinstance(value, int):
-        return abs(value) <= _SAFE_INTEGER
-    if isinstance(value, dict):
-        return all(
-            isinstance(key, str) and key.isascii() and _plain(item) for key, item in value.items()
-        )
-    if isinstance(value, list):
-        return all(_plain(item) for item in value)
+    if kind is int:
+        return bool(-_SAFE_INTEGER <= value <= _SAFE_INTEGER)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(item) is not str and not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(type(item) is str or _plain(item) for item in value)
     return False
 
 

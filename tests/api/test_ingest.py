@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.api.events import BatchResult, ItemResult
 from tests.api.conftest import WHEN, Deals
 from tests.keys import KEYS
 
@@ -161,6 +162,16 @@ async def test_a_batch_keeps_the_good_items_and_rejects_each_bad_one_with_a_reas
     )
     assert [r["id"] for r in stored] == ["ok-0", "ok-1", "ok-2"]
     assert body["position"] == max(r["position"] for r in results if r["position"])
+    # The documented shape exactly.
+    assert BatchResult.model_validate(body).model_dump(mode="json") == body
+    again = await post(client, [good[0], good[1]], MANY)
+    assert again.status_code == 200
+    assert BatchResult.model_validate(again.json()).model_dump(mode="json") == again.json()
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate", "duplicate"]
+    assert again.json()["position"] is None
+    one = await post(client, activity(deal["id"], "ok-9"), ONE)
+    assert one.status_code == 201
+    assert ItemResult.model_validate(one.json()).model_dump(mode="json") == one.json()
 
 
 async def test_10000_cloudevents_with_20_percent_duplicates_store_exactly_8000(

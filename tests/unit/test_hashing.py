@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +75,28 @@ def test_an_event_like_document_takes_the_fast_path_and_matches() -> None:
         "schema_version": 1,
     }
     assert canonical_json(document) == rfc8785.dumps(document)
+
+
+def test_subclasses_of_json_types_hash_as_their_plain_values() -> None:
+    """An enum member or an OrderedDict in event data is not "plain" (exact types) and
+    takes the general way: the same bytes as the plain value, so the same hash."""
+
+    class Stage(enum.StrEnum):
+        DISCOVERY = "discovery"
+
+    class Count(enum.IntEnum):
+        THREE = 3
+
+    odd = {"stage": Stage.DISCOVERY, "n": Count.THREE, "m": OrderedDict(b=1, a=[Stage.DISCOVERY])}
+    plain = {"stage": "discovery", "n": 3, "m": {"b": 1, "a": ["discovery"]}}
+    assert canonical_json(odd) == canonical_json(plain) == rfc8785.dumps(plain)  # type: ignore[arg-type]
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    stream = uuid.uuid4()
+    ids = uuid.uuid4()
+    events = [NewEvent("StageAdvanced", data, event_id=ids) for data in (odd, plain)]
+    (one,), (other,) = (encode_events(stream, 0, None, [event], at) for event in events)
+    assert one[-1] == other[-1]  # the hash; jsonb keeps no key order, so the texts may differ
+    assert json.loads(one[4]) == json.loads(other[4])
 
 
 def _general(event: NewEvent, stream: uuid.UUID, at: datetime) -> bytes:

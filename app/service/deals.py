@@ -152,19 +152,30 @@ class DealService:
         """`state` (read from the log or cached, at its version) brought to the log's head
         by the events after it (`missed`: as a lost race already read them); cached as the
         new head."""
+        state, head_hash, _ = await self._read_on(deal_id, state, head_hash, missed)
+        return state, head_hash
+
+    async def _read_on(
+        self,
+        deal_id: UUID,
+        state: DealState,
+        head_hash: bytes | None,
+        missed: list[RecordedEvent] | None = None,
+    ) -> tuple[DealState, bytes | None, list[RecordedEvent]]:
+        """`_catch_up`, and the events it read on (all of them if it had to read the deal)."""
         if not state.exists:
-            return (await self._read_head(deal_id))[:2]
+            return await self._read_head(deal_id)
         if missed is None:
             events = await self.store.read_stream(deal_id, after_version=state.version)
         else:
             events = missed
         if not events:
-            return state, head_hash
+            return state, head_hash, []
         history = [to_recorded(event) for event in events]
         catalog = await self.catalog_holding(pipelines_named(history, [state]))
         state = fold(deal_id, history, state, pipelines=catalog)
         self.heads.put(deal_id, state, events[-1].hash)
-        return state, events[-1].hash
+        return state, events[-1].hash, events
 
     async def _catalog_for_command(self, state: DealState, command: Command) -> Catalog:
         """The versions deciding `command` needs: the deal's own, and for a new deal or a
@@ -358,14 +369,19 @@ class DealService:
     async def _ingest_head(
         self, deal_id: UUID, *, fresh: bool
     ) -> tuple[object | None, DealState, bytes | None, dict[UUID, int]]:
-        """(the cached head if one was used, state, last hash, the stream's event ids ->
-        positions): from the cache unless `fresh`; only a read of the stream knows its ids
-        (duplicates across the log were looked up before)."""
+        """(the cached head if one was used, state, last hash, the ids -> positions of the
+        events read): from the cache unless `fresh` (or read on from it, when another process
+        appended). A read knows the ids of what it read; duplicates across the log as it
+        stood when the batch came were looked up before."""
         cached = None if fresh else self.heads.get(deal_id)
         if cached is not None:
             state, head_hash = cached
             return cached, state, head_hash, {}
-        state, head_hash, stored = await self._read_head(deal_id)
+        behind = None if fresh else self.heads.behind(deal_id)
+        if behind is not None:  # another process appended: read on from the cached head
+            state, head_hash, stored = await self._read_on(deal_id, *behind)
+        else:
+            state, head_hash, stored = await self._read_head(deal_id)
         return None, state, head_hash, {event.event_id: event.position for event in stored}
 
     async def _ingest_together(

@@ -129,6 +129,7 @@ async def test_ingestion_through_a_stale_cache_appends_after_the_true_head(
     assert (
         await other.post(f"/v1/deals/{deal['id']}/activities", json=activity)
     ).status_code == 201
+    await asyncio.sleep(0.1)  # announced: this process reads on from its cached head
     second = await client.post("/v1/events", json=batch("m-2", "m-3"), headers=ingest)
     assert second.status_code == 200, second.text
     assert [r["status"] for r in second.json()["results"]] == ["duplicate", "accepted"]

@@ -34,6 +34,11 @@ async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
     raise AssertionError("not within 10 s")
 
 
+async def _applied_up_to(pg: asyncpg.Connection, name: str, position: int | None) -> bool:
+    at = await pg.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", name)
+    return bool((at or 0) >= (position or 0))
+
+
 async def test_the_wait_for_held_back_events_starts_afresh_once_events_are_applied(
     store: EventStore, database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,15 +70,8 @@ async def test_the_wait_for_held_back_events_starts_afresh_once_events_are_appli
     older = await asyncpg.connect(asyncpg_dsn(database_url))  # transactions holding events
     newer = await asyncpg.connect(asyncpg_dsn(database_url))  # back, the older first
     try:
-
-        async def applied_up_to(position: int | None) -> bool:
-            at = await pg.fetchval(
-                "SELECT position FROM projection_checkpoints WHERE name = 'deals'"
-            )
-            return (at or 0) >= (position or 0)
-
         opened = await pg.fetchval("SELECT max(position) FROM events")
-        await _eventually(lambda: applied_up_to(opened))
+        await _eventually(lambda: _applied_up_to(pg, "deals", opened))
         # A transaction older than the next event holds it back while it runs: the waits grow.
         first_hold = older.transaction()
         await first_hold.start()
@@ -91,7 +89,7 @@ async def test_the_wait_for_held_back_events_starts_afresh_once_events_are_appli
         await service.execute(deal, reply, RICK)
         released = len(seen)
         await first_hold.commit()  # the first event is applied; the second is held back
-        await _eventually(lambda: applied_up_to(first))
+        await _eventually(lambda: _applied_up_to(pg, "deals", first))
 
         def waits_after_progress() -> list[tuple[str, float]]:
             later = seen[released:]
@@ -132,15 +130,8 @@ async def test_a_gathering_projection_gathers_while_events_are_held_back(
     task = asyncio.create_task(follower.run())
     older = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-
-        async def applied_up_to(position: int | None) -> bool:
-            at = await pg.fetchval(
-                "SELECT position FROM projection_checkpoints WHERE name = $1", tree.name
-            )
-            return (at or 0) >= (position or 0)
-
         opened = await pg.fetchval("SELECT max(position) FROM events")
-        await _eventually(lambda: applied_up_to(opened))
+        await _eventually(lambda: _applied_up_to(pg, tree.name, opened))
         hold = older.transaction()
         await hold.start()
         await older.fetchval("SELECT pg_current_xact_id()")
@@ -157,7 +148,7 @@ async def test_a_gathering_projection_gathers_while_events_are_held_back(
 
         await _eventually(waited_twice)
         await hold.commit()
-        await _eventually(lambda: applied_up_to(held))
+        await _eventually(lambda: _applied_up_to(pg, tree.name, held))
         assert min(waits) >= 0.2, waits
     finally:
         task.cancel()

@@ -9,18 +9,19 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from app.domain.errors import DatabaseUnavailable
 from app.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: a rebuild's worker processes never migrate (0.2 s each)
+    from alembic.config import Config
 
 log = logging.getLogger("dealledger.db")
 A = TypeVar("A")
@@ -232,6 +233,8 @@ def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
@@ -240,6 +243,8 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision` (blocking; call from sync code)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 

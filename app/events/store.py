@@ -250,15 +250,20 @@ class Followers:
                 return
 
 
-# A NOTIFY payload holds < 8000 bytes: heads beyond these go unannounced (a head cache that
-# misses one finds out from its insert's conflict, as without the announcement).
+# A NOTIFY payload holds < 8000 bytes: more heads than this go out in further NOTIFYs, sent
+# in the same round trip (a wake after a batch over many deals announces every head).
 _MAX_HEADS = 150
 
 
 def _notify_sql(heads: dict[UUID, int]) -> str:
     # NOTIFY takes no parameters; the payload is hex digits, colons and commas only.
-    payload = ",".join(f"{s.hex}:{int(v)}" for s, v in list(heads.items())[:_MAX_HEADS])
-    return f"NOTIFY events, '{payload}'" if payload else "NOTIFY events"
+    items = [f"{s.hex}:{int(v)}" for s, v in heads.items()]
+    if not items:
+        return "NOTIFY events"
+    return "; ".join(
+        f"NOTIFY events, '{','.join(items[k : k + _MAX_HEADS])}'"
+        for k in range(0, len(items), _MAX_HEADS)
+    )
 
 
 def heads_of(payload: str) -> list[tuple[UUID, int]]:

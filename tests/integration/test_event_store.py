@@ -306,6 +306,30 @@ async def test_the_wake_announces_the_heads_the_appends_reached(
     assert heads_of("not a head,also:not") == []
 
 
+async def test_a_wake_after_appends_to_many_deals_announces_every_head(
+    store: EventStore, pg: asyncpg.Connection
+) -> None:
+    """A payload holds 150 heads: a wake covering more (a batch over many deals, or a burst
+    of appends while a NOTIFY was on its way) sends further NOTIFYs, losing none."""
+    heard: list[tuple[uuid.UUID, int]] = []
+
+    def listen(*args: object) -> None:
+        heard.extend(heads_of(str(args[3])))
+
+    await pg.add_listener("events", listen)
+    try:
+        moved = [(uuid.uuid4(), k % 7 + 1) for k in range(401)]
+        store.followers.wake(moved)
+        await store.followers.settled()
+        for _ in range(50):
+            if len(heard) >= len(moved):
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(heard) == sorted(moved)
+    finally:
+        await pg.remove_listener("events", listen)
+
+
 async def test_a_lost_race_returns_the_events_the_loser_missed(store: EventStore) -> None:
     """Another process appended after the head this one knew: the conflict carries the
     events after that head (as a read would give them), so the loser catches up on them."""

@@ -34,7 +34,7 @@ from app.events.log import (
     StreamAppend,
     VersionConflict,
 )
-from app.telemetry import APPEND_SECONDS
+from app.telemetry import APPEND_CONFLICTS, APPEND_SECONDS
 
 
 @dataclass(frozen=True)
@@ -165,14 +165,17 @@ R = TypeVar("R")
 def _timed(
     append: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Count an append's time in the append latency histogram (/metrics), and wake the log's
-    followers once it has committed."""
+    """Count an append's time in the append latency histogram (/metrics) and a lost race in
+    the conflicts counter, and wake the log's followers once it has committed."""
 
     @functools.wraps(append)
     async def timed(*args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
         try:
             result = await append(*args, **kwargs)
+        except VersionConflict:
+            APPEND_CONFLICTS.inc()
+            raise
         finally:
             APPEND_SECONDS.observe(time.perf_counter() - started)
         store = args[0]  # the store the method was called on: committed, say so

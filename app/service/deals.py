@@ -34,7 +34,6 @@ from app.events.pipelines import PipelineVersions
 from app.events.recorded import to_recorded
 from app.service.heads import HeadCache
 from app.service.ingest import Ingestible
-from app.telemetry import APPEND_CONFLICTS
 
 # Each lost race means another command on the deal won. With heads announced, the others
 # come in on fresh heads and a retry has no edge over them: four processes storming three
@@ -289,7 +288,6 @@ class DealService:
                     recorded_at=now if self.clock else None,
                 )
             except VersionConflict as conflict:
-                APPEND_CONFLICTS.inc()
                 self.heads.forget(deal_id)
                 if expected_version is not None:
                     raise PreconditionFailed(
@@ -420,9 +418,7 @@ class DealService:
             return later
         try:
             results = await self.store.append_streams([plan[2] for plan in plans])
-        except (VersionConflict, ClaimedElsewhere) as refused:
-            if isinstance(refused, VersionConflict):
-                APPEND_CONFLICTS.inc()
+        except (VersionConflict, ClaimedElsewhere):
             for deal_id, _, _, _, _, _ in plans:
                 self.heads.forget(deal_id)
                 for index in groups[deal_id]:
@@ -480,7 +476,6 @@ class DealService:
                     claims=[new_events[offset].event_id for _, offset in firsts],
                 )
             except VersionConflict:
-                APPEND_CONFLICTS.inc()
                 self.heads.forget(deal_id)
                 continue
             except ClaimedElsewhere as lost:

@@ -521,6 +521,11 @@ class ProjectionRunner:
                         time.monotonic() - started,
                     )
                     held = 0.0  # the backoff below is for one wait, not for every one after
+                    if gather and applied < self.batch_size:
+                        # Caught up with what had committed: gather again before the next
+                        # transaction. Under steady writes it never found the log empty, and
+                        # applied the few events each of its transactions took to commit.
+                        await asyncio.sleep(gather)
                     continue
                 if sweeping or time.monotonic() - ticked >= tick_seconds:
                     if not sweeping:

@@ -154,3 +154,48 @@ async def test_a_gathering_projection_gathers_while_events_are_held_back(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await older.close()
+
+
+async def test_a_gathering_projection_following_steady_writes_applies_them_in_few_batches(
+    store: EventStore, database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caught up, the log's tree gathers before its next transaction. It went straight on
+    instead: under steady writes the log was never empty when it looked, and it applied the
+    few events each of its own transactions took to commit (a batch per 2-3 appends)."""
+    batches: list[int] = []
+    apply = runner.apply_next_batch
+
+    async def applied(
+        connection: asyncpg.Connection, projection: Projection, batch_size: int
+    ) -> int:
+        count = await apply(connection, projection, batch_size)
+        if count:
+            batches.append(count)
+        return count
+
+    monkeypatch.setattr(runner, "apply_next_batch", applied)
+    service = DealService(store)
+    deal = (await service.open(c.OpenDeal(name="Acme", owner="rick"), RICK)).state.deal_id
+    tree = LogTree(gather_seconds=0.2)
+    follower = ProjectionRunner(asyncpg_dsn(database_url), [tree], elect=False)
+    task = asyncio.create_task(follower.run())
+    try:
+        opened = await pg.fetchval("SELECT max(position) FROM events")
+        await _eventually(lambda: _applied_up_to(pg, tree.name, opened))
+        batches.clear()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        last = None
+        for _ in range(100):  # one writer, back to back
+            reply = c.RecordBuyerActivity(
+                activity_type="email_replied", occurred_at=datetime.now(UTC)
+            )
+            last = (await service.execute(deal, reply, RICK)).position
+        writing = loop.time() - started
+        await _eventually(lambda: _applied_up_to(pg, tree.name, last))
+        assert sum(batches) == 100
+        # One batch per gathering while the writes went on, and one for the rest.
+        assert len(batches) <= writing / 0.2 + 2, (batches, writing)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -7,8 +7,10 @@ and every read model lagged by up to half a second.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -109,6 +111,29 @@ async def test_the_wait_for_held_back_events_starts_afresh_once_events_are_appli
         await newer.close()
 
 
+@contextlib.asynccontextmanager
+async def _tree_following(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> AsyncIterator[tuple[DealService, UUID]]:
+    """A deal opened, and the log's tree (gathering for 0.2 s) following, caught up with it."""
+    service = DealService(store)
+    deal = (await service.open(c.OpenDeal(name="Acme", owner="rick"), RICK)).state.deal_id
+    tree = LogTree(gather_seconds=0.2)
+    follower = ProjectionRunner(asyncpg_dsn(database_url), [tree], elect=False)
+    task = asyncio.create_task(follower.run())
+    try:
+        opened = await pg.fetchval("SELECT max(position) FROM events")
+        await _eventually(lambda: _applied_up_to(pg, tree.name, opened))
+        yield service, deal
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _reply() -> c.RecordBuyerActivity:
+    return c.RecordBuyerActivity(activity_type="email_replied", occurred_at=datetime.now(UTC))
+
+
 async def test_a_gathering_projection_gathers_while_events_are_held_back(
     store: EventStore, database_url: str, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,37 +148,23 @@ async def test_a_gathering_projection_gathers_while_events_are_held_back(
         await wait(seconds)
 
     monkeypatch.setattr(runner, "_wait_held_back", waited)
-    service = DealService(store)
-    deal = (await service.open(c.OpenDeal(name="Acme", owner="rick"), RICK)).state.deal_id
-    tree = LogTree(gather_seconds=0.2)
-    follower = ProjectionRunner(asyncpg_dsn(database_url), [tree], elect=False)
-    task = asyncio.create_task(follower.run())
-    older = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        opened = await pg.fetchval("SELECT max(position) FROM events")
-        await _eventually(lambda: _applied_up_to(pg, tree.name, opened))
-        hold = older.transaction()
-        await hold.start()
-        await older.fetchval("SELECT pg_current_xact_id()")
-        held = (
-            await service.execute(
-                deal,
-                c.RecordBuyerActivity(activity_type="email_replied", occurred_at=datetime.now(UTC)),
-                RICK,
-            )
-        ).position
+    async with _tree_following(store, database_url, pg) as (service, deal):
+        older = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            hold = older.transaction()
+            await hold.start()
+            await older.fetchval("SELECT pg_current_xact_id()")
+            held = (await service.execute(deal, _reply(), RICK)).position
 
-        async def waited_twice() -> bool:
-            return len(waits) >= 2
+            async def waited_twice() -> bool:
+                return len(waits) >= 2
 
-        await _eventually(waited_twice)
-        await hold.commit()
-        await _eventually(lambda: _applied_up_to(pg, tree.name, held))
-        assert min(waits) >= 0.2, waits
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await older.close()
+            await _eventually(waited_twice)
+            await hold.commit()
+            await _eventually(lambda: _applied_up_to(pg, LogTree.name, held))
+            assert min(waits) >= 0.2, waits
+        finally:
+            await older.close()
 
 
 async def test_a_gathering_projection_following_steady_writes_applies_them_in_few_batches(
@@ -174,28 +185,15 @@ async def test_a_gathering_projection_following_steady_writes_applies_them_in_fe
         return count
 
     monkeypatch.setattr(runner, "apply_next_batch", applied)
-    service = DealService(store)
-    deal = (await service.open(c.OpenDeal(name="Acme", owner="rick"), RICK)).state.deal_id
-    tree = LogTree(gather_seconds=0.2)
-    follower = ProjectionRunner(asyncpg_dsn(database_url), [tree], elect=False)
-    task = asyncio.create_task(follower.run())
-    try:
-        opened = await pg.fetchval("SELECT max(position) FROM events")
-        await _eventually(lambda: _applied_up_to(pg, tree.name, opened))
+    async with _tree_following(store, database_url, pg) as (service, deal):
         batches.clear()
         loop = asyncio.get_running_loop()
         started = loop.time()
         last = None
         for _ in range(100):  # one writer, back to back
-            reply = c.RecordBuyerActivity(
-                activity_type="email_replied", occurred_at=datetime.now(UTC)
-            )
-            last = (await service.execute(deal, reply, RICK)).position
+            last = (await service.execute(deal, _reply(), RICK)).position
         writing = loop.time() - started
-        await _eventually(lambda: _applied_up_to(pg, tree.name, last))
+        await _eventually(lambda: _applied_up_to(pg, LogTree.name, last))
         assert sum(batches) == 100
         # One batch per gathering while the writes went on, and one for the rest.
         assert len(batches) <= writing / 0.2 + 2, (batches, writing)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

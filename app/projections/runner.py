@@ -487,7 +487,8 @@ class ProjectionRunner:
             ticked = 0.0
             tick_seconds = getattr(projection, "tick_seconds", self.tick_interval)
             # A projection nobody reads at once (the log's tree) gathers events for a moment
-            # after a wake: one transaction per many appends instead of one per append.
+            # after a wake, and after each batch that caught it up: one transaction per many
+            # appends instead of one per append.
             gather = getattr(projection, "gather_seconds", 0.0)
             stopped = await connection.fetchval(
                 "SELECT position FROM projection_failures WHERE projection = $1", projection.name

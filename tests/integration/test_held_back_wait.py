@@ -111,14 +111,18 @@ async def test_the_wait_for_held_back_events_starts_afresh_once_events_are_appli
         await newer.close()
 
 
+GATHER = 0.2
+"""How long the log's tree gathers in these tests."""
+
+
 @contextlib.asynccontextmanager
 async def _tree_following(
     store: EventStore, database_url: str, pg: asyncpg.Connection
 ) -> AsyncIterator[tuple[DealService, UUID]]:
-    """A deal opened, and the log's tree (gathering for 0.2 s) following, caught up with it."""
+    """A deal opened, and the log's tree (gathering for GATHER s) following, caught up."""
     service = DealService(store)
     deal = (await service.open(c.OpenDeal(name="Acme", owner="rick"), RICK)).state.deal_id
-    tree = LogTree(gather_seconds=0.2)
+    tree = LogTree(gather_seconds=GATHER)
     follower = ProjectionRunner(asyncpg_dsn(database_url), [tree], elect=False)
     task = asyncio.create_task(follower.run())
     try:
@@ -162,7 +166,7 @@ async def test_a_gathering_projection_gathers_while_events_are_held_back(
             await _eventually(waited_twice)
             await hold.commit()
             await _eventually(lambda: _applied_up_to(pg, LogTree.name, held))
-            assert min(waits) >= 0.2, waits
+            assert min(waits) >= GATHER, waits
         finally:
             await older.close()
 
@@ -196,4 +200,4 @@ async def test_a_gathering_projection_following_steady_writes_applies_them_in_fe
         await _eventually(lambda: _applied_up_to(pg, LogTree.name, last))
         assert sum(batches) == 100
         # One batch per gathering while the writes went on, and one for the rest.
-        assert len(batches) <= writing / 0.2 + 2, (batches, writing)
+        assert len(batches) <= writing / GATHER + 2, (batches, writing)

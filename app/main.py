@@ -85,10 +85,14 @@ def create_app(
             if supervise is not None
             else None
         )
-        # Other processes' appends, heard as they commit: this process's cached heads of
-        # those deals are read on from instead of failing an insert first.
+        # Other processes' appends, heard as they commit: folded onto this process's cached
+        # heads of those deals (or, if not announced in full, read on from before a command).
         listener = asyncio.create_task(
-            listen_for_heads(asyncpg_dsn(url), services.heads.moved), name="heads"
+            listen_for_heads(
+                asyncpg_dsn(url),
+                lambda heard: services.heads.heard(heard, services.pipelines.catalog),
+            ),
+            name="heads",
         )
         workers = contextlib.AsyncExitStack()
         if settings.webhooks_deliver:

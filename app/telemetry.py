@@ -37,6 +37,13 @@ APPEND_CONFLICTS = Counter(
     " (another process or request appended first); each is decided again on the new head",
     registry=REGISTRY,
 )
+DEAL_READS = Counter(
+    "dealledger_deal_reads",
+    "Reads of a deal's events before deciding a command on it: `whole` (its head was not"
+    " cached) or `after_head` (another process's append to it was not heard in full)",
+    ["kind"],
+    registry=REGISTRY,
+)
 WEBHOOK_DELIVERIES = Counter(
     "dealledger_webhook_attempts",
     "Webhook delivery attempts by outcome (delivered, retrying, failed, gone, refused)",

@@ -48,6 +48,8 @@ class AppendResult:
     recorded_at: datetime | None = None
     head_hash: bytes | None = None
     """The hash of the stream's new last event (unset for a duplicate)."""
+    appended: Sequence[NewEvent] = ()
+    """The events this append wrote (announced to other processes once committed)."""
 
     @property
     def last_position(self) -> int:

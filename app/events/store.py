@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import SESSION_SETTINGS, close_quickly, driver_connection
 from app.domain.json_values import inexact_number, loads_exact
+from app.events.announce import Announced, Pending, add, announced, payloads
 from app.events.hashing import encode_events, event_parts, expected_hash
 from app.events.log import (
     AppendResult,
@@ -154,6 +155,7 @@ async def _insert(
         [r["position"] for r in rows],
         recorded_at=recorded_at,
         head_hash=encoded[-1][-1],
+        appended=events,
     )
 
 
@@ -181,11 +183,7 @@ def _timed(
         store = args[0]  # the store the method was called on: committed, say so
         if isinstance(store, EventStore):
             results = result if isinstance(result, list) else [result]
-            store.followers.wake(
-                (r.stream_id, r.stream_version)
-                for r in results
-                if isinstance(r, AppendResult) and not r.duplicate
-            )
+            store.followers.wake(r for r in results if isinstance(r, AppendResult))
         return result
 
     return timed
@@ -211,8 +209,9 @@ def record_of(row: asyncpg.Record) -> RecordedEvent:
 
 class Followers:
     """Wakes whoever LISTENs on `events` (projectors) after appends commit: one NOTIFY at a
-    time per process, covering every append made while it was on its way. Its payload names
-    the heads those appends reached (see `heads_of`), for other processes' head caches.
+    time per process, covering every append made while it was on its way. Its payload
+    announces the heads those appends reached and the events that took them there (see
+    app.events.announce), for other processes' head caches.
 
     Not from the appending transaction (a trigger did that until migration 0015): PostgreSQL
     holds its notification queue's lock through the commit's WAL flush, so appends carrying a
@@ -224,15 +223,14 @@ class Followers:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._due = False
-        self._heads: dict[UUID, int] = {}
+        self._pending: dict[UUID, Pending] = {}
         self._sending: asyncio.Task[None] | None = None
 
-    def wake(self, heads: Iterable[tuple[UUID, int]] = ()) -> None:
+    def wake(self, appended: Iterable[AppendResult] = ()) -> None:
         """A NOTIFY goes out soon after this call (the caller does not wait for it)."""
         self._due = True
-        for stream_id, version in heads:
-            if self._heads.get(stream_id, 0) < version:
-                self._heads[stream_id] = version
+        for result in appended:
+            add(self._pending, result, list(result.appended))
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send())
 
@@ -244,52 +242,30 @@ class Followers:
     async def _send(self) -> None:
         while self._due:
             self._due = False
-            heads, self._heads = self._heads, {}
+            pending, self._pending = self._pending, {}
             try:
+                texts = payloads(pending)
                 async with driver_connection(self.engine) as connection:
-                    await connection.execute(_notify_sql(heads))
+                    if texts:  # in order, in one round trip
+                        await connection.execute(
+                            "SELECT pg_notify('events', p) FROM unnest($1::text[]) AS p", texts
+                        )
+                    else:
+                        await connection.execute("NOTIFY events")
             except Exception as error:  # followers poll; an outage is reported elsewhere
                 log.debug("could not wake the log's followers: %s", error)
                 return
 
 
-# A NOTIFY payload holds < 8000 bytes: more heads than this go out in further NOTIFYs, sent
-# in the same round trip (a wake after a batch over many deals announces every head).
-_MAX_HEADS = 150
-
-
-def _notify_sql(heads: dict[UUID, int]) -> str:
-    # NOTIFY takes no parameters; the payload is hex digits, colons and commas only.
-    items = [f"{s.hex}:{int(v)}" for s, v in heads.items()]
-    if not items:
-        return "NOTIFY events"
-    return "; ".join(
-        f"NOTIFY events, '{','.join(items[k : k + _MAX_HEADS])}'"
-        for k in range(0, len(items), _MAX_HEADS)
-    )
-
-
-def heads_of(payload: str) -> list[tuple[UUID, int]]:
-    """The (stream, version) heads a NOTIFY on `events` announced (none if unreadable)."""
-    heads = []
-    for item in payload.split(","):
-        stream, _, version = item.partition(":")
-        try:
-            heads.append((UUID(hex=stream), int(version)))
-        except ValueError:
-            continue
-    return heads
-
-
 async def listen_for_heads(
-    dsn: str, on_heads: Callable[[list[tuple[UUID, int]]], None], retry_seconds: float = 1.0
+    dsn: str, on_heard: Callable[[list[Announced]], None], retry_seconds: float = 1.0
 ) -> None:
-    """Hear the heads every process's appends reach, until cancelled (reconnecting when the
+    """Hear what every process's appends announce, until cancelled (reconnecting when the
     connection is lost: what was missed meanwhile costs conflicts, not answers)."""
 
     def heard(_: object, __: int, ___: str, payload: str) -> None:
         if payload:
-            on_heads(heads_of(payload))
+            on_heard(announced(payload))
 
     while True:
         try:
@@ -462,6 +438,7 @@ class EventStore:
                 [at[(part.stream_id, part.version + n)] for n in range(1, len(part.events) + 1)],
                 recorded_at=recorded_at,
                 head_hash=heads[part.stream_id],
+                appended=part.events,
             )
             for part in appends
         ]
@@ -530,6 +507,7 @@ class EventStore:
             [row["position"]],
             recorded_at=row["recorded_at"],
             head_hash=row["hash"],
+            appended=(event,),
         )
 
     async def _after_lost_race(

@@ -34,6 +34,7 @@ from app.events.pipelines import PipelineVersions
 from app.events.recorded import to_recorded
 from app.service.heads import HeadCache
 from app.service.ingest import Ingestible
+from app.telemetry import DEAL_READS
 
 # Each lost race means another command on the deal won. With heads announced, the others
 # come in on fresh heads and a retry has no edge over them: four processes storming three
@@ -133,6 +134,7 @@ class DealService:
         self, deal_id: UUID
     ) -> tuple[DealState, bytes | None, list[RecordedEvent]]:
         """The deal read from the log (and cached): its state, last hash and events."""
+        DEAL_READS.labels("whole").inc()
         events = await self.store.read_stream(deal_id)
         state = await self._fold_stored(deal_id, events)
         if not state.exists:
@@ -165,6 +167,7 @@ class DealService:
         if not state.exists:
             return await self._read_head(deal_id)
         if missed is None:
+            DEAL_READS.labels("after_head").inc()
             events = await self.store.read_stream(deal_id, after_version=state.version)
         else:
             events = missed

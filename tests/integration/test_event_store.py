@@ -11,8 +11,13 @@ import pytest
 
 from app.db import APP_ROLE, asyncpg_dsn, create_engine
 from app.domain.errors import InvalidEventData
-from app.events.log import NewEvent, StreamAppend, VersionConflict
-from app.events.store import EventStore, heads_of
+from app.events.announce import announced
+from app.events.log import AppendResult, NewEvent, StreamAppend, VersionConflict
+from app.events.store import EventStore
+
+
+def heads_of(payload: str) -> list[tuple[uuid.UUID, int]]:
+    return [(item.stream_id, item.version) for item in announced(payload)]
 
 
 def activity(n: int, **extra: object) -> NewEvent:
@@ -303,7 +308,7 @@ async def test_the_wake_announces_the_heads_the_appends_reached(
         assert sorted(heard) == sorted([*((deal, 1) for deal in deals), (deals[0], 3)])
     finally:
         await pg.remove_listener("events", listen)
-    assert heads_of("not a head,also:not") == []
+    assert heads_of("not a head\nalso:not") == []
 
 
 async def test_a_wake_after_appends_to_many_deals_announces_every_head(
@@ -319,7 +324,9 @@ async def test_a_wake_after_appends_to_many_deals_announces_every_head(
     await pg.add_listener("events", listen)
     try:
         moved = [(uuid.uuid4(), k % 7 + 1) for k in range(401)]
-        store.followers.wake(moved)
+        store.followers.wake(
+            AppendResult(s, v, [v], recorded_at=datetime.now(UTC)) for s, v in moved
+        )
         await store.followers.settled()
         for _ in range(50):
             if len(heard) >= len(moved):

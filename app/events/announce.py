@@ -1,0 +1,149 @@
+"""What a NOTIFY on `events` announces after appends commit: the head each stream reached,
+and, where they fit, the events that took it there. Another process folds those onto the
+head it has cached instead of reading the deal again before its next command on it.
+
+Measured with two API processes sharing every deal: a read before nearly every command (a
+second round trip, ~385 us of Python and PostgreSQL), against ~20 us to parse and fold a
+heard event. Pure: encoding and decoding only; `Followers` sends, `HeadCache` folds.
+
+A payload is lines, one per stream: `<stream hex>:<version>` (the head only), or
+`<stream hex>:<version>:<head hash hex> <JSON>`, the JSON an array of the events ending at
+that version, each `[type, schema_version, occurred_at, recorded_at, data]`. A payload
+stays under PostgreSQL's 8000 bytes: further lines go in further NOTIFYs, and a stream whose
+events alone would not fit announces its head only (hearers read on, as before).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from app.events.hashing import json_text, utc_text
+from app.events.log import AppendResult, NewEvent
+
+MAX_PAYLOAD = 7_900  # bytes; PostgreSQL refuses 8000 and more
+
+
+@dataclass(frozen=True)
+class HeardEvent:
+    version: int
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Announced:
+    """One stream's head as announced, and the events up to it when they came along (their
+    JSON kept as text until a hearer has the head before them cached)."""
+
+    stream_id: UUID
+    version: int
+    head_hash: bytes | None = None
+    events_json: str | None = None
+
+    def events(self) -> list[HeardEvent] | None:
+        """The events ending at `version`, oldest first (None: only the head was announced).
+        Raises ValueError (or TypeError, KeyError) on a payload this process cannot read."""
+        if self.events_json is None:
+            return None
+        items = json.loads(self.events_json)
+        first = self.version - len(items) + 1
+        return [
+            HeardEvent(
+                first + offset,
+                str(type_),
+                int(schema_version),
+                data,
+                datetime.fromisoformat(occurred),
+                datetime.fromisoformat(recorded),
+            )
+            for offset, (type_, schema_version, occurred, recorded, data) in enumerate(items)
+        ]
+
+
+@dataclass
+class Pending:
+    """What one process appended to one stream since its last NOTIFY: the head it reached,
+    and the events that led there (None once a gap or a duplicate left them incomplete)."""
+
+    version: int
+    head_hash: bytes | None
+    events: list[tuple[NewEvent, datetime]] | None
+
+
+def add(pending: dict[UUID, Pending], result: AppendResult, events: list[NewEvent]) -> None:
+    """Count one committed append (`events`, written by it) into what is to be announced."""
+    if result.duplicate or result.recorded_at is None:
+        return
+    before = result.stream_version - len(events)  # the head these events were appended to
+    new = [(event, result.recorded_at) for event in events]
+    known = pending.get(result.stream_id)
+    if known is None or before > known.version:
+        # The first append to announce, or one after a gap (another process appended in
+        # between): a hearer needs the head before these events anyway.
+        pending[result.stream_id] = Pending(result.stream_version, result.head_hash, new)
+    elif result.stream_version > known.version:
+        if known.events is not None and before == known.version:
+            known.events.extend(new)
+        else:
+            known.events = None
+        known.version, known.head_hash = result.stream_version, result.head_hash
+
+
+def _line(stream_id: UUID, item: Pending, room: int) -> str:
+    head = f"{stream_id.hex}:{item.version}"
+    if not item.events or item.head_hash is None:
+        return head
+    parts = []
+    for event, recorded_at in item.events:
+        occurred = utc_text(event.occurred_at or recorded_at)
+        times = json.dumps([event.type, event.schema_version, occurred, utc_text(recorded_at)])
+        parts.append(f"{times[:-1]},{json_text(event.data)}]")
+    line = f"{head}:{item.head_hash.hex()} [{','.join(parts)}]"
+    return line if len(line.encode()) <= room else head
+
+
+def payloads(pending: dict[UUID, Pending]) -> list[str]:
+    """The NOTIFY payloads announcing `pending`, each under MAX_PAYLOAD bytes."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for stream_id, item in pending.items():
+        line = _line(stream_id, item, MAX_PAYLOAD)
+        length = len(line.encode()) + 1
+        if current and size + length > MAX_PAYLOAD:
+            out.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        out.append("\n".join(current))
+    return out
+
+
+def announced(payload: str) -> list[Announced]:
+    """What a payload announced, line by line (a line this process cannot read is skipped:
+    a missed announcement costs a read, never an answer)."""
+    out = []
+    for line in payload.split("\n"):
+        head, _, events_json = line.partition(" ")
+        stream, _, rest = head.partition(":")
+        version, _, head_hash = rest.partition(":")
+        try:
+            out.append(
+                Announced(
+                    UUID(hex=stream),
+                    int(version),
+                    bytes.fromhex(head_hash) if head_hash else None,
+                    (events_json or None) if head_hash else None,
+                )
+            )
+        except ValueError:
+            continue
+    return out

@@ -70,7 +70,7 @@ class Announced:
 @dataclass
 class Pending:
     """What one process appended to one stream since its last NOTIFY: the head it reached,
-    and the events that led there (None once a gap or a duplicate left them incomplete)."""
+    and the events that led there (None once appends out of order left them incomplete)."""
 
     version: int
     head_hash: bytes | None
@@ -101,10 +101,13 @@ def _line(stream_id: UUID, item: Pending, room: int) -> str:
     if not item.events or item.head_hash is None:
         return head
     parts = []
-    for event, recorded_at in item.events:
-        occurred = utc_text(event.occurred_at or recorded_at)
-        times = json.dumps([event.type, event.schema_version, occurred, utc_text(recorded_at)])
-        parts.append(f"{times[:-1]},{json_text(event.data)}]")
+    try:
+        for event, recorded_at in item.events:
+            occurred = utc_text(event.occurred_at or recorded_at)
+            times = json.dumps([event.type, event.schema_version, occurred, utc_text(recorded_at)])
+            parts.append(f"{times[:-1]},{json_text(event.data)}]")
+    except (TypeError, ValueError):  # stored, so encodable; if not, hearers read on
+        return head
     line = f"{head}:{item.head_hash.hex()} [{','.join(parts)}]"
     return line if len(line.encode()) <= room else head
 

@@ -121,6 +121,15 @@ def test_payloads_fit_a_notify_and_announce_every_head(streams: list[tuple[int, 
             assert got is None
 
 
+def test_events_that_cannot_be_encoded_announce_the_head_alone() -> None:
+    deal = uuid.uuid4()
+    pending: dict[UUID, Pending] = {}
+    odd = [NewEvent("CallHeld", {"at": object()})]
+    add(pending, appended(deal, 1, odd, AT), odd)
+    (item,) = announced(payloads(pending)[0])
+    assert (item.stream_id, item.version, item.events()) == (deal, 1, None)
+
+
 def test_unreadable_lines_are_skipped() -> None:
     deal = uuid.uuid4()
     assert announced(f"not a head\nalso:not\n{deal.hex}:3") == [announced(f"{deal.hex}:3")[0]]

@@ -77,10 +77,11 @@ class Pending:
     events: list[tuple[NewEvent, datetime]] | None
 
 
-def add(pending: dict[UUID, Pending], result: AppendResult, events: list[NewEvent]) -> None:
-    """Count one committed append (`events`, written by it) into what is to be announced."""
+def add(pending: dict[UUID, Pending], result: AppendResult) -> None:
+    """Count one committed append (the events it wrote) into what is to be announced."""
     if result.duplicate or result.recorded_at is None:
         return
+    events = result.appended
     before = result.stream_version - len(events)  # the head these events were appended to
     new = [(event, result.recorded_at) for event in events]
     known = pending.get(result.stream_id)
@@ -96,7 +97,7 @@ def add(pending: dict[UUID, Pending], result: AppendResult, events: list[NewEven
         known.version, known.head_hash = result.stream_version, result.head_hash
 
 
-def _line(stream_id: UUID, item: Pending, room: int) -> str:
+def _line(stream_id: UUID, item: Pending) -> str:
     head = f"{stream_id.hex}:{item.version}"
     if not item.events or item.head_hash is None:
         return head
@@ -109,7 +110,7 @@ def _line(stream_id: UUID, item: Pending, room: int) -> str:
     except (TypeError, ValueError):  # stored, so encodable; if not, hearers read on
         return head
     line = f"{head}:{item.head_hash.hex()} [{','.join(parts)}]"
-    return line if len(line.encode()) <= room else head
+    return line if len(line.encode()) <= MAX_PAYLOAD else head
 
 
 def payloads(pending: dict[UUID, Pending]) -> list[str]:
@@ -118,7 +119,7 @@ def payloads(pending: dict[UUID, Pending]) -> list[str]:
     current: list[str] = []
     size = 0
     for stream_id, item in pending.items():
-        line = _line(stream_id, item, MAX_PAYLOAD)
+        line = _line(stream_id, item)
         length = len(line.encode()) + 1
         if current and size + length > MAX_PAYLOAD:
             out.append("\n".join(current))

@@ -230,7 +230,7 @@ class Followers:
         """A NOTIFY goes out soon after this call (the caller does not wait for it)."""
         self._due = True
         for result in appended:
-            add(self._pending, result, list(result.appended))
+            add(self._pending, result)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send())
 

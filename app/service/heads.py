@@ -94,7 +94,7 @@ def _folded(state: DealState, item: Announced, catalog: Catalog) -> DealState | 
     follow on from it, name a pipeline version not in `catalog`, or cannot be read."""
     try:
         events = item.events()
-        if events is None or not events or events[0].version > state.version + 1:
+        if not events or events[0].version > state.version + 1:
             return None
         history = [
             Recorded(

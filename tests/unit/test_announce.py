@@ -56,11 +56,13 @@ def test_announced_events_read_back_as_appended() -> None:
             occurred_at=AT - timedelta(days=2),
         ),
     ]
-    add(pending, appended(deal, 4, first, AT), first)
+    add(pending, appended(deal, 4, first, AT))
     later = [NewEvent("BuyerActivityRecorded", {"n": 3})]
-    add(pending, appended(deal, 5, later, AT + timedelta(seconds=1)), later)  # merged
-    add(pending, appended(other, 1, later, AT), later)
-    add(pending, AppendResult(other, 1, [7], duplicate=True), later)  # announces nothing new
+    add(pending, appended(deal, 5, later, AT + timedelta(seconds=1)))  # merged
+    add(pending, appended(other, 1, later, AT))
+    add(
+        pending, AppendResult(other, 1, [7], duplicate=True, appended=later)
+    )  # announces nothing new
 
     heard = {item.stream_id: item for text in payloads(pending) for item in announced(text)}
     assert set(heard) == {deal, other}
@@ -87,8 +89,8 @@ def test_after_a_gap_only_the_events_after_it_are_announced() -> None:
     deal = uuid.uuid4()
     pending: dict[UUID, Pending] = {}
     one = [NewEvent("CallHeld", {})]
-    add(pending, appended(deal, 2, one, AT), one)
-    add(pending, appended(deal, 6, one, AT), one)
+    add(pending, appended(deal, 2, one, AT))
+    add(pending, appended(deal, 6, one, AT))
     (item,) = announced(payloads(pending)[0])
     events = item.events()
     assert item.version == 6 and events is not None and [e.version for e in events] == [6]
@@ -102,7 +104,7 @@ def test_payloads_fit_a_notify_and_announce_every_head(streams: list[tuple[int, 
     pending: dict[UUID, Pending] = {}
     for count, size in streams:
         events = [NewEvent("CallHeld", {"note": "x" * size}) for _ in range(count)]
-        add(pending, appended(uuid.uuid4(), count + 1, events, AT), events)
+        add(pending, appended(uuid.uuid4(), count + 1, events, AT))
     texts = payloads(pending)
     assert all(len(text.encode()) < 8000 for text in texts)
     heard = [item for text in texts for item in announced(text)]
@@ -125,7 +127,7 @@ def test_events_that_cannot_be_encoded_announce_the_head_alone() -> None:
     deal = uuid.uuid4()
     pending: dict[UUID, Pending] = {}
     odd = [NewEvent("CallHeld", {"at": object()})]
-    add(pending, appended(deal, 1, odd, AT), odd)
+    add(pending, appended(deal, 1, odd, AT))
     (item,) = announced(payloads(pending)[0])
     assert (item.stream_id, item.version, item.events()) == (deal, 1, None)
 
@@ -155,7 +157,7 @@ async def test_a_cached_head_folds_what_another_process_appended_as_a_read_would
     for part in (log[3:-2], log[-2:]):
         news = [as_new(event) for event in part]
         result = appended(deal, part[-1].version, news, part[-1].recorded_at)
-        add(pending, replace(result, head_hash=part[-1].hash), news)
+        add(pending, replace(result, head_hash=part[-1].hash))
     heads.heard([item for text in payloads(pending) for item in announced(text)], catalog)
     assert heads.get(deal) == (state_after(log), log[-1].hash)
     assert state_after(log).stage == "qualification"
@@ -164,11 +166,7 @@ async def test_a_cached_head_folds_what_another_process_appended_as_a_read_would
     heads = HeadCache(10)
     heads.put(deal, state_after(log[:3]), log[2].hash)
     gap: dict[UUID, Pending] = {}
-    add(
-        gap,
-        replace(appended(deal, len(log), [as_new(log[-1])], AT), head_hash=log[-1].hash),
-        [as_new(log[-1])],
-    )
+    add(gap, replace(appended(deal, len(log), [as_new(log[-1])], AT), head_hash=log[-1].hash))
     heads.heard([item for text in payloads(gap) for item in announced(text)], catalog)
     assert heads.get(deal) is None
     assert heads.behind(deal) == (state_after(log[:3]), log[2].hash)

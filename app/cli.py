@@ -48,7 +48,11 @@ from app.settings import load_settings
 from app.telemetry import configure_logging
 
 T = TypeVar("T")
-cli = typer.Typer(help="dealledger: event-sourced deal progression.", no_args_is_help=True)
+cli = typer.Typer(
+    help="dealledger: event-sourced deal progression.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 console = Console(stderr=True)
 
 

@@ -64,3 +64,8 @@ def test_bench_quick_prints_every_scenario_with_its_floor(tmp_path: Path) -> Non
             ("projection lag", "pipeline health", "weekly inspection", "webhook lag")
         ):
             assert cells[3].endswith("%"), line  # ...and compared with its floor
+    # A cost row says how the floor itself grew between the two sizes (machine noise or
+    # PostgreSQL's own growth, told apart from ours).
+    costs = [row for row in table.splitlines() if row.startswith("| cost at ")]
+    assert "floor route's GET of the same row, p99 " in costs[0], costs[0]
+    assert "raw INSERT into its own table in the same rounds, p99 " in costs[1], costs[1]

@@ -134,6 +134,13 @@ def test_help_describes_the_commands(command: list[str]) -> None:
     assert "dealledger" in result.stdout or "--port" in result.stdout
 
 
+def test_help_reflows_docstrings_instead_of_breaking_lines_where_the_source_does() -> None:
+    # Rich's default markup kept every newline of a wrapped docstring ("... exit" / "1 if").
+    result = dealledger("--help", env=environment(COLUMNS="200"))
+    assert result.returncode == 0
+    assert "list every broken link, exit 1 if there is one." in result.stdout
+
+
 async def test_rebuild_replays_every_projection_and_reports_its_rate(
     store: EventStore, database_url: str, pg: asyncpg.Connection
 ) -> None:

@@ -120,6 +120,10 @@ async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_r
     store: EventStore, database_url: str, pg: asyncpg.Connection, owner_url: str
 ) -> None:
     await _built_by_a_follower(store, database_url, pg)
+    # Flags compared at one clock: the follower's sweeps judged deals at whatever moments
+    # they ran (a loaded machine shifts them), a rebuild at each deal's last event.
+    later = datetime.now(UTC) + timedelta(days=20)
+    await settle(pg, later)
     expected = await read_models(pg)
     await pg.execute("UPDATE deals SET owner = 'before-the-rebuild'")
     before = await read_models(pg)
@@ -170,6 +174,7 @@ async def test_a_rebuild_killed_before_its_swap_leaves_the_old_read_models_and_r
         timeout=300,
     )
     assert rerun.returncode == 0, rerun.stderr
+    await settle(pg, later)
     assert await read_models(pg) == expected
     assert not _scratch_of(rebuild.pid), "the rerun removes what the killed one left"
 

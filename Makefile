@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 install:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[test,bench]'
 test:
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 fast:
 	$(PY) -m pytest -m "not db"
 lint:

@@ -232,7 +232,7 @@ async def _rebuild(
     batch_size: int,
     workers: int,
 ) -> dict[str, tuple[int, float]]:
-    from app.projections.replay import rebuild_fast
+    from app.projections.replay import STEP_ASIDE_SECONDS, rebuild_fast
     from app.projections.runner import rebuild
 
     engine = create_engine(url, pool_size=1)
@@ -249,8 +249,9 @@ async def _rebuild(
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        # Folded per deal over every core and swapped in at once, unless a runner follows
-        # one of them now: then each is reset in place and that runner replays it (below).
+        # Folded per deal over every core and swapped in at once; a projector following
+        # them is asked to step aside meanwhile. One that does not (within STEP_ASIDE_SECONDS)
+        # has each reset in place and replays it itself (below).
         task = progress.add_task(f"rebuild {', '.join(names)}", total=total, rate=0.0)
         started = time.monotonic()
 
@@ -263,6 +264,7 @@ async def _rebuild(
             [projections[name] for name in names],
             workers=workers or None,
             on_progress=fast,
+            aside_seconds=STEP_ASIDE_SECONDS,
         )
         if done is not None:
             progress.update(task, completed=done)
@@ -279,8 +281,9 @@ async def _rebuild(
 
             def delegated(name: str = name) -> None:
                 console.print(
-                    f"{name}: a running projector follows it; reset it in place and"
-                    " watching that projector replay it"
+                    f"{name}: the projector following it did not step aside within"
+                    f" {STEP_ASIDE_SECONDS:.0f}s; reset it in place and watching that"
+                    " projector replay it"
                 )
 
             done = await rebuild(

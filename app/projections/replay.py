@@ -24,7 +24,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -45,7 +46,7 @@ from app.domain.webhooks import deal_summary
 from app.events import merkle
 from app.events.log import Checkpoint
 from app.events.pipelines import PipelineVersions, reader_on
-from app.projections import tree_blocks
+from app.projections import step_aside, tree_blocks
 from app.projections.activity import COLUMNS as ACTIVITY_COLUMNS
 from app.projections.activity import Activity, activity_row
 from app.projections.deals import COLUMNS as DEAL_COLUMNS
@@ -283,6 +284,10 @@ def _progress(done: int) -> None:
 def _chunk(tag: str) -> None:
     print(f"chunk {tag}", flush=True)
 
+
+STEP_ASIDE_SECONDS = 30.0
+"""How long `dealledger rebuild` waits for a projector following the projections to step
+aside (it does between two batches, or two pages of a sweep: well under a second)."""
 
 CHUNK_EVENTS = 100_000
 """A worker hands its files over every this many events (at a deal's end): the coordinator
@@ -552,87 +557,133 @@ async def rebuild_fast(
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     chunk_events: int = CHUNK_EVENTS,
+    aside_seconds: float = 0.0,
 ) -> int | None:
     """Rebuild `projections` (any of DEAL_PROJECTIONS and the log's tree) from the log and
-    swap them in at once; returns the events replayed. None when a runner follows one of
-    them now (the caller delegates to it: see runner.rebuild)."""
+    swap them in at once; returns the events replayed. When a runner follows one of them
+    now, it is asked to step aside (step_aside.py) for up to `aside_seconds`; None if it
+    has not (the caller may delegate to it: see runner.rebuild)."""
     names = {p.name for p in projections}
     unknown = names - {*DEAL_PROJECTIONS, LOG_TREE}
     if unknown:
         raise ValueError(f"no fast rebuild for {sorted(unknown)}")
-    tables = [t for t, (owner, _) in TABLES.items() if owner in names]
-    deal_tables = [t for t in tables if TABLES[t][0] in DEAL_PROJECTIONS]
     connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     try:
-        for name in sorted(names):
-            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(name)):
-                return None  # closing the session releases the locks taken
-        at = await plan(connection)
-        parts = max(1, workers or os.cpu_count() or 1)
-        progress = {"deals": [0] * parts, "tree": [0]}
-
-        def report() -> None:
-            if on_progress is not None:
-                counts = progress["deals"] if deal_tables else progress["tree"]
-                on_progress(min(sum(counts), at.events))
-
-        _remove_abandoned_scratch()
-        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
-            jobs: list[asyncio.Task[int]] = []
-            ready: asyncio.Queue[Ready] = asyncio.Queue()
-
-            def start(args: dict[str, Any], seen: Callable[[int], None], owns: list[str]) -> None:
-                def chunk(tag: str) -> None:
-                    ready.put_nowait((tag, owns))
-
-                job = asyncio.create_task(_run_worker(args, seen, chunk))
-                job.add_done_callback(ready.put_nowait)  # after its last chunk
-                jobs.append(job)
-
-            if deal_tables:
-                rules = dataclasses.asdict(flag_rules_of(projections))
-                for k, (low, high) in enumerate(_ranges(parts)):
-
-                    def seen(n: int, k: int = k) -> None:
-                        progress["deals"][k] = n
-                        report()
-
-                    args = {
-                        "kind": "deals",
-                        "dsn": dsn,
-                        "xmin": at.xmin,
-                        "low": str(low),
-                        "high": str(high),
-                        "tables": deal_tables,
-                        "out": scratch,
-                        "tag": str(k),
-                        "rules": rules,
-                        "chunk_events": chunk_events,
-                    }
-                    start(args, seen, deal_tables)
-            if LOG_TREE in names:
-
-                def tree_seen(n: int) -> None:
-                    progress["tree"][0] = n
-                    report()
-
-                stored = [
-                    [*block, digest.hex()]
-                    for block, digest in (await stored_blocks(connection)).items()
-                ]
-                (Path(scratch) / STORED).write_text(json.dumps(stored))
-                args = {"kind": "tree", "dsn": dsn, "xmin": at.xmin, "out": scratch}
-                start(args, tree_seen, [t for t in tables if t not in deal_tables])
-            try:
-                projected = [p.name for p in projections]
-                await _swap_in(connection, projected, jobs, ready, Path(scratch), at)
-            finally:
-                for job in jobs:
-                    job.cancel()  # a worker still running when another failed
-                await asyncio.gather(*jobs, return_exceptions=True)
-        return at.events
+        async with contextlib.AsyncExitStack() as held:
+            if not await _take_locks(connection, names):
+                if aside_seconds <= 0:
+                    return None
+                ask = await held.enter_async_context(step_aside.asking_aside(dsn, sorted(names)))
+                if not await _take_locks(connection, names, ask, aside_seconds):
+                    return None  # leaving the block lets the followers that stepped aside go on
+            return await _rebuild_locked(
+                connection, dsn, projections, workers, on_progress, chunk_events
+            )
     finally:
         await connection.close()
+
+
+async def _take_locks(
+    connection: asyncpg.Connection,
+    names: set[str],
+    ask: Callable[[], Awaitable[None]] | None = None,
+    seconds: float = 0.0,
+) -> bool:
+    """Every projection's lock on `connection`, trying for up to `seconds` (asking again
+    each second); all or none."""
+    deadline = time.monotonic() + seconds
+    asked_at = time.monotonic()
+    while True:
+        for name in sorted(names):
+            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(name)):
+                await connection.execute("SELECT pg_advisory_unlock_all()")
+                break
+        else:
+            return True
+        if ask is None or time.monotonic() >= deadline:
+            return False
+        if time.monotonic() - asked_at >= 1.0:
+            await ask()
+            asked_at = time.monotonic()
+        await asyncio.sleep(0.05)
+
+
+async def _rebuild_locked(
+    connection: asyncpg.Connection,
+    dsn: str,
+    projections: Sequence[Projection],
+    workers: int | None,
+    on_progress: Callable[[int], None] | None,
+    chunk_events: int,
+) -> int:
+    """The rebuild proper, every projection's lock held on `connection`."""
+    names = {p.name for p in projections}
+    tables = [t for t, (owner, _) in TABLES.items() if owner in names]
+    deal_tables = [t for t in tables if TABLES[t][0] in DEAL_PROJECTIONS]
+    at = await plan(connection)
+    parts = max(1, workers or os.cpu_count() or 1)
+    progress = {"deals": [0] * parts, "tree": [0]}
+
+    def report() -> None:
+        if on_progress is not None:
+            counts = progress["deals"] if deal_tables else progress["tree"]
+            on_progress(min(sum(counts), at.events))
+
+    _remove_abandoned_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
+        jobs: list[asyncio.Task[int]] = []
+        ready: asyncio.Queue[Ready] = asyncio.Queue()
+
+        def start(args: dict[str, Any], seen: Callable[[int], None], owns: list[str]) -> None:
+            def chunk(tag: str) -> None:
+                ready.put_nowait((tag, owns))
+
+            job = asyncio.create_task(_run_worker(args, seen, chunk))
+            job.add_done_callback(ready.put_nowait)  # after its last chunk
+            jobs.append(job)
+
+        if deal_tables:
+            rules = dataclasses.asdict(flag_rules_of(projections))
+            for k, (low, high) in enumerate(_ranges(parts)):
+
+                def seen(n: int, k: int = k) -> None:
+                    progress["deals"][k] = n
+                    report()
+
+                args = {
+                    "kind": "deals",
+                    "dsn": dsn,
+                    "xmin": at.xmin,
+                    "low": str(low),
+                    "high": str(high),
+                    "tables": deal_tables,
+                    "out": scratch,
+                    "tag": str(k),
+                    "rules": rules,
+                    "chunk_events": chunk_events,
+                }
+                start(args, seen, deal_tables)
+        if LOG_TREE in names:
+
+            def tree_seen(n: int) -> None:
+                progress["tree"][0] = n
+                report()
+
+            stored = [
+                [*block, digest.hex()]
+                for block, digest in (await stored_blocks(connection)).items()
+            ]
+            (Path(scratch) / STORED).write_text(json.dumps(stored))
+            args = {"kind": "tree", "dsn": dsn, "xmin": at.xmin, "out": scratch}
+            start(args, tree_seen, [t for t in tables if t not in deal_tables])
+        try:
+            projected = [p.name for p in projections]
+            await _swap_in(connection, projected, jobs, ready, Path(scratch), at)
+        finally:
+            for job in jobs:
+                job.cancel()  # a worker still running when another failed
+            await asyncio.gather(*jobs, return_exceptions=True)
+    return at.events
 
 
 Ready = tuple[str, list[str]] | asyncio.Task[int]

@@ -29,6 +29,7 @@ from app.domain.state import Recorded
 from app.events.log import Checkpoint, RecordedEvent
 from app.events.recorded import to_recorded
 from app.events.store import read_all_on, record_of
+from app.projections import step_aside
 from app.telemetry import PROJECTION_ERRORS
 
 log = logging.getLogger("dealledger.projections")
@@ -436,10 +437,17 @@ class ProjectionRunner:
         self.tick_interval = tick_interval
         self.stopped_retry_interval = stopped_retry_interval
         self._wakes = {p.name: asyncio.Event() for p in projections}
+        self._aside: set[str] = set()  # asked to step aside for a rebuild (step_aside.py)
 
     def _wake_all(self, *_: object) -> None:
         for wake in self._wakes.values():
             wake.set()
+
+    def _asked_aside(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        names = step_aside.asked(payload) & self._wakes.keys()
+        self._aside |= names
+        for name in names:
+            self._wakes[name].set()
 
     async def run(self) -> None:
         """Follow the log until cancelled: once this process is the elected projector."""
@@ -453,6 +461,7 @@ class ProjectionRunner:
         listener = await asyncpg.connect(self.dsn, server_settings=SESSION_SETTINGS)
         try:
             await listener.add_listener("events", self._wake_all)
+            await listener.add_listener(step_aside.CHANNEL, self._asked_aside)
             await asyncio.gather(*(self._follow(p) for p in self.projections))
         finally:
             await close_quickly(listener)
@@ -463,6 +472,10 @@ class ProjectionRunner:
         while True:
             started = time.monotonic()
             try:
+                if projection.name in self._aside:
+                    self._aside.discard(projection.name)
+                    log.info("projection %s: stepped aside for a rebuild", projection.name)
+                    await step_aside.wait_out_rebuild(self.dsn)
                 await self._follow_once(projection)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
@@ -496,6 +509,8 @@ class ProjectionRunner:
             held = 0.0
             sweeping = False
             while True:
+                if projection.name in self._aside:
+                    return  # lets go of the lock; `_follow` waits the rebuild out
                 wake.clear()
                 started = time.monotonic()
                 try:

@@ -5,6 +5,7 @@ and a rebuild killed before its swap leaves the old ones and can simply be run a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from app.projections.replay import (
     rebuild_fast,
     stored_blocks,
 )
+from app.projections.runner import lock_key
+from app.projections.step_aside import REBUILD_LOCK
 from app.service.deals import DealService
 from app.service.simulation import run_workload
 from tests.support import caught_up, environment, following, read_models, settle
@@ -274,3 +277,68 @@ async def test_the_tree_is_digested_block_by_block_alike_in_sql_and_as_it_is_reb
     await pg.execute("UPDATE log_nodes SET hash = '\\x02' WHERE height = 1 AND index = 0")
     changed = await sorted_against(stored)
     assert "reconcile (1, 0)" in changed and "node" in changed and "leaf" not in changed
+
+
+async def test_a_following_projector_steps_aside_for_the_rebuild_and_follows_on_after_it(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    """`dealledger rebuild` while `serve` projects: the projector lets go of the projections
+    for the fast rebuild (readers see the old read models whole, then the new), and follows
+    the log on from where the rebuild left them."""
+    async with following(database_url, batch_size=40):
+        await run_workload(DealService(store), deals=20, commands=300, seed=31)
+        await caught_up(pg)
+        deals = await pg.fetchval("SELECT count(*) FROM deals")
+        await pg.execute("UPDATE deals SET name = 'stale'")  # what a rebuild rewrites
+
+        rebuild = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "rebuild",
+            env=environment(DATABASE_URL=database_url),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        seen: set[tuple[int, int]] = set()
+        stale = "SELECT count(*), count(*) FILTER (WHERE name = 'stale') FROM deals"
+        while rebuild.returncode is None:
+            seen.add(tuple(await pg.fetchrow(stale)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rebuild.wait(), 0.01)
+        out, err = await rebuild.communicate()
+        assert rebuild.returncode == 0, err.decode()
+        output = " ".join(out.decode().split() + err.decode().split())
+        assert "did not step aside" not in output and "reset it in place" not in output
+        assert f"deals: {await pg.fetchval('SELECT count(*) FROM events')} events in" in output
+        seen.add(tuple(await pg.fetchrow(stale)))
+        assert seen <= {(deals, deals), (deals, 0)} and (deals, 0) in seen, seen
+
+        # The projector took up again from the rebuild's checkpoints: later events are
+        # projected, none twice.
+        await run_workload(DealService(store), deals=5, commands=60, seed=32)
+        await caught_up(pg, within=30)
+    later = datetime.now(UTC) + timedelta(days=20)
+    await settle(pg, later)
+    followed = await read_models(pg)
+    assert await rebuild_fast(asyncpg_dsn(database_url), list(PROJECTIONS.values()))
+    await settle(pg, later)
+    assert await read_models(pg) == followed
+
+
+async def test_a_rebuild_whose_projector_does_not_step_aside_gives_up_and_holds_nobody_back(
+    store: EventStore, database_url: str, pg: asyncpg.Connection, owner_url: str
+) -> None:
+    await run_workload(DealService(store), deals=3, commands=30, seed=33)
+    holder = await asyncpg.connect(asyncpg_dsn(owner_url))  # holds the lock, hears nothing
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key("deals"))
+        done = await rebuild_fast(
+            asyncpg_dsn(database_url), [PROJECTIONS["deals"]], aside_seconds=0.3
+        )
+        assert done is None
+        # Given up: followers that did step aside are not kept waiting.
+        assert await pg.fetchval("SELECT pg_try_advisory_lock_shared($1)", REBUILD_LOCK)
+        await pg.execute("SELECT pg_advisory_unlock_shared($1)", REBUILD_LOCK)
+    finally:
+        await holder.close()

@@ -265,6 +265,10 @@ async def _rebuild(
             workers=workers or None,
             on_progress=fast,
             aside_seconds=STEP_ASIDE_SECONDS,
+            on_aside=lambda: console.print(
+                "a projector follows these projections: asked it to step aside until the"
+                " rebuild is swapped in (it follows on from there)"
+            ),
         )
         if done is not None:
             progress.update(task, completed=done)

@@ -558,11 +558,13 @@ async def rebuild_fast(
     on_progress: Callable[[int], None] | None = None,
     chunk_events: int = CHUNK_EVENTS,
     aside_seconds: float = 0.0,
+    on_aside: Callable[[], None] | None = None,
 ) -> int | None:
     """Rebuild `projections` (any of DEAL_PROJECTIONS and the log's tree) from the log and
     swap them in at once; returns the events replayed. When a runner follows one of them
-    now, it is asked to step aside (step_aside.py) for up to `aside_seconds`; None if it
-    has not (the caller may delegate to it: see runner.rebuild)."""
+    now, it is asked to step aside (step_aside.py) for up to `aside_seconds` (`on_aside` is
+    called as it is asked); None if it has not (the caller may delegate to it: see
+    runner.rebuild)."""
     names = {p.name for p in projections}
     unknown = names - {*DEAL_PROJECTIONS, LOG_TREE}
     if unknown:
@@ -574,6 +576,8 @@ async def rebuild_fast(
                 if aside_seconds <= 0:
                     return None
                 ask = await held.enter_async_context(step_aside.asking_aside(dsn, sorted(names)))
+                if on_aside is not None:
+                    on_aside()
                 if not await _take_locks(connection, names, ask, aside_seconds):
                     return None  # leaving the block lets the followers that stepped aside go on
             return await _rebuild_locked(

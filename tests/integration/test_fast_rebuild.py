@@ -310,6 +310,7 @@ async def test_a_following_projector_steps_aside_for_the_rebuild_and_follows_on_
         assert rebuild.returncode == 0, err.decode()
         output = " ".join(out.decode().split() + err.decode().split())
         assert "did not step aside" not in output and "reset it in place" not in output
+        assert "asked it to step aside until the rebuild is swapped in" in output
         assert f"deals: {await pg.fetchval('SELECT count(*) FROM events')} events in" in output
         seen.add(tuple(await pg.fetchrow(stale)))
         assert seen <= {(deals, deals), (deals, 0)} and (deals, 0) in seen, seen

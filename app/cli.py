@@ -402,12 +402,15 @@ def projections_status() -> None:
     stop (an event it cannot apply); exit 1 if one is stopped."""
     from app.projections.health import Health, health
     from app.projections.registry import FOLLOWERS
-    from app.projections.runner import projector_holder
+    from app.projections.runner import projector_holder, rebuild_holder
 
     url = _database_url()
     state: Health = asyncio.run(_with_connection(url, lambda c: health(c, list(FOLLOWERS))))
     holder = asyncio.run(_with_connection(url, projector_holder))
     typer.echo(f"projector: {holder or 'none running'}")
+    rebuilding = asyncio.run(_with_connection(url, rebuild_holder))
+    if rebuilding:
+        typer.echo(f"rebuild: {rebuilding} (the projector steps aside until it is swapped in)")
     for p in state.projections:
         line = f"{p.name:<16} position {p.position:>12,}  lag {p.lag:>9,}  {p.lag_seconds:>8.1f}s"
         if p.stopped_at is not None:

@@ -398,16 +398,27 @@ async def elected(dsn: str, poll_seconds: float = 1.0) -> AsyncIterator[None]:
         await close_quickly(connection)
 
 
-async def projector_holder(connection: asyncpg.Connection) -> str | None:
-    """Who projects now (its application name: host and pid), or None."""
+async def _lock_holder(connection: asyncpg.Connection, key: int) -> str | None:
+    """The application name of the session holding advisory lock `key` outright, or None."""
     name: str | None = await connection.fetchval(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-        " AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid LIMIT 1",
-        (PROJECTOR_LOCK >> 32) & 0xFFFFFFFF,  # a bigint key shows as two 32-bit halves
-        PROJECTOR_LOCK & 0xFFFFFFFF,
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock'"
+        " AND l.objsubid = 1 AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid"
+        " LIMIT 1",
+        (key >> 32) & 0xFFFFFFFF,  # a bigint key shows as two 32-bit halves
+        key & 0xFFFFFFFF,
     )
     return name
+
+
+async def projector_holder(connection: asyncpg.Connection) -> str | None:
+    """Who projects now (its application name: host and pid), or None."""
+    return await _lock_holder(connection, PROJECTOR_LOCK)
+
+
+async def rebuild_holder(connection: asyncpg.Connection) -> str | None:
+    """Which rebuild has asked the projector to step aside (host and pid), or None."""
+    return await _lock_holder(connection, step_aside.REBUILD_LOCK)
 
 
 class ProjectionRunner:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
@@ -22,6 +24,7 @@ import asyncpg
 from app.db import SESSION_SETTINGS, close_quickly
 
 CHANNEL = "rebuild"
+REBUILD_APP = "dealledger rebuild"
 REBUILD_LOCK = int.from_bytes(
     hashlib.sha256(b"dealledger:rebuild-asks-aside").digest()[:8], "big", signed=True
 )
@@ -47,7 +50,10 @@ async def asking_aside(
 ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """Hold REBUILD_LOCK while the block runs and ask the followers of `names` to step aside;
     yields a function that asks again (a follower that took its lock after the first ask)."""
-    connection = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
+    me = f"{REBUILD_APP} {socket.gethostname()}:{os.getpid()}"  # `projections status` shows it
+    connection = await asyncpg.connect(
+        dsn, server_settings={**SESSION_SETTINGS, "application_name": me[:63]}
+    )
     try:
         # Waits for followers still waiting out an earlier rebuild to have got their hold.
         await connection.execute("SELECT pg_advisory_lock($1)", REBUILD_LOCK)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,10 @@ from app.projections.replay import (
     stored_blocks,
 )
 from app.projections.runner import lock_key
-from app.projections.step_aside import REBUILD_LOCK
+from app.projections.step_aside import REBUILD_LOCK, asking_aside
 from app.service.deals import DealService
 from app.service.simulation import run_workload
-from tests.support import caught_up, environment, following, read_models, settle
+from tests.support import caught_up, dealledger, environment, following, read_models, settle
 
 CHECKPOINTS = (
     "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1::text[]) ORDER BY name"
@@ -343,3 +344,32 @@ async def test_a_rebuild_whose_projector_does_not_step_aside_gives_up_and_holds_
         await pg.execute("SELECT pg_advisory_unlock_shared($1)", REBUILD_LOCK)
     finally:
         await holder.close()
+
+
+async def test_projections_status_names_the_rebuild_the_projector_steps_aside_for(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    env = environment(DATABASE_URL=database_url)
+    async with following(database_url):
+        await run_workload(DealService(store), deals=2, commands=10, seed=34)
+        await caught_up(pg)
+        async with asking_aside(asyncpg_dsn(database_url), ["deals"]):
+            # The follower of `deals` lets go of its lock (the others keep theirs).
+            for _ in range(200):
+                if await pg.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("deals")):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the follower of deals did not step aside")
+            await pg.execute("SELECT pg_advisory_unlock($1)", lock_key("deals"))
+            assert not await pg.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("flags"))
+            status = await asyncio.to_thread(dealledger, "projections", "status", env=env)
+            assert status.returncode == 0, status.stderr
+            assert f"rebuild: dealledger rebuild {socket.gethostname()}:{os.getpid()}" in (
+                status.stdout
+            )
+        after = await asyncio.to_thread(dealledger, "projections", "status", env=env)
+        assert "rebuild:" not in after.stdout
+        # Let go: the follower takes `deals` up again.
+        await run_workload(DealService(store), deals=2, commands=10, seed=35)
+        await caught_up(pg, within=30)

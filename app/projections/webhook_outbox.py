@@ -200,6 +200,23 @@ async def drain_flag_raisings(
     return len(rows)
 
 
+# A page of the log's keys past a checkpoint, gap-safe as the runner reads, when no endpoint
+# is enabled (checked in the same snapshot, so no endpoint enabled before these events
+# committed is passed over): its last key and how many events it holds. No row: read on.
+_UNHEARD_SQL = """
+WITH page AS (
+    SELECT transaction_id, position FROM events
+    WHERE (transaction_id, position) > ($1::text::xid8, $2)
+      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND NOT EXISTS (SELECT FROM webhook_endpoints WHERE enabled)
+    ORDER BY transaction_id, position LIMIT $3
+)
+SELECT transaction_id::text::bigint AS xid, position, (SELECT count(*) FROM page) AS events
+FROM page ORDER BY transaction_id DESC, position DESC LIMIT 1
+"""
+SKIP_PAGE = 100_000
+
+
 class WebhookOutbox:
     """Run by the projection runner like a projection (one active, checkpointed batches),
     but never rebuilt: it has no read model, only the deliveries it hands to workers."""
@@ -210,6 +227,21 @@ class WebhookOutbox:
     def __init__(self, link_base: str = "http://127.0.0.1:8000", poll_seconds: float = 0.5):
         self.link_base = link_base
         self.tick_seconds = poll_seconds
+
+    async def unheard(
+        self, connection: asyncpg.Connection, after: Checkpoint
+    ) -> tuple[Checkpoint, int] | None:
+        """With no endpoint enabled, the events after `after` are for nobody (an endpoint
+        hears what was recorded after it was created): the key to move to without reading
+        them, and how many that passes (a page of keys, not of rows). None: read them.
+        After a bulk load or restore this outbox read the whole log for nothing, minutes of
+        a projector's time at ten million events."""
+        row = await connection.fetchrow(
+            _UNHEARD_SQL, str(after.transaction_id), after.position, SKIP_PAGE
+        )
+        if row is None:
+            return None
+        return Checkpoint(row["xid"], row["position"]), int(row["events"])
 
     async def apply(self, connection: asyncpg.Connection, batch: Sequence[Envelope]) -> None:
         endpoints = await enabled_endpoints(connection)

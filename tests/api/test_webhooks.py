@@ -17,7 +17,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.db import asyncpg_dsn
 from app.projections.registry import PROJECTIONS
-from app.projections.runner import rebuild
+from app.projections.runner import apply_next_batch, rebuild
+from app.projections.webhook_outbox import WebhookOutbox
 from app.service.webhooks import DeliveryPolicy, DeliveryWorker
 from app.settings import Settings
 from tests.api.conftest import MANAGER, Deals, criteria_of
@@ -570,3 +571,57 @@ async def test_two_workers_never_send_one_delivery_twice(database_url: str) -> N
                 task.cancel()
         ids = [r.message_id for r in receiver.requests]
         assert len(ids) == len(set(ids)) == len(opened)
+
+
+async def test_with_no_endpoint_enabled_the_outbox_passes_the_log_unread(
+    database_url: str, pg: asyncpg.Connection
+) -> None:
+    """After a bulk load, or before anyone subscribes, nobody can hear the log's events (an
+    endpoint hears what was recorded after it was created): the outbox moves past them in one
+    step instead of reading them all; an endpoint enabled again is heard from then on."""
+    outbox = WebhookOutbox()
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute(
+            "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            outbox.name,
+        )
+        async with app_client(database_url, settings(run_projector=False)) as http:
+            hook = await subscribe(http, "https://hooks.example.com/x", event_types=["*"])
+            paused = await http.patch(
+                f"/v1/webhooks/{hook['id']}", json={"enabled": False}, headers=ADMIN
+            )
+            assert paused.status_code == 200, paused.text
+            deals = Deals(http)
+            for n in range(40):
+                deal = await deals.open(name=f"Quiet {n}")
+                replied = await http.post(
+                    f"/v1/deals/{deal['id']}/activities",
+                    json={"type": "email_replied", "occurred_at": datetime.now(UTC).isoformat()},
+                )
+                assert replied.status_code == 201, replied.text
+            events = await pg.fetchval("SELECT count(*) FROM events")
+            assert events >= 80
+            # A batch of 10 would have taken eight batches and every event read.
+            assert await apply_next_batch(connection, outbox, 10) == events
+            assert await apply_next_batch(connection, outbox, 10) == 0
+            at = await pg.fetchval(
+                "SELECT position FROM projection_checkpoints WHERE name = $1", outbox.name
+            )
+            assert at == await pg.fetchval("SELECT max(position) FROM events")
+            assert await deliveries(http, hook["id"]) == []
+
+            resumed = await http.patch(
+                f"/v1/webhooks/{hook['id']}", json={"enabled": True}, headers=ADMIN
+            )
+            assert resumed.status_code == 200, resumed.text
+            later = await deals.open(name="Heard Co")
+            # Read again once someone listens: the deal opened since, and nothing before it.
+            opened = await pg.fetchval("SELECT count(*) FROM events") - events
+            assert await apply_next_batch(connection, outbox, 10) == opened
+            heard = await deliveries(http, hook["id"])
+            assert [(d["event_type"], d["deal_id"]) for d in heard] == [
+                ("deal.stage_entered", later["id"])
+            ]
+    finally:
+        await connection.close()

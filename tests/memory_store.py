@@ -167,10 +167,14 @@ class InMemoryEventStore:
             {e.data["pipeline"]["key"] for e in self.events if e.type == "PipelineVersionDefined"}
         )
 
-    async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+    async def find_events(
+        self, event_ids: Sequence[UUID], *, stream_id: UUID | None = None
+    ) -> dict[UUID, tuple[UUID, int]]:
         wanted = set(event_ids)
         found: dict[UUID, tuple[UUID, int]] = {}
         for event in self.events:
+            if stream_id is not None and event.stream_id != stream_id:
+                continue
             if event.event_id in wanted and event.event_id not in found:
                 found[event.event_id] = (event.stream_id, event.position)
         return found

@@ -153,8 +153,12 @@ class EventLog(Protocol):
         """The keys of every pipeline with a version in the log."""
         ...
 
-    async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
-        """Where events with these ids were stored, in any stream: id -> (stream, position)."""
+    async def find_events(
+        self, event_ids: Sequence[UUID], *, stream_id: UUID | None = None
+    ) -> dict[UUID, tuple[UUID, int]]:
+        """Where events with these ids were stored: id -> (stream, position). In `stream_id`'s
+        stream; or, with None, in any stream among ingested CloudEvents (their ids are claimed
+        log-wide, the only ids looked up across streams)."""
         ...
 
     async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:

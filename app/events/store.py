@@ -571,14 +571,27 @@ class EventStore:
             )
         return [row["key"] for row in rows]
 
-    async def find_events(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
-        """Where events with these ids were stored, in any stream: id -> (stream, position)."""
+    async def find_events(
+        self, event_ids: Sequence[UUID], *, stream_id: UUID | None = None
+    ) -> dict[UUID, tuple[UUID, int]]:
+        """Where events with these ids were stored (see EventLog.find_events). Across streams
+        the claims table answers: the log keeps no index on event_id alone, whose random
+        keys made every append read and dirty a random page of it (at 4.9M events a single
+        append's p99 went 1.1 -> 2-4 ms; without it, 1.1 ms as on a small log)."""
         async with driver_connection(self.engine) as connection:
-            rows = await connection.fetch(
-                "SELECT DISTINCT ON (event_id) event_id, stream_id, position FROM events"
-                " WHERE event_id = ANY($1::uuid[]) ORDER BY event_id, position",
-                list(event_ids),
-            )
+            if stream_id is None:
+                rows = await connection.fetch(
+                    "SELECT event_id, stream_id, position FROM cloudevent_ids"
+                    " WHERE event_id = ANY($1::uuid[])",
+                    list(event_ids),
+                )
+            else:
+                rows = await connection.fetch(
+                    "SELECT event_id, stream_id, position FROM events"
+                    " WHERE stream_id = $1 AND event_id = ANY($2::uuid[])",
+                    stream_id,
+                    list(event_ids),
+                )
         return {r["event_id"]: (r["stream_id"], r["position"]) for r in rows}
 
     async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:

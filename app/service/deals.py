@@ -321,7 +321,7 @@ class DealService:
             return None
         # The position of its last event: ids are derived per index (commands write a few).
         ids = [command_event_id(deal_id, context.actor.id, key, i) for i in range(64)]
-        found = await self.store.find_events(ids)
+        found = await self.store.find_events(ids, stream_id=deal_id)
         return max((position for _, position in found.values()), default=None)
 
     async def open(self, command: OpenDeal, context: CommandContext) -> CommandResult:

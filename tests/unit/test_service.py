@@ -390,7 +390,9 @@ async def test_a_cloudevent_already_stored_for_another_deal_is_a_duplicate(
     (accepted,) = await process(store).ingest([parse(raw, NOW)], RICK.actor)
     looked_up = store.find_events
 
-    async def saw_nothing_the_first_time(ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+    async def saw_nothing_the_first_time(
+        ids: Sequence[UUID], stream_id: UUID | None = None
+    ) -> dict[UUID, tuple[UUID, int]]:
         """A race: the look-up before deciding missed the other delivery."""
         store.find_events = looked_up  # type: ignore[method-assign]
         return {}

@@ -221,7 +221,13 @@ class DealFold:
             yield "blocker_log", tuple(blocker)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def _escaped(text: str) -> str:
+    """`text` with COPY's special characters escaped. Four `str.replace` scans in C: the
+    states' JSON runs to kilobytes, where `str.translate` with a table (a dict lookup per
+    character) took ~35x as long and ~5 % of a rebuild."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 # Types whose text never holds a tab, newline or backslash: written as str() gives them.
@@ -232,7 +238,7 @@ def _text(value: Any) -> str:
     """A value in PostgreSQL's COPY text format (\\N is NULL; tabs and newlines escaped)."""
     kind = type(value)
     if kind is str:
-        return str(value.translate(_ESCAPES))
+        return _escaped(value)
     if kind in _PLAIN:
         return str(value)
     if value is None:
@@ -241,7 +247,7 @@ def _text(value: Any) -> str:
         return "t" if value else "f"
     if kind is bytes:
         return "\\\\x" + bytes(value).hex()
-    return str(value).translate(_ESCAPES)
+    return _escaped(str(value))
 
 
 class _Files:

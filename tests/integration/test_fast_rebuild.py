@@ -12,13 +12,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
 from app.db import asyncpg_dsn
+from app.domain import commands as c
+from app.domain.decide import Actor
 from app.events.store import EventStore
 from app.projections import tree_blocks
 from app.projections.registry import PROJECTIONS
@@ -31,7 +34,7 @@ from app.projections.replay import (
 )
 from app.projections.runner import lock_key
 from app.projections.step_aside import REBUILD_LOCK, asking_aside
-from app.service.deals import DealService
+from app.service.deals import CommandContext, DealService
 from app.service.simulation import run_workload
 from tests.support import caught_up, dealledger, environment, following, read_models, settle
 
@@ -73,6 +76,27 @@ async def test_the_fast_rebuild_equals_the_follower_for_any_number_of_workers(
             assert rebuilt[table] == rows, (workers, table)
         positions = {r["position"] for r in await pg.fetch(CHECKPOINTS, list(PROJECTIONS))}
         assert positions == {await pg.fetchval("SELECT max(position) FROM events")}
+
+
+async def test_text_with_tabs_newlines_and_backslashes_comes_through_a_rebuild_unchanged(
+    store: EventStore, database_url: str, pg: asyncpg.Connection
+) -> None:
+    # The rebuild writes COPY text files, where these four characters must be escaped.
+    odd = "tab\there, line\nbreak\r\nand a back\\slash \\t \\N"
+    service, rep = DealService(store), CommandContext(Actor("rick", "rep"))
+    async with following(database_url):
+        deal = (await service.open(c.OpenDeal(name=odd, owner="rick"), rep)).state.deal_id
+        await service.execute(deal, c.SetNextStep(odd, date(2026, 1, 5)), rep)
+        await service.execute(deal, c.RaiseBlocker(uuid4(), "internal_politics", odd), rep)
+        await caught_up(pg)
+    later = datetime.now(UTC) + timedelta(days=1)
+    await settle(pg, later)
+    incremental = await read_models(pg)
+    assert await pg.fetchval("SELECT name FROM deals WHERE deal_id = $1", deal) == odd
+
+    await rebuild_fast(asyncpg_dsn(database_url), list(PROJECTIONS.values()), workers=1)
+    await settle(pg, later)
+    assert await read_models(pg) == incremental
 
 
 async def test_readers_see_the_old_read_models_or_the_new_never_a_half_built_one(

@@ -221,11 +221,14 @@ class DealService:
         return await self._fold_stored(deal_id, events)
 
     async def current(
-        self, deal_id: UUID, projected: DealState | None, head_version: int
+        self, deal_id: UUID, projected: DealState | None, head_version: int | None
     ) -> DealState:
-        """The deal now, at least at `head_version` (the log's): the read model's state when
-        it has reached the head, else this process's cached head, else a replay of the log. A
-        read right after any acknowledged write shows that write."""
+        """The deal now, at least at `head_version` (the log's; None: the read model has
+        applied the whole log): the read model's state when it has reached the head, else
+        this process's cached head, else a replay of the log. A read right after any
+        acknowledged write shows that write."""
+        if head_version is None:
+            return projected or DealState(deal_id=deal_id)
         if projected is not None and projected.version >= head_version:
             return projected
         cached = self.heads.get(deal_id)

@@ -4,8 +4,9 @@ events. `python -m bench --scale 10000000` (the large log is bulk-loaded, then r
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -26,6 +27,39 @@ class Costs:
     itself did at this size (the noise a ratio of sub-millisecond p99s carries)."""
     append_floor_p99: float
     """Raw INSERT's p99 (into a table of its own, not the grown log): the machine's state."""
+    reads: dict[str, str] = field(default_factory=dict)
+    """Per figure: the blocks read from outside PostgreSQL's shared buffers while it was
+    measured, and the time each read took (the OS page cache answers in microseconds, the
+    disk in milliseconds): whether a large log's figure was cache misses."""
+
+
+class _Reads:
+    """`pg_stat_database`'s block reads and their time in this database, between two marks
+    (track_io_timing on for its sessions: the bench's server is a superuser's)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    async def _now(self) -> tuple[int, float]:
+        connection = await asyncpg.connect(asyncpg_dsn(self._url))
+        try:
+            row = await connection.fetchrow(
+                "SELECT blks_read, blk_read_time FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            )
+        finally:
+            await connection.close()
+        return int(row["blks_read"]), float(row["blk_read_time"])
+
+    async def mark(self) -> None:
+        await asyncio.sleep(0.5)  # sessions just closed flush their counts as they exit
+        self._at = await self._now()
+
+    async def since(self) -> str:
+        await asyncio.sleep(0.5)
+        blocks, ms = await self._now()
+        read, took = blocks - self._at[0], ms - self._at[1]
+        return f"{read:,} block reads, {took / read if read else 0:.3f} ms each"
 
 
 async def disk_per_million(url: str) -> tuple[int, float]:
@@ -41,10 +75,18 @@ async def disk_per_million(url: str) -> tuple[int, float]:
 async def costs(url: str, deals: list[uuid.UUID], quick: bool) -> Costs:
     """The three figures on the log as it is (its read models built)."""
     events, per_million = await disk_per_million(url)
+    await _time_reads(url)
+    reads, seen = _Reads(url), {}
+    await reads.mark()
     async with scenarios.servers(url) as (ours, floor):
         read = await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000)
+    seen["GET one deal"] = await reads.since()
+    await reads.mark()
     append = await scenarios.append(url, 1, 300 if quick else 3000)
+    seen["single append"] = await reads.since()
+    await reads.mark()
     lag = await scenarios.projection_lag(url, 3 if quick else 20)
+    seen["projection lag"] = await reads.since()
     return Costs(
         events,
         read.p99_ms or 0.0,
@@ -53,7 +95,18 @@ async def costs(url: str, deals: list[uuid.UUID], quick: bool) -> Costs:
         per_million,
         read.floor_p99_ms or 0.0,
         append.floor_p99_ms or 0.0,
+        seen,
     )
+
+
+async def _time_reads(url: str) -> None:
+    """track_io_timing on for the sessions opened from now on in this database."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        name = await connection.fetchval("SELECT current_database()")
+        await connection.execute(f'ALTER DATABASE "{name}" SET track_io_timing = on')
+    finally:
+        await connection.close()
 
 
 def _growth(large: float, small: float) -> str:
@@ -70,7 +123,10 @@ def rows(small: Costs, large: Costs) -> list[Row]:
             p99_ms=big,
             floor_p99_ms=little,
             target="≤ 1.2x (ratio ≤ 120%)",
-            note="floor column: the same figure on the small log" + beside,
+            note="floor column: the same figure on the small log"
+            + beside
+            + f"; outside shared buffers: {large.reads.get(name, '-')} (small log:"
+            f" {small.reads.get(name, '-')})",
         )
         for name, big, little, beside in (
             (

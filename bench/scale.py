@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 
@@ -33,33 +35,31 @@ class Costs:
     disk in milliseconds): whether a large log's figure was cache misses."""
 
 
-class _Reads:
-    """`pg_stat_database`'s block reads and their time in this database, between two marks
-    (track_io_timing on for its sessions: the bench's server is a superuser's)."""
+T = TypeVar("T")
 
-    def __init__(self, url: str) -> None:
-        self._url = url
 
-    async def _now(self) -> tuple[int, float]:
-        connection = await asyncpg.connect(asyncpg_dsn(self._url))
-        try:
-            row = await connection.fetchrow(
-                "SELECT blks_read, blk_read_time FROM pg_stat_database"
-                " WHERE datname = current_database()"
-            )
-        finally:
-            await connection.close()
-        return int(row["blks_read"]), float(row["blk_read_time"])
+async def _blocks_read(url: str) -> tuple[int, float]:
+    """`pg_stat_database`'s block reads in this database so far, and the ms they took
+    (track_io_timing, set by `_time_reads`)."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        row = await connection.fetchrow(
+            "SELECT blks_read, blk_read_time FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+    finally:
+        await connection.close()
+    return int(row["blks_read"]), float(row["blk_read_time"])
 
-    async def mark(self) -> None:
-        await asyncio.sleep(0.5)  # sessions just closed flush their counts as they exit
-        self._at = await self._now()
 
-    async def since(self) -> str:
-        await asyncio.sleep(0.5)
-        blocks, ms = await self._now()
-        read, took = blocks - self._at[0], ms - self._at[1]
-        return f"{read:,} block reads, {took / read if read else 0:.3f} ms each"
+async def _reading(url: str, measured: Awaitable[T]) -> tuple[T, str]:
+    """`measured`'s result, and the block reads from outside shared buffers it caused."""
+    blocks, ms = await _blocks_read(url)
+    result = await measured
+    await asyncio.sleep(0.5)  # sessions just closed flush their counts as they exit
+    after, after_ms = await _blocks_read(url)
+    read, took = after - blocks, after_ms - ms
+    return result, f"{read:,} block reads, {took / read if read else 0:.3f} ms each"
 
 
 async def disk_per_million(url: str) -> tuple[int, float]:
@@ -76,17 +76,14 @@ async def costs(url: str, deals: list[uuid.UUID], quick: bool) -> Costs:
     """The three figures on the log as it is (its read models built)."""
     events, per_million = await disk_per_million(url)
     await _time_reads(url)
-    reads, seen = _Reads(url), {}
-    await reads.mark()
-    async with scenarios.servers(url) as (ours, floor):
-        read = await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000)
-    seen["GET one deal"] = await reads.since()
-    await reads.mark()
-    append = await scenarios.append(url, 1, 300 if quick else 3000)
-    seen["single append"] = await reads.since()
-    await reads.mark()
-    lag = await scenarios.projection_lag(url, 3 if quick else 20)
-    seen["projection lag"] = await reads.since()
+    seen: dict[str, str] = {}
+    read, seen["GET one deal"] = await _reading(url, _read_one_deal(url, deals, quick))
+    append, seen["single append"] = await _reading(
+        url, scenarios.append(url, 1, 300 if quick else 3000)
+    )
+    lag, seen["projection lag"] = await _reading(
+        url, scenarios.projection_lag(url, 3 if quick else 20)
+    )
     return Costs(
         events,
         read.p99_ms or 0.0,
@@ -97,6 +94,11 @@ async def costs(url: str, deals: list[uuid.UUID], quick: bool) -> Costs:
         append.floor_p99_ms or 0.0,
         seen,
     )
+
+
+async def _read_one_deal(url: str, deals: list[uuid.UUID], quick: bool) -> Row:
+    async with scenarios.servers(url) as (ours, floor):
+        return await scenarios.read_one_deal(deals, ours, floor, 300 if quick else 3000)
 
 
 async def _time_reads(url: str) -> None:

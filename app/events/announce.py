@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from app.events.hashing import json_text, utc_text
+import msgspec
+
 from app.events.log import AppendResult, NewEvent
 
 MAX_PAYLOAD = 7_900  # bytes; PostgreSQL refuses 8000 and more
+_ENCODE = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -97,37 +99,41 @@ def add(pending: dict[UUID, Pending], result: AppendResult) -> None:
         known.version, known.head_hash = result.stream_version, result.head_hash
 
 
-def _line(stream_id: UUID, item: Pending) -> str:
-    head = f"{stream_id.hex}:{item.version}"
+def _line(stream_id: UUID, item: Pending) -> bytes:
+    head = f"{stream_id.hex}:{item.version}".encode()
     if not item.events or item.head_hash is None:
         return head
     parts = []
     try:
+        # One C-speed encode per event (stdlib dumps of its times and data were a thirteenth
+        # of a batch ingest); times in UTC, as a read of the log gives them.
         for event, recorded_at in item.events:
-            occurred = utc_text(event.occurred_at or recorded_at)
-            times = json.dumps([event.type, event.schema_version, occurred, utc_text(recorded_at)])
-            parts.append(f"{times[:-1]},{json_text(event.data)}]")
+            recorded = recorded_at.astimezone(UTC)
+            occurred = recorded if event.occurred_at is None else event.occurred_at.astimezone(UTC)
+            parts.append(
+                _ENCODE([event.type, event.schema_version, occurred, recorded, event.data])
+            )
     except (TypeError, ValueError):  # stored, so encodable; if not, hearers read on
         return head
-    line = f"{head}:{item.head_hash.hex()} [{','.join(parts)}]"
-    return line if len(line.encode()) <= MAX_PAYLOAD else head
+    line = b"%s:%s [%s]" % (head, item.head_hash.hex().encode(), b",".join(parts))
+    return line if len(line) <= MAX_PAYLOAD else head
 
 
 def payloads(pending: dict[UUID, Pending]) -> list[str]:
     """The NOTIFY payloads announcing `pending`, each under MAX_PAYLOAD bytes."""
     out: list[str] = []
-    current: list[str] = []
+    current: list[bytes] = []
     size = 0
     for stream_id, item in pending.items():
         line = _line(stream_id, item)
-        length = len(line.encode()) + 1
+        length = len(line) + 1
         if current and size + length > MAX_PAYLOAD:
-            out.append("\n".join(current))
+            out.append(b"\n".join(current).decode())
             current, size = [], 0
         current.append(line)
         size += length
     if current:
-        out.append("\n".join(current))
+        out.append(b"\n".join(current).decode())
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
 from hypothesis import given, settings
@@ -130,6 +130,24 @@ def test_events_that_cannot_be_encoded_announce_the_head_alone() -> None:
     add(pending, appended(deal, 1, odd, AT))
     (item,) = announced(payloads(pending)[0])
     assert (item.stream_id, item.version, item.events()) == (deal, 1, None)
+
+
+def test_times_are_heard_in_utc_to_the_microsecond_as_a_read_gives_them() -> None:
+    """A time given with another offset is heard in UTC (a read of the log gives UTC; a
+    cached head must answer the same text), whole seconds and microseconds alike."""
+    deal = uuid.uuid4()
+    berlin = timezone(timedelta(hours=2))
+    when = datetime(2026, 11, 19, 9, 30, 5, 7, tzinfo=berlin)
+    pending: dict[UUID, Pending] = {}
+    events = [NewEvent("CallHeld", {}, occurred_at=when), NewEvent("CallHeld", {})]
+    add(pending, appended(deal, 2, events, AT.astimezone(berlin)))
+    (item,) = announced(payloads(pending)[0])
+    heard = item.events()
+    assert heard is not None
+    assert [(e.occurred_at, e.recorded_at) for e in heard] == [(when, AT), (AT, AT)]
+    for moment in (heard[0].occurred_at, heard[0].recorded_at, heard[1].occurred_at):
+        assert moment.utcoffset() == timedelta(0)
+    assert heard[0].occurred_at.isoformat() == "2026-11-19T07:30:05.000007+00:00"
 
 
 def test_unreadable_lines_are_skipped() -> None:

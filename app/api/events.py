@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from app.api.auth import require
@@ -72,8 +72,15 @@ class BatchResult(BaseModel):
     results: list[ItemResult]
 
 
-def _result(index: int, raw: Any, outcome: Outcome | DomainError) -> ItemResult:
-    source, ce_id = identity_of(raw)
+def _result(
+    index: int, raw: Any, parsed: Ingestible | DomainError, outcome: Outcome | DomainError
+) -> ItemResult:
+    source: str | None
+    ce_id: str | None
+    if isinstance(parsed, Ingestible):  # parse checked the whole item: echoed as sent
+        source, ce_id = parsed.envelope.source, parsed.envelope.id
+    else:
+        source, ce_id = identity_of(raw)
     if isinstance(outcome, DomainError):
         return ItemResult(
             index=index, source=source, id=ce_id, status="rejected", problem=outcome.problem()
@@ -143,7 +150,7 @@ async def post_events(
     service: ServiceDep,
     actor: Ingester,
     request_id: RequestIdDep,
-) -> JSONResponse:
+) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     binary = "ce-specversion" in request.headers
     if binary:
@@ -178,7 +185,7 @@ async def post_events(
     good = [item for item in parsed if not isinstance(item, DomainError)]
     outcomes = iter(await service.ingest(good, actor, request_id=request_id) if good else [])
     results = [
-        _result(index, raw, item if isinstance(item, DomainError) else next(outcomes))
+        _result(index, raw, item, item if isinstance(item, DomainError) else next(outcomes))
         for index, (raw, item) in enumerate(zip(raws, parsed, strict=True))
     ]
 
@@ -189,7 +196,7 @@ async def post_events(
             body = {**only.problem, "source": only.source, "id": only.id}
             return JSONResponse(body, status_code=only.problem["status"], media_type=PROBLEM_JSON)
         status = 201 if only.status == "accepted" else 200
-        return JSONResponse(only.model_dump(mode="json"), status_code=status)
+        return _json(only, status)
 
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate")}
     rejected = len(results) - counts["accepted"] - counts["duplicate"]
@@ -201,4 +208,9 @@ async def post_events(
         position=max(positions) if positions else None,
         results=results,
     )
-    return JSONResponse(summary.model_dump(mode="json"), status_code=207 if rejected else 200)
+    return _json(summary, 207 if rejected else 200)
+
+
+def _json(model: BaseModel, status: int) -> Response:
+    # pydantic-core writes the same bytes as JSONResponse of model_dump, a third of the time.
+    return Response(model.model_dump_json(), status, media_type="application/json")

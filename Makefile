@@ -13,4 +13,4 @@ lint:
 openapi:
 	$(PY) -m app.openapi
 bench:
-	$(PY) -m bench --write bench/RESULTS.md
+	$(PY) -m bench --write bench/latest.md

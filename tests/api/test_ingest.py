@@ -156,6 +156,12 @@ async def test_a_batch_keeps_the_good_items_and_rejects_each_bad_one_with_a_reas
     assert "vibes_good" in problems[7]["detail"]
     assert problems[8]["type"] == "/problems/invalid-cloudevent"
     assert results[4]["source"] == "//gmail/acme" and results[4]["id"] is None
+    # Every item names itself as sent: parsed ones (accepted, or refused by the deal), and
+    # those refused before parsing as far as they have a source and an id.
+    ids = ["ok-0", "lost-1", "t-1", "ok-1", None, None, "ev-1", "ev-2", "time-1", "ok-2"]
+    assert [(r["source"], r["id"]) for r in results] == [
+        (None if i == 5 else "//gmail/acme", ce_id) for i, ce_id in enumerate(ids)
+    ]
     stored = await pg.fetch(
         "SELECT metadata->'cloudevent'->>'id' AS id FROM events"
         " WHERE type = 'BuyerActivityRecorded' ORDER BY position"

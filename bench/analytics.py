@@ -15,6 +15,7 @@ ROUTES = (
     ("pipeline health", "/v1/pipeline/health"),
     ("pipeline, first page", "/v1/pipeline"),
     ("weekly inspection, first page", "/v1/inspections/weekly"),
+    ("page: board, default pipeline", "/ui"),  # a signed-in browser's
 )
 
 
@@ -26,7 +27,7 @@ async def analytics_rows(server: str, deals: int, reads: int) -> list[Row]:
     rows = []
     async with scenarios.servers(url) as (ours, _):
         for label, path in ROUTES:
-            found = await scenarios.one_client_gets(ours, path, reads)
+            found = await scenarios.one_client_gets(ours, path, reads, path.startswith("/ui"))
             rows.append(
                 Row(
                     f"analytics at {len(ids):,} deals: {label}, GET, 1 client",

@@ -213,10 +213,14 @@ async def read_one_deal(deals: list[uuid.UUID], ours: Server, floor: Server, rea
     )
 
 
-async def one_client_gets(ours: Server, path: str, reads: int) -> Latencies:
+async def one_client_gets(
+    ours: Server, path: str, reads: int, signed_in: bool = False
+) -> Latencies:
     """GET `path` `reads` times, one at a time (after two to warm up); any answer but 200
-    stops the bench."""
+    stops the bench. `signed_in`: as a browser signed in to the pages (a session cookie)."""
     async with ours.client() as http:
+        if signed_in:
+            await sign_in(http, ours)
 
         async def get(w: int, i: int) -> None:
             response = await http.get(path)
@@ -432,14 +436,19 @@ async def servers(url: str) -> AsyncIterator[tuple[Server, Server]]:
         floor.stop()
 
 
+async def sign_in(http: httpx.AsyncClient, ours: Server) -> None:
+    """Sign `http` in to the pages with the bench's key (the session cookie stays in it)."""
+    signed = await http.post("/ui/login", data={"key": ours.token or ""})
+    if signed.status_code != 303:
+        raise RuntimeError(f"sign-in: {signed.status_code}")
+
+
 async def ui_pages(ours: Server, deals: list[uuid.UUID], reads: int) -> list[Row]:
     """The board and a deal's page as a signed-in manager's browser gets them (one client,
     one at a time), against the API's JSON for the same deal as the floor."""
     rows = []
     async with ours.client() as http:
-        signed = await http.post("/ui/login", data={"key": ours.token or ""})
-        if signed.status_code != 303:
-            raise RuntimeError(f"sign-in: {signed.status_code}")
+        await sign_in(http, ours)
         for label, path_of in (
             ("page: board, default pipeline", lambda i: "/ui"),
             ("page: one deal's story", lambda i: f"/ui/deals/{deals[i % len(deals)]}"),

@@ -8,7 +8,7 @@ through the API, where each command is judged and recorded.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +40,8 @@ from app.domain.pipeline import Pipeline
 from app.domain.state import DealState
 from app.keys import find_key
 from app.projections import analytics
-from app.projections.deals import BoardDeal, BoardStep, board_deals
+from app.projections.deals import BoardDeal, BoardStep, board_of
+from app.projections.deals import board as board_now
 from app.projections.deals import owners as deal_owners
 from app.projections.flags import FIRST_KEY, FlagFilter
 from app.projections.stage_intervals import intervals_of
@@ -150,18 +151,11 @@ class Column:
     key: str
     label: str
     probability: float
-    cards: list[Card] = field(default_factory=list)
-    hidden: list[Card] = field(default_factory=list)
-    """Cards counted in the totals but not drawn."""
-    total: int = 0
-
-    @property
-    def amounts(self) -> dict[str, Decimal]:
-        totals: dict[str, Decimal] = defaultdict(Decimal)
-        for card in [*self.cards, *self.hidden]:
-            if card.state.amount is not None:
-                totals[card.state.currency or ""] += card.state.amount
-        return dict(sorted(totals.items()))
+    cards: list[Card]
+    total: int
+    """Every deal in the column: its cards are the first of them, the slowest."""
+    amounts: dict[str, Decimal]
+    """Their amounts by currency, drawn or not."""
 
     @property
     def weighted(self) -> dict[str, Decimal]:
@@ -200,8 +194,9 @@ async def board(
         return _page(request, "missing.html", actor, 404, what=f"No pipeline {pipeline}.")
     moment = _end_of(day) if day else None
     now = moment or datetime.now(UTC)
-    if moment is None:  # now: one query over the read models
-        deals = await board_deals(connection, pipeline, owner)
+    stages = [s.key for s in shown.stages]
+    if moment is None:  # now: from the read models, only the cards drawn
+        board = await board_now(connection, pipeline, stages, owner, flag, CARDS_PER_COLUMN)
     else:  # a past day: every deal replayed to its end, and the flags standing then
         flags = await _open_flags(connection, service, services, moment)
         deals = [
@@ -210,19 +205,25 @@ async def board(
             if s.pipeline_key == pipeline and s.status == "open"
             and (owner is None or s.owner == owner)
         ]  # fmt: skip
-    columns = {s.key: Column(s.key, s.label, s.probability) for s in shown.stages}
-    for deal in deals:
-        if deal.stage not in columns or (flag is not None and flag not in deal.flags):
-            continue
-        entered = deal.stage_entered_at
-        days = (now - entered).total_seconds() / 86_400 if entered else None
-        stage = shown.stage(deal.stage)
-        columns[deal.stage].cards.append(Card(deal, days, stage.expected_days, list(deal.flags)))
-    for column in columns.values():
-        column.cards.sort(key=lambda c: -c.ratio)
-        column.total = len(column.cards)
-        column.hidden = column.cards[CARDS_PER_COLUMN:]
-        column.cards = column.cards[:CARDS_PER_COLUMN]
+        board = board_of(deals, stages, flag, CARDS_PER_COLUMN)
+    columns = []
+    for stage in shown.stages:
+        column = board[stage.key]
+        cards = []
+        for deal in column.first:  # the longest in the stage first: the highest ratio
+            entered = deal.stage_entered_at
+            days = (now - entered).total_seconds() / 86_400 if entered else None
+            cards.append(Card(deal, days, stage.expected_days, list(deal.flags)))
+        columns.append(
+            Column(
+                stage.key,
+                stage.label,
+                stage.probability,
+                cards,
+                column.deals,
+                dict(sorted(column.amounts.items())),
+            )
+        )
     owners = await deal_owners(connection)
     return _page(
         request,
@@ -230,7 +231,7 @@ async def board(
         actor,
         pipeline=shown,
         pipelines=await service.pipeline_keys(),
-        columns=list(columns.values()),
+        columns=columns,
         owner=owner,
         owners=owners,
         flag=flag,

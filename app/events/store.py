@@ -752,6 +752,19 @@ def checkpoint_of(event: RecordedEvent) -> Checkpoint:
     return Checkpoint(event.transaction_id, event.position)
 
 
+async def streams_after(connection: asyncpg.Connection, checkpoint: Checkpoint) -> dict[UUID, int]:
+    """The streams with events after a gap-safe checkpoint (those a projection standing there
+    has not applied), each with the position of its first event."""
+    rows = await connection.fetch(
+        "SELECT stream_id, (SELECT min(position) FROM events f WHERE f.stream_id = a.stream_id)"
+        " AS first FROM (SELECT DISTINCT stream_id FROM events"
+        "  WHERE (transaction_id, position) > ($1::text::xid8, $2)) a",
+        str(checkpoint.transaction_id),
+        checkpoint.position,
+    )
+    return {r["stream_id"]: r["first"] for r in rows}
+
+
 async def read_streams_through(
     connection: asyncpg.Connection, through: dict[UUID, int]
 ) -> list[RecordedEvent]:

@@ -177,6 +177,32 @@ async def load_deal(
     return state, None if head is None else int(head)
 
 
+async def deals_then(
+    connection: asyncpg.Connection, as_of: datetime, after_position: int, limit: int
+) -> list[tuple[int, UUID, DealState | None]]:
+    """The deals opened by `as_of`, after a cursor position, in opening order: (position,
+    id, state), the state as the read model has it when every event it applied to the deal
+    was recorded by then (None: not so, the deal is to be replayed to that time)."""
+    rows = await connection.fetch(
+        "SELECT d.opened_position, d.deal_id,"
+        " CASE WHEN d.last_recorded_at <= $2 THEN s.state::text END AS state"
+        " FROM deals d JOIN deal_states s USING (deal_id)"
+        " WHERE d.opened_position > $1 AND (d.opened_at IS NULL OR d.opened_at <= $2)"
+        " ORDER BY d.opened_position LIMIT $3",
+        after_position,
+        as_of,
+        limit,
+    )
+    return [
+        (
+            r["opened_position"],
+            r["deal_id"],
+            STATE.validate_json(r["state"]) if r["state"] is not None else None,
+        )
+        for r in rows
+    ]
+
+
 async def list_deals(
     connection: asyncpg.Connection,
     *,

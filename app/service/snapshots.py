@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 from uuid import UUID
 
@@ -16,9 +17,16 @@ from app.domain.errors import DealNotFound
 from app.domain.flags import Flag, FlagRules, Subject, advance, evaluate
 from app.domain.pipeline import DEFAULT_PIPELINE, DISQUALIFIED, NURTURE, WON, Catalog
 from app.domain.pipeline_versions import PIPELINE_EVENT_TYPES
-from app.domain.state import DealState, pipelines_named
-from app.events.recorded import to_recorded
-from app.projections.deals import deals_holding, deals_page, forecast_groups, list_deals
+from app.domain.state import DealState, fold, pipelines_named
+from app.events.recorded import histories_recorded_by, to_recorded
+from app.events.store import streams_after
+from app.projections.deals import (
+    deals_holding,
+    deals_page,
+    deals_then,
+    forecast_groups,
+    list_deals,
+)
 from app.projections.flags import (
     FlagFilter,
     FlagKey,
@@ -30,6 +38,7 @@ from app.projections.flags import (
     subject_of,
     subjects_recorded_by,
 )
+from app.projections.runner import load_checkpoint
 from app.service.deals import DealService
 
 
@@ -42,7 +51,7 @@ async def deal_states(
     status: str | None = None,
 ) -> list[DealState]:
     """Every deal: now, from the deals read model (filtered by owner and status); or as it
-    stood at `as_of`, each replayed from the log (unfiltered: the past state decides)."""
+    stood at `as_of` (unfiltered: the past state decides), see `_states_then`."""
     states: list[DealState] = []
     after = 0
     if as_of is None:
@@ -52,13 +61,49 @@ async def deal_states(
             states += [state for _, state in page]
             after = page[-1][0]
         return states
-    while starts := await service.store.stream_starts(after, 1000):
-        for _, deal_id in starts:
-            state = await service.load(deal_id, recorded_up_to=as_of)
+    return await _states_then(connection, service, as_of)
+
+
+REPLAYED_TOGETHER = 500
+"""Deals replayed from one read of the log."""
+
+
+async def _states_then(
+    connection: asyncpg.Connection, service: DealService, as_of: datetime
+) -> list[DealState]:
+    """Every deal as it stood at `as_of`, in opening order: as the log replayed to then has
+    it. A deal whose every event the read model applied was recorded by then stands as the
+    read model has it; one with events recorded later, or the projection has not applied
+    yet, is replayed from the log, many deals to a read; one opened later did not exist.
+    (Replaying every deal, one read each, took 36 s at 100k deals.) Within a stream
+    recorded_at grows with the version: each append's transaction reads the head first."""
+    # The streams the projection has not caught up with, read before the read model: a deal
+    # it applies meanwhile is replayed anyway, and one it has not reached is in this set.
+    behind = await streams_after(connection, await load_checkpoint(connection, "deals"))
+    found: list[tuple[int, DealState]] = []
+    replay: dict[UUID, int] = {}  # deal -> its first position (its place in the answer)
+    after = 0
+    while page := await deals_then(connection, as_of, after, 1000):
+        for position, deal_id, state in page:
+            if state is None or deal_id in behind:
+                replay[deal_id] = position
+            else:
+                found.append((position, state))
+        after = page[-1][0]
+    for stream_id, first in behind.items():
+        replay.setdefault(stream_id, first)
+    deals = list(replay)
+    for start in range(0, len(deals), REPLAYED_TOGETHER):
+        histories = await histories_recorded_by(
+            connection, deals[start : start + REPLAYED_TOGETHER], as_of
+        )
+        catalog = await service.catalog_holding(pipelines_named(chain(*histories.values())))
+        for deal_id, history in histories.items():
+            state = fold(deal_id, history, pipelines=catalog)
             if state.exists:
-                states.append(state)
-        after = starts[-1][0]
-    return states
+                found.append((replay[deal_id], state))
+    found.sort(key=lambda item: item[0])
+    return [state for _, state in found]
 
 
 @dataclass(frozen=True)

@@ -178,20 +178,31 @@ async def load_deal(
 
 
 async def deals_then(
-    connection: asyncpg.Connection, as_of: datetime, after_position: int, limit: int
+    connection: asyncpg.Connection,
+    as_of: datetime,
+    after_position: int,
+    limit: int,
+    *,
+    owner: str | None = None,
+    status: str | None = None,
 ) -> list[tuple[int, UUID, DealState | None]]:
     """The deals opened by `as_of`, after a cursor position, in opening order: (position,
     id, state), the state as the read model has it when every event it applied to the deal
-    was recorded by then (None: not so, the deal is to be replayed to that time)."""
+    was recorded by then (None: not so, the deal is to be replayed to that time). Such a
+    deal stood then as it stands now, so one of another owner or status is left out here."""
     rows = await connection.fetch(
         "SELECT d.opened_position, d.deal_id,"
         " CASE WHEN d.last_recorded_at <= $2 THEN s.state::text END AS state"
         " FROM deals d JOIN deal_states s USING (deal_id)"
         " WHERE d.opened_position > $1 AND (d.opened_at IS NULL OR d.opened_at <= $2)"
+        " AND (d.last_recorded_at IS NULL OR d.last_recorded_at > $2"
+        "  OR (($4::text IS NULL OR d.owner = $4) AND ($5::text IS NULL OR d.status = $5)))"
         " ORDER BY d.opened_position LIMIT $3",
         after_position,
         as_of,
         limit,
+        owner,
+        status,
     )
     return [
         (

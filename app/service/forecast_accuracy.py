@@ -56,8 +56,7 @@ async def period_accuracy(
     owner: str | None,
 ) -> PeriodAccuracy:
     snapshot_at = period.end - timedelta(days=days_before_end)
-    states = await deal_states(connection, service, snapshot_at)
-    open_states = [s for s in states if s.status == "open"]
+    open_states = await deal_states(connection, service, snapshot_at, status="open")
     rows = forecast_of(
         open_groups(open_states), owner, snapshot_at.date(), await service.catalog_for(open_states)
     )

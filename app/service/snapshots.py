@@ -50,8 +50,8 @@ async def deal_states(
     owner: str | None = None,
     status: str | None = None,
 ) -> list[DealState]:
-    """Every deal: now, from the deals read model (filtered by owner and status); or as it
-    stood at `as_of` (unfiltered: the past state decides), see `_states_then`."""
+    """Every deal of `owner` with `status` (None: any), now, from the deals read model; or
+    as it stood at `as_of` (its owner and status then decide), see `_states_then`."""
     states: list[DealState] = []
     after = 0
     if as_of is None:
@@ -61,7 +61,7 @@ async def deal_states(
             states += [state for _, state in page]
             after = page[-1][0]
         return states
-    return await _states_then(connection, service, as_of)
+    return await _states_then(connection, service, as_of, owner, status)
 
 
 REPLAYED_TOGETHER = 500
@@ -69,7 +69,11 @@ REPLAYED_TOGETHER = 500
 
 
 async def _states_then(
-    connection: asyncpg.Connection, service: DealService, as_of: datetime
+    connection: asyncpg.Connection,
+    service: DealService,
+    as_of: datetime,
+    owner: str | None,
+    status: str | None,
 ) -> list[DealState]:
     """Every deal as it stood at `as_of`, in opening order: as the log replayed to then has
     it. A deal whose every event the read model applied was recorded by then stands as the
@@ -83,7 +87,7 @@ async def _states_then(
     found: list[tuple[int, DealState]] = []
     replay: dict[UUID, int] = {}  # deal -> its first position (its place in the answer)
     after = 0
-    while page := await deals_then(connection, as_of, after, 1000):
+    while page := await deals_then(connection, as_of, after, 1000, owner=owner, status=status):
         for position, deal_id, state in page:
             if state is None or deal_id in behind:
                 replay[deal_id] = position
@@ -100,7 +104,7 @@ async def _states_then(
         catalog = await service.catalog_holding(pipelines_named(chain(*histories.values())))
         for deal_id, history in histories.items():
             state = fold(deal_id, history, pipelines=catalog)
-            if state.exists:
+            if state.exists and owner in (None, state.owner) and status in (None, state.status):
                 found.append((replay[deal_id], state))
     found.sort(key=lambda item: item[0])
     return [state for _, state in found]
@@ -192,8 +196,8 @@ async def pipeline_snapshot(
     else:
         states = [
             s
-            for s in await deal_states(connection, service, as_of)
-            if owner in (None, s.owner) and stage in (None, s.stage)
+            for s in await deal_states(connection, service, as_of, owner=owner)
+            if stage in (None, s.stage)
         ]
         holdings = holdings_of(states)
         page = states[start : None if limit is None else start + limit]

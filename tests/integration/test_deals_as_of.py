@@ -2,10 +2,11 @@
 accuracy of a past day are computed from) equals each deal's events recorded by then,
 replayed, at every time in the log: deals settled by then (read from the read model),
 touched later (replayed), opened later (absent), and changed where the projection has not
-caught up yet (replayed from the log)."""
+caught up yet (replayed from the log); filtered by the owner and status each had then."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,6 +23,7 @@ from app.service.snapshots import deal_states
 from tests.support import caught_up, following
 
 TICK = timedelta(microseconds=1)
+REP = CommandContext(Actor("crm", "rep"))
 
 
 async def replayed(service: DealService, pg: asyncpg.Connection, as_of: object) -> list[DealState]:
@@ -37,15 +39,18 @@ async def test_deals_as_of_any_time_are_their_events_replayed_to_then(
     service = DealService(store)
     async with following(database_url, batch_size=40):
         first = await run_workload(service, deals=12, commands=150, seed=5)
+        for deal_id in first.deals[-4:]:  # closed, and settled since
+            with contextlib.suppress(DomainError):  # unless the workload closed it
+                await service.execute(deal_id, c.DisqualifyDeal("cannot_afford"), REP)
         await caught_up(pg)
+        closed = "SELECT count(*) FROM deals WHERE status = 'disqualified'"
+        assert await pg.fetchval(closed) >= 2
     # The projection has stopped: what follows is in the log only.
     await run_workload(service, deals=3, commands=20, seed=6)
     changed = 0
     for deal_id in first.deals[:6]:
         try:
-            await service.execute(
-                deal_id, c.ChangeDeal(amount=Decimal("4321")), CommandContext(Actor("crm", "rep"))
-            )
+            await service.execute(deal_id, c.ChangeDeal(amount=Decimal("4321")), REP)
             changed += 1
         except DomainError:  # closed by the workload: nothing to change
             pass
@@ -57,9 +62,20 @@ async def test_deals_as_of_any_time_are_their_events_replayed_to_then(
     assert behind >= 3 + changed
 
     times = sorted({r["recorded_at"] for r in await pg.fetch("SELECT recorded_at FROM events")})
-    sizes = set()
+    sizes: set[int] = set()
+    statuses: set[str] = set()
+    found_theirs = False
+    owner = (await service.load(first.deals[0])).owner
     for at in [times[0] - TICK, *times[::7], *(t - TICK for t in times[3::7]), times[-1]]:
-        states = await deal_states(pg, service, at)
-        assert states == await replayed(service, pg, at), at
-        sizes.add(len(states))
+        every = await replayed(service, pg, at)
+        assert await deal_states(pg, service, at) == every, at
+        sizes.add(len(every))
+        # Filtered by the owner and status each deal had then (some open then, closed later).
+        opened = await deal_states(pg, service, at, status="open")
+        assert opened == [s for s in every if s.status == "open"], at
+        theirs = await deal_states(pg, service, at, owner=owner, status="disqualified")
+        assert theirs == [s for s in every if s.owner == owner and s.status == "disqualified"], at
+        statuses.update(s.status for s in every)
+        found_theirs = found_theirs or bool(theirs)
     assert 0 in sizes and 12 + 3 in sizes and len(sizes) > 3  # from none to all, and between
+    assert {"open", "disqualified"} <= statuses and found_theirs

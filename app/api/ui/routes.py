@@ -201,9 +201,10 @@ async def board(
         flags = await _open_flags(connection, service, services, moment)
         deals = [
             _board_deal(s, tuple(sorted(flags.get(s.deal_id, ()))))
-            for s in await snapshots.deal_states(connection, service, moment, owner=owner)
-            if s.pipeline_key == pipeline and s.status == "open"
-            and (owner is None or s.owner == owner)
+            for s in await snapshots.deal_states(
+                connection, service, moment, owner=owner, status="open"
+            )
+            if s.pipeline_key == pipeline
         ]  # fmt: skip
         board = board_of(deals, stages, flag, CARDS_PER_COLUMN)
     columns = []

@@ -7,7 +7,7 @@ caught up yet (replayed from the log); filtered by the owner and status each had
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -26,10 +26,12 @@ TICK = timedelta(microseconds=1)
 REP = CommandContext(Actor("crm", "rep"))
 
 
-async def replayed(service: DealService, pg: asyncpg.Connection, as_of: object) -> list[DealState]:
+async def replayed(
+    service: DealService, pg: asyncpg.Connection, as_of: datetime
+) -> list[DealState]:
     """The reference: every stream read to `as_of` and folded, one at a time, in log order."""
     streams = await pg.fetch("SELECT stream_id FROM events WHERE version = 1 ORDER BY position")
-    states = [await service.load(r["stream_id"], recorded_up_to=as_of) for r in streams]  # type: ignore[arg-type]
+    states = [await service.load(r["stream_id"], recorded_up_to=as_of) for r in streams]
     return [state for state in states if state.exists]
 
 

@@ -79,8 +79,10 @@ async def _states_then(
     it. A deal whose every event the read model applied was recorded by then stands as the
     read model has it; one with events recorded later, or the projection has not applied
     yet, is replayed from the log, many deals to a read; one opened later did not exist.
-    (Replaying every deal, one read each, took 36 s at 100k deals.) Within a stream
-    recorded_at grows with the version: each append's transaction reads the head first."""
+    (Replaying every deal, one read each, took 36 s at 100k deals.) This takes recorded_at
+    to grow with the version in a stream; two appends racing on one deal can invert them by
+    under a millisecond (a transaction reads the head after it begins), and at a time inside
+    that gap the replay itself shows a version missing: left so."""
     # The streams the projection has not caught up with, read before the read model: a deal
     # it applies meanwhile is replayed anyway, and one it has not reached is in this set.
     behind = await streams_after(connection, await load_checkpoint(connection, "deals"))

@@ -179,9 +179,5 @@ class InMemoryEventStore:
                 found[event.event_id] = (event.stream_id, event.position)
         return found
 
-    async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
-        starts = [(e.position, e.stream_id) for e in self.events if e.version == 1]
-        return [start for start in starts if start[0] > after_position][:limit]
-
     async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
         return [e for e in self.events if e.position > after.position][:limit]

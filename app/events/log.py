@@ -161,10 +161,6 @@ class EventLog(Protocol):
         log-wide, the only ids looked up across streams)."""
         ...
 
-    async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
-        """(position, stream id) of streams' first events after a position, in log order."""
-        ...
-
     async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
         """The next committed events after `after`, in gap-safe order."""
         ...

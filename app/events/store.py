@@ -594,17 +594,6 @@ class EventStore:
                 )
         return {r["event_id"]: (r["stream_id"], r["position"]) for r in rows}
 
-    async def stream_starts(self, after_position: int, limit: int) -> list[tuple[int, UUID]]:
-        """(position, stream id) of streams' first events after a position, in log order."""
-        async with driver_connection(self.engine) as connection:
-            rows = await connection.fetch(
-                "SELECT position, stream_id FROM events WHERE version = 1 AND position > $1"
-                " ORDER BY position LIMIT $2",
-                after_position,
-                limit,
-            )
-        return [(row["position"], row["stream_id"]) for row in rows]
-
     async def read_all(self, after: Checkpoint, limit: int = 1000) -> list[RecordedEvent]:
         """The next committed events after `after`, gap-safely.
 

@@ -447,16 +447,16 @@ def board_of(
     """`board` over deals already in hand (the board of a past day, replayed): the same
     columns, counts, amounts and order."""
     columns = {stage: BoardColumn() for stage in stages}
-    chosen: dict[str, list[BoardDeal]] = {stage: [] for stage in stages}
     for deal in deals:
-        if deal.stage in columns and (flag is None or flag in deal.flags):
-            columns[deal.stage].deals += 1
-            columns[deal.stage].add_amount(deal.currency, deal.amount)
-            chosen[deal.stage].append(deal)
-    for stage, column in columns.items():
+        column = columns.get(deal.stage)
+        if column is not None and (flag is None or flag in deal.flags):
+            column.deals += 1
+            column.add_amount(deal.currency, deal.amount)
+            column.first.append(deal)
+    for column in columns.values():
         # An open deal always entered its stage (on opening, at the latest).
-        chosen[stage].sort(key=lambda d: (d.stage_entered_at or _NEVER, d.deal_id))
-        column.first = chosen[stage][:per_column]
+        column.first.sort(key=lambda d: (d.stage_entered_at or _NEVER, d.deal_id))
+        del column.first[per_column:]
     return columns
 
 

@@ -50,19 +50,22 @@ SELECT * FROM unnest($16::uuid[], $17::text[], $18::text[], $19::int[], $20::num
   $26::bool[]) AS f({", ".join(_FACTS)})
 """
 # Sums come as text: asyncpg reads numeric 80000 as Decimal('8E+4').
-# One pass over the open deals, summed per stage (and version) and in all. Each rule's
-# threshold comes as the time a deal must have entered (been touched) by, compared exactly.
-# A stage's lists (most overdue first, at most $2 ids) and the two ages its p90 lies between
-# are read in the order deals entered it: by the deals_open_stage_entered index for the read
-# model, instead of a sort of every open deal. $1: as_of; $3-$11: the stage limits; $12/$13:
-# untouched since, stale and dead; $14/$15: the period's days.
+# One pass over the open deals, summed per stage and version (`v`); the stages and the whole
+# are summed from those few rows. Each rule's threshold comes as the time a deal must have
+# entered (been touched) by, compared exactly. No list sorts every open deal: a stage's lists
+# (most overdue first, at most $2 ids) and the two ages its p90 lies between are read in the
+# order deals entered it (the deals_open_stage_entered index, for the read model), the early
+# and in-period lists take each stage's highest amounts (deals_open_value) and keep the
+# highest of those, and the stale and dead lists are only read when some deal is.
+# $1: as_of; $3-$11: the stage limits; $12/$13: untouched since, stale and dead; $14/$15:
+# the period's days.
 _FIGURES = """
 WITH f AS {materialized} ({facts}), s AS (
   SELECT * FROM unnest($3::text[], $4::int[], $5::text[], $6::numeric[], $7::int[],
     $8::timestamptz[], $9::timestamptz[], $10::float8[], $11::bool[])
     AS s(pipeline_key, pipeline_version, stage, probability, expected_days, aging_from,
          long_from, long_ratio, early)
-), d AS MATERIALIZED (
+), d AS NOT MATERIALIZED (
   SELECT f.deal_id, f.stage, f.pipeline_key, f.pipeline_version,
     coalesce(f.amount, 0) AS value, coalesce(f.amount, 0) * coalesce(s.probability, 0) AS weighted,
     {age} AS age,
@@ -73,15 +76,20 @@ WITH f AS {materialized} ({facts}), s AS (
     coalesce(greatest(f.last_buyer_activity_at, f.last_evidence_at), f.opened_at) <= $12
       AS stale,
     NOT f.has_next_step AND coalesce(f.last_buyer_activity_at, f.opened_at) <= $13 AS dead,
-    f.close_date >= $14 AND f.close_date < $15 AS in_period
+    f.close_date >= $14 AND f.close_date < $15 AS in_period, s.stage IS NOT NULL AS limited
   FROM f LEFT JOIN s USING (pipeline_key, pipeline_version, stage)
   WHERE f.opened_at <= $1
-), v AS (
+), v AS MATERIALIZED (
   SELECT stage, pipeline_key, pipeline_version, count(*) AS deals, sum(value) AS value,
     sum(weighted) AS weighted, sum(age) AS ages, max(expected_days) AS expected_days,
     count(*) FILTER (WHERE aging) AS aging, count(*) FILTER (WHERE long) AS long,
     max(age) FILTER (WHERE long) AS longest, max(long_ratio) FILTER (WHERE long) AS long_ratio,
-    max(expected_days) FILTER (WHERE long) AS long_expected_days
+    max(expected_days) FILTER (WHERE long) AS long_expected_days,
+    count(*) FILTER (WHERE stale) AS stale, count(*) FILTER (WHERE dead) AS dead,
+    sum(value) FILTER (WHERE early) AS early_value, count(*) FILTER (WHERE early) AS early,
+    sum(weighted) FILTER (WHERE in_period) AS period_weighted,
+    count(*) FILTER (WHERE in_period) AS in_period,
+    count(*) FILTER (WHERE in_period AND NOT limited) AS unlimited_in_period
   FROM d GROUP BY stage, pipeline_key, pipeline_version
 ), g AS (
   SELECT stage, sum(deals)::bigint AS deals, sum(value) AS value, sum(weighted) AS weighted,
@@ -109,17 +117,19 @@ SELECT 'version', NULL, pipeline_key, pipeline_version, sum(deals)::bigint,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM v GROUP BY pipeline_key, pipeline_version
 UNION ALL
-SELECT 'all', NULL, NULL, NULL, count(*), coalesce(sum(value), 0)::text,
+SELECT 'all', NULL, NULL, NULL, coalesce(sum(deals), 0)::bigint, coalesce(sum(value), 0)::text,
   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  count(*) FILTER (WHERE stale),
-  ARRAY(SELECT deal_id FROM d WHERE stale ORDER BY touched, deal_id LIMIT $2),
-  count(*) FILTER (WHERE dead),
-  ARRAY(SELECT deal_id FROM d WHERE dead ORDER BY buyer_touched, deal_id LIMIT $2),
-  coalesce(sum(value) FILTER (WHERE early), 0)::text, count(*) FILTER (WHERE early),
-  ARRAY(SELECT deal_id FROM d WHERE early ORDER BY value DESC, deal_id LIMIT $2),
-  coalesce(sum(weighted) FILTER (WHERE in_period), 0)::text, count(*) FILTER (WHERE in_period),
-  ARRAY(SELECT deal_id FROM d WHERE in_period ORDER BY weighted DESC, deal_id LIMIT $2)
-FROM d
+  coalesce(sum(stale), 0)::bigint, CASE WHEN sum(stale) > 0 THEN
+    ARRAY(SELECT deal_id FROM d WHERE stale ORDER BY touched, deal_id LIMIT $2) END,
+  coalesce(sum(dead), 0)::bigint, CASE WHEN sum(dead) > 0 THEN
+    ARRAY(SELECT deal_id FROM d WHERE dead ORDER BY buyer_touched, deal_id LIMIT $2) END,
+  coalesce(sum(early_value), 0)::text, coalesce(sum(early), 0)::bigint,
+  CASE WHEN sum(early) > 0 THEN {early_ids} END,
+  coalesce(sum(period_weighted), 0)::text, coalesce(sum(in_period), 0)::bigint,
+  CASE WHEN sum(unlimited_in_period) > 0 THEN
+    ARRAY(SELECT deal_id FROM d WHERE in_period ORDER BY weighted DESC, deal_id LIMIT $2)
+  WHEN sum(in_period) > 0 THEN {period_ids} END
+FROM v
 """
 _AGE = "(date_part('epoch', $1::timestamptz) - date_part('epoch', f.stage_entered_at)) / 86400"
 # A stage's deals in the order they entered it (`g` names the stage).
@@ -130,6 +140,16 @@ _OVER = """
     AND f.stage_entered_at <= (SELECT max({limit}) FROM s WHERE s.stage = g.stage)
     AND EXISTS (SELECT FROM s WHERE (s.pipeline_key, s.pipeline_version, s.stage)
       = (f.pipeline_key, f.pipeline_version, f.stage) AND f.stage_entered_at <= s.{limit})"""
+# The highest `by` (with deal_id, the lower first on a tie) of the deals a stage's highest
+# amounts are: a stage's probability is above 0 (the pipeline model holds it so), so within
+# a stage the weighted value orders as the amount does. A deal in a stage no limit names
+# (none early, its weighted value 0) is only listed by a sort of every deal in the period.
+_HIGHEST = """ARRAY(SELECT t.deal_id FROM s, LATERAL (
+      SELECT f.deal_id, coalesce(f.amount, 0){times} AS by FROM f
+      WHERE (f.pipeline_key, f.pipeline_version, f.stage)
+        = (s.pipeline_key, s.pipeline_version, s.stage) AND f.opened_at <= $1{extra}
+      ORDER BY coalesce(f.amount, 0) DESC, f.deal_id LIMIT $2) t
+    WHERE {which} ORDER BY t.by DESC, t.deal_id LIMIT $2)"""
 
 
 def _figures_query(facts: str, materialized: bool) -> str:
@@ -144,6 +164,12 @@ def _figures_query(facts: str, materialized: bool) -> str:
         ids=stayers("f.deal_id"),
         aging_ids=stayers("f.deal_id", "aging_from"),
         long_ids=stayers("f.deal_id", "long_from"),
+        early_ids=_HIGHEST.format(times="", extra="", which="s.early"),
+        period_ids=_HIGHEST.format(
+            times=" * s.probability",
+            extra=" AND f.close_date >= $14 AND f.close_date < $15",
+            which="true",
+        ),
     )
 
 

@@ -594,9 +594,11 @@ async def weekly_listing(
     but for those `unsure` (the caller judges them: a sweep may flag one between the two
     reads), in the review's order from the `offset`th on, at most `limit`; and how many
     there are in all."""
+    # The page walks deals_open_review in the review's order and stops at its end; the total
+    # is counted apart (a shared CTE would collect every listed deal's place to sort it).
     rows = await connection.fetch(
-        f"WITH listed AS ({_WEEK_LISTED})"
-        " SELECT deal_id, owner, name, (SELECT count(*) FROM listed) AS total FROM listed"
+        f"SELECT deal_id, owner, name, (SELECT count(*) FROM ({_WEEK_LISTED}) c) AS total"
+        f" FROM ({_WEEK_LISTED}) l"
         ' ORDER BY owner COLLATE "C", name COLLATE "C", deal_id OFFSET $5 LIMIT $6',
         owner,
         since,

@@ -4,6 +4,7 @@ deals it lists, their streams up to the time asked."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,9 +20,7 @@ from app.domain.flags import TIMED, Flag, FlagRules, Subject, evaluate
 from app.domain.periods import Period
 from app.domain.pipeline import ACTIVE, Pipeline
 from app.domain.state import DealState, pipelines_named
-from app.events.log import RecordedEvent
-from app.events.recorded import to_recorded
-from app.events.store import read_streams_through
+from app.events.recorded import histories_through
 from app.projections.analytics import (
     Filters,
     StageConversion,
@@ -238,20 +237,17 @@ async def _reviews(
     stream on `connection` (a read replica's, where one serves reads) up to the version its
     subject has and to `at` (only the page's deals are read from the log, in one query)."""
     through = {subject.state.deal_id: subject.state.version for subject, _, _ in chosen}
-    streams: dict[UUID, list[RecordedEvent]] = {deal_id: [] for deal_id in through}
-    for event in await read_streams_through(connection, through):
-        if event.recorded_at <= at:
-            streams[event.stream_id].append(event)
+    histories = await histories_through(connection, through, at)
     reviews = []
     for subject, flags, why in chosen:
         state = subject.state
-        stored = streams[state.deal_id]
-        history = [to_recorded(event) for event in stored]
+        stored = histories.get(state.deal_id, [])
+        history = [e.recorded for e in stored]
         pipeline = state.pipeline_in(await service.catalog_holding(pipelines_named(history)))
         changes = [
-            Change(e.version, e.type, e.recorded_at, dict(e.data))
+            Change(e.recorded.version, e.type, e.recorded.recorded_at, json.loads(e.data))
             for e in stored
-            if since < e.recorded_at <= at
+            if since < e.recorded.recorded_at <= at
         ]
         questions = questions_for(state, pipeline, at, last_contact(history, state), coaching)
         reviews.append(DealReview(state, why, changes, flags, questions))

@@ -68,6 +68,8 @@ async def test_the_weekly_review_asks_only_what_gaps_raise(deals: Deals) -> None
     assert by_name["Ready"]["questions"] == []  # no gap, no question
     types = [change["type"] for change in by_name["Ready"]["changes"]]
     assert types[0] == "DealOpened" and "StageAdvanced" in types
+    meeting = next(c for c in by_name["Ready"]["changes"] if c["type"] == "BuyerActivityRecorded")
+    assert meeting["data"]["details"] == call["details"]  # the data as stored
 
     questions = {q["key"]: q for q in by_name["Bare"]["questions"]}
     assert set(questions) == {"ready_to_advance", "next_stage", "missing_stakeholders"}

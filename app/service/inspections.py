@@ -38,7 +38,7 @@ from app.projections.flags import (
     weekly_unsure,
 )
 from app.service.deals import DealService
-from app.service.snapshots import subject_as_of
+from app.service.snapshots import subjects_then
 
 WEEK = timedelta(days=7)
 STALLED = frozenset({"slow_in_stage", "inactive", "ghosting", "stuck_blocker"})
@@ -76,8 +76,11 @@ async def _subjects(
     connection: asyncpg.Connection, service: DealService, as_of: datetime, owner: str | None
 ) -> list[Subject]:
     found = []
-    for deal_id, stored in await open_subjects_by(connection, as_of, owner):
-        subject = stored if stored is not None else await subject_as_of(service, deal_id, as_of)
+    stored_subjects = await open_subjects_by(connection, as_of, owner)
+    missing = [deal_id for deal_id, stored in stored_subjects if stored is None]
+    replayed = await subjects_then(connection, service, missing, as_of)
+    for deal_id, stored in stored_subjects:
+        subject = stored if stored is not None else replayed[deal_id]
         state = subject.state
         if state.exists and state.status == ACTIVE and owner in (None, state.owner):
             found.append(subject)
@@ -165,12 +168,12 @@ async def _weekly_now(
 
         async def judged(own: asyncpg.Connection) -> list[Subject]:
             """The unsure deals in the review, replayed to `at` (written since) or judged."""
-            for deal_id, later in unsure:  # written since `at`: replayed to then, kept if open
-                if later:
-                    subject = await subject_as_of(service, deal_id, at)
-                    state = subject.state
-                    if state.exists and state.status == ACTIVE and owner in (None, state.owner):
-                        replayed[deal_id] = subject
+            # Written since `at`: replayed to then, kept if open.
+            later = [deal_id for deal_id, later in unsure if later]
+            for deal_id, subject in (await subjects_then(own, service, later, at)).items():
+                state = subject.state
+                if state.exists and state.status == ACTIVE and owner in (None, state.owner):
+                    replayed[deal_id] = subject
             due = await subjects_of(own, [d for d, later in unsure if not later], timed=True)
             judging = (*replayed.values(), *due.values())
             catalog = await service.catalog_for([s.state for s in judging])

@@ -2,15 +2,18 @@
 accuracy of a past day are computed from) equals each deal's events recorded by then,
 replayed, at every time in the log: deals settled by then (read from the read model),
 touched later (replayed), opened later (absent), and changed where the projection has not
-caught up yet (replayed from the log); filtered by the owner and status each had then."""
+caught up yet (replayed from the log); filtered by the owner and status each had then.
+Flag subjects replayed many deals to a read equal each deal replayed alone."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
 from decimal import Decimal
+from uuid import uuid4
 
 import asyncpg
+import pytest
 
 from app.domain import commands as c
 from app.domain.decide import Actor
@@ -19,7 +22,7 @@ from app.domain.state import DealState
 from app.events.store import EventStore
 from app.service.deals import CommandContext, DealService
 from app.service.simulation import run_workload
-from app.service.snapshots import deal_states
+from app.service.snapshots import deal_states, subject_as_of, subjects_then
 from tests.support import caught_up, following
 
 TICK = timedelta(microseconds=1)
@@ -81,3 +84,17 @@ async def test_deals_as_of_any_time_are_their_events_replayed_to_then(
         found_theirs = found_theirs or bool(theirs)
     assert 0 in sizes and 12 + 3 in sizes and len(sizes) > 3  # from none to all, and between
     assert {"open", "disqualified"} <= statuses and found_theirs
+
+
+async def test_flag_subjects_replayed_together_equal_each_replayed_alone(
+    store: EventStore, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = DealService(store)
+    workload = await run_workload(service, deals=7, commands=90, seed=7)
+    never = uuid4()  # no stream: an empty subject, as one not opened yet
+    ids = [*workload.deals, never]
+    monkeypatch.setattr("app.service.snapshots.REPLAYED_TOGETHER", 3)  # several reads
+    times = sorted({r["recorded_at"] for r in await pg.fetch("SELECT recorded_at FROM events")})
+    for at in [times[0] - TICK, *times[::9], *(t - TICK for t in times[4::9]), times[-1]]:
+        together = await subjects_then(pg, service, ids, at)
+        assert together == {d: await subject_as_of(service, d, at) for d in ids}, at

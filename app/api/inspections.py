@@ -350,6 +350,7 @@ def monthly_markdown(report: MonthlyInspection) -> str:
 )
 async def monthly(
     connection: ReadConnectionDep,
+    connect: ReadConnectDep,
     service: ServiceDep,
     services: ServicesDep,
     owner: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -365,6 +366,7 @@ async def monthly(
         owner=owner,
         pipeline_key=pipeline,
         size_bands=services.settings.size_bands,
+        connect=connect,
     )
 
     def conv(c: Any) -> MonthConversion | None:

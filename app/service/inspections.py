@@ -22,8 +22,10 @@ from app.domain.pipeline import ACTIVE, Pipeline
 from app.domain.state import DealState, pipelines_named
 from app.events.recorded import histories_through
 from app.projections.analytics import (
+    Durations,
     Filters,
     StageConversion,
+    StageRegressions,
     closed_stays,
     conversion,
     durations,
@@ -306,6 +308,10 @@ class MonthlyReport:
     blockers: list[BlockerCategory]
 
 
+_Month = tuple[list[StageConversion], list[Durations]]
+"""A month's conversion and durations."""
+
+
 async def monthly(
     connection: asyncpg.Connection,
     service: DealService,
@@ -314,9 +320,11 @@ async def monthly(
     owner: str | None,
     pipeline_key: str,
     size_bands: list[int],
+    connect: Connect | None = None,
 ) -> MonthlyReport:
     """Stage conversion and time in stage for stays begun in `as_of`'s month against the
-    month before and the pipeline's expected days; regressions by trigger; blockers."""
+    month before and the pipeline's expected days; regressions by trigger; blockers.
+    `connect`: another connection, for the month before to be read beside this one."""
     at = as_of or datetime.now(UTC)
     period = Period.month(at.year, at.month)
     previous = period.previous()
@@ -337,12 +345,28 @@ async def monthly(
         )
 
     now_f, before_f = window(period), window(previous)
-    conv = {c.stage: c for c in await conversion(connection, now_f)}
-    conv_before = {c.stage: c for c in await conversion(connection, before_f)}
-    med = {d.stage: d.median_days for d in await durations(connection, now_f, None)}
-    med_before = {d.stage: d.median_days for d in await durations(connection, before_f, None)}
+
+    async def month(own: asyncpg.Connection, f: Filters) -> _Month:
+        return await conversion(own, f), await durations(own, f, None)
+
+    async def this_month(
+        own: asyncpg.Connection,
+    ) -> tuple[_Month, list[StageRegressions], list[BlockerCategory]]:
+        found = await month(own, now_f)
+        return found, await regressions(own, now_f), await blocker_categories(own, now_f)
+
+    async def month_before(other: asyncpg.Connection) -> _Month:
+        return await month(other, before_f)
+
+    ((conv_now, med_now), regressed, blocked), (conv_then, med_then) = await side_by_side(
+        connection, connect, this_month, month_before
+    )
+    conv = {c.stage: c for c in conv_now}
+    conv_before = {c.stage: c for c in conv_then}
+    med = {d.stage: d.median_days for d in med_now}
+    med_before = {d.stage: d.median_days for d in med_then}
     triggers: dict[str, int] = {}
-    for row in await regressions(connection, now_f):
+    for row in regressed:
         for trigger, n in row.by_trigger.items():
             triggers[trigger] = triggers.get(trigger, 0) + n
     stages = [
@@ -361,5 +385,5 @@ async def monthly(
         previous=previous,
         stages=stages,
         regressions_by_trigger=dict(sorted(triggers.items())),
-        blockers=await blocker_categories(connection, now_f),
+        blockers=blocked,
     )

@@ -171,8 +171,8 @@ async def _weekly_now(
         async def judged(own: asyncpg.Connection) -> list[Subject]:
             """The unsure deals in the review, replayed to `at` (written since) or judged."""
             # Written since `at`: replayed to then, kept if open.
-            later = [deal_id for deal_id, later in unsure if later]
-            for deal_id, subject in (await subjects_then(own, service, later, at)).items():
+            since_at = [deal_id for deal_id, later in unsure if later]
+            for deal_id, subject in (await subjects_then(own, service, since_at, at)).items():
                 state = subject.state
                 if state.exists and state.status == ACTIVE and owner in (None, state.owner):
                     replayed[deal_id] = subject

@@ -40,7 +40,7 @@ from app.projections.flags import (
     weekly_unsure,
 )
 from app.service.deals import DealService
-from app.service.snapshots import subjects_then
+from app.service.snapshots import stored_or_replayed, subjects_then
 
 WEEK = timedelta(days=7)
 STALLED = frozenset({"slow_in_stage", "inactive", "ghosting", "stuck_blocker"})
@@ -78,11 +78,8 @@ async def _subjects(
     connection: asyncpg.Connection, service: DealService, as_of: datetime, owner: str | None
 ) -> list[Subject]:
     found = []
-    stored_subjects = await open_subjects_by(connection, as_of, owner)
-    missing = [deal_id for deal_id, stored in stored_subjects if stored is None]
-    replayed = await subjects_then(connection, service, missing, as_of)
-    for deal_id, stored in stored_subjects:
-        subject = stored if stored is not None else replayed[deal_id]
+    stored = await open_subjects_by(connection, as_of, owner)
+    for _, subject in await stored_or_replayed(connection, service, stored, as_of):
         state = subject.state
         if state.exists and state.status == ACTIVE and owner in (None, state.owner):
             found.append(subject)

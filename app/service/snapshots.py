@@ -367,6 +367,23 @@ async def subjects_then(
     return subjects
 
 
+async def stored_or_replayed(
+    connection: asyncpg.Connection,
+    service: DealService,
+    stored: Sequence[tuple[UUID, Subject | None]],
+    as_of: datetime,
+) -> list[tuple[UUID, Subject]]:
+    """Each deal's stored subject, or where there is none (events recorded after `as_of`)
+    the deal replayed to `as_of`, those together (`subjects_then`)."""
+    replayed = await subjects_then(
+        connection, service, [deal_id for deal_id, subject in stored if subject is None], as_of
+    )
+    return [
+        (deal_id, subject if subject is not None else replayed[deal_id])
+        for deal_id, subject in stored
+    ]
+
+
 def _standing(deal_id: UUID, flag: Flag, as_of: datetime) -> FlagRow:
     return FlagRow(deal_id, flag.kind, flag.raised_at, None, flag.severity, flag.numbers, as_of)
 
@@ -408,11 +425,8 @@ async def standing_flags(
     if as_of is None:
         return await open_flags(connection, where, after, limit)
     found: list[FlagOnDeal] = []
-    stored_subjects = await subjects_recorded_by(connection, as_of)
-    missing = [deal_id for deal_id, stored in stored_subjects if stored is None]
-    replayed = await subjects_then(connection, service, missing, as_of)
-    for deal_id, stored in stored_subjects:
-        subject = stored if stored is not None else replayed[deal_id]
+    stored = await subjects_recorded_by(connection, as_of)
+    for deal_id, subject in await stored_or_replayed(connection, service, stored, as_of):
         if not subject.state.exists or not where.admits_deal(subject.state):
             continue
         catalog = await service.catalog_for([subject.state])
